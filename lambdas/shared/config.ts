@@ -1,0 +1,57 @@
+import { ENV } from './constants';
+import { ConfigurationError } from './errors';
+import { DEFAULT_POLL_SETTINGS, validatePollSettings, type FixedIntervalSettings } from './poll-strategy';
+
+/**
+ * Reads Lambda configuration from environment variables, once per container (call these
+ * at module load). Missing or malformed values fail the cold start loudly instead of
+ * failing every record later.
+ */
+type Env = Readonly<Record<string, string | undefined>>;
+
+export function requireEnv(name: string, env: Env = process.env): string {
+  const value = env[name];
+  if (value === undefined || value.trim() === '') throw new ConfigurationError(`environment variable ${name} is required`);
+  return value;
+}
+
+export function positiveIntEnv(name: string, fallback: number, env: Env = process.env): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) {
+    throw new ConfigurationError(`environment variable ${name} must be a positive integer, got "${raw}"`);
+  }
+  return value;
+}
+
+/** Settings every handler that talks to Waterflai needs. */
+export interface WaterflaiSettings {
+  readonly baseUrl: string;
+  readonly apiKeySecretId: string;
+}
+
+export function readWaterflaiSettings(env: Env = process.env): WaterflaiSettings {
+  return {
+    baseUrl: requireEnv(ENV.WATERFLAI_BASE_URL, env),
+    apiKeySecretId: requireEnv(ENV.WATERFLAI_API_KEY_SECRET_ID, env),
+  };
+}
+
+/** Days job records are kept before DynamoDB's TTL removes them. */
+export const DEFAULT_JOB_RETENTION_DAYS = 90;
+/** Default maximum job duration: 24 hours. */
+export const DEFAULT_MAX_JOB_DURATION_SECONDS = 24 * 3600;
+/** Default largest `final_output` carried inline in records and events. */
+export const DEFAULT_MAX_INLINE_OUTPUT_BYTES = 128 * 1024;
+/** Default SQS maxReceiveCount of the intake queue's redrive policy. */
+export const DEFAULT_MAX_RECEIVE_COUNT = 5;
+
+/** The poll interval settings from the environment, validated. */
+export function readPollSettings(env: Env = process.env): FixedIntervalSettings {
+  return validatePollSettings({
+    intervalSeconds: positiveIntEnv(ENV.POLL_INTERVAL_SECONDS, DEFAULT_POLL_SETTINGS.intervalSeconds, env),
+    minSeconds: positiveIntEnv(ENV.POLL_MIN_SECONDS, DEFAULT_POLL_SETTINGS.minSeconds, env),
+    maxSeconds: positiveIntEnv(ENV.POLL_MAX_SECONDS, DEFAULT_POLL_SETTINGS.maxSeconds, env),
+  });
+}

@@ -1,0 +1,345 @@
+import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
+import { GetCommand, PutCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { JOB_STATUS, STATUS_RANK, TERMINAL_RANK, type JobStatus, type TerminalStatus } from './constants';
+
+/** Why a job was cancelled. */
+export type CancelReason = 'remote' | 'requested' | 'timeout';
+
+/** A job as stored in the job table (one item per job, keyed by `job_id`). */
+export interface JobRecord {
+  readonly job_id: string;
+  /** Absent only for a rejected message whose chatbot id was not valid. */
+  readonly chatbot_id?: string;
+  readonly status: JobStatus;
+  readonly status_rank: number;
+  /** Incremented by every write; readers can order the record's states by it. */
+  readonly version: number;
+  readonly accepted_at: string;
+  readonly updated_at: string;
+  readonly deadline_at: string;
+  /** Epoch seconds; DynamoDB's TTL removes the record after it. */
+  readonly expires_at: number;
+  readonly metadata: Record<string, unknown>;
+  readonly source_message_id: string;
+  readonly delivery: 'sqs' | 'eventbridge';
+  /** Epoch ms until which the claimant owns the Waterflai start (0: released). */
+  readonly claim_expires_at?: number;
+  readonly execution_id?: string;
+  readonly state_machine_execution_name?: string;
+  readonly state_machine_execution_arn?: string;
+  readonly progress?: number | null;
+  readonly current_node?: string | null;
+  readonly completed_nodes?: number | null;
+  readonly total_nodes?: number | null;
+  /** When the poll that produced the stored status was made (stale writes are refused). */
+  readonly observed_at?: string;
+  readonly polls?: number;
+  readonly upstream_started_at?: string | null;
+  readonly finished_at?: string;
+  readonly final_output?: unknown;
+  readonly error_code?: string;
+  readonly error_message?: string;
+  readonly cancel_reason?: CancelReason;
+  /** Set when the job failed at intake (invalid message, rejected start): the message goes to the DLQ. */
+  readonly rejected_at_intake?: boolean;
+  readonly dead_lettered_at?: string;
+  readonly outcome_event_id?: string;
+  readonly event_published_at?: string;
+}
+
+/** What a new job's record starts with. */
+export interface NewJob {
+  readonly job_id: string;
+  readonly chatbot_id: string;
+  readonly metadata: Record<string, unknown>;
+  readonly source_message_id: string;
+  readonly delivery: 'sqs' | 'eventbridge';
+  readonly accepted_at: string;
+  readonly deadline_at: string;
+  readonly expires_at: number;
+  readonly state_machine_execution_name: string;
+  readonly claim_expires_at: number;
+}
+
+/** A failed job that never reached Waterflai (or that Waterflai refused). */
+export interface RejectedJob {
+  readonly job_id: string;
+  readonly chatbot_id?: string;
+  readonly metadata: Record<string, unknown>;
+  readonly source_message_id: string;
+  readonly delivery: 'sqs' | 'eventbridge';
+  readonly at: string;
+  readonly expires_at: number;
+  readonly error_code: string;
+  readonly error_message: string;
+}
+
+/** Fields a status update may set, besides the status itself. */
+export interface StatusFields {
+  readonly progress?: number | null;
+  readonly current_node?: string | null;
+  readonly completed_nodes?: number | null;
+  readonly total_nodes?: number | null;
+  readonly polls?: number;
+  readonly upstream_started_at?: string | null;
+  readonly finished_at?: string;
+  readonly final_output?: unknown;
+  readonly error_code?: string;
+  readonly error_message?: string;
+  readonly cancel_reason?: CancelReason;
+}
+
+export interface StatusUpdate {
+  readonly status: JobStatus;
+  readonly fields: StatusFields;
+  /** When the observation was made; an update older than the stored one is refused. */
+  readonly observedAt?: string;
+  /** When the write happens (updated_at). */
+  readonly now: string;
+}
+
+export type ClaimResult = { readonly kind: 'claimed'; readonly record: JobRecord } | { readonly kind: 'exists'; readonly record: JobRecord };
+
+export type UpdateResult = { readonly applied: true; readonly record: JobRecord } | { readonly applied: false; readonly record: JobRecord | undefined };
+
+/**
+ * All reads and writes of the job table. Every write is conditional so that duplicate
+ * deliveries, concurrent writers and stale observations cannot move a job backwards or
+ * overwrite a terminal status.
+ */
+export class JobStore {
+  constructor(
+    private readonly client: DynamoDBDocumentClient,
+    private readonly tableName: string,
+  ) {}
+
+  async get(jobId: string): Promise<JobRecord | undefined> {
+    const result = await this.client.send(new GetCommand({ TableName: this.tableName, Key: { job_id: jobId }, ConsistentRead: true }));
+    return result.Item as JobRecord | undefined;
+  }
+
+  /**
+   * Creates the job's record in `SUBMITTING` unless a record for the job id exists; then
+   * the existing record is returned for the caller to decide (duplicate, resume, wait).
+   */
+  async claim(job: NewJob): Promise<ClaimResult> {
+    const record: JobRecord = {
+      ...job,
+      status: JOB_STATUS.SUBMITTING,
+      status_rank: STATUS_RANK.SUBMITTING,
+      version: 1,
+      updated_at: job.accepted_at,
+      polls: 0,
+    };
+    const created = await this.putIfAbsent(record);
+    if (created) return { kind: 'claimed', record };
+    return { kind: 'exists', record: await this.mustGet(job.job_id) };
+  }
+
+  /**
+   * Takes over an expired claim (the previous claimant died before saving an execution id).
+   * Succeeds for exactly one caller.
+   */
+  async takeOverClaim(jobId: string, previousExpiresAt: number | undefined, newExpiresAt: number, now: string): Promise<JobRecord | undefined> {
+    return this.conditionalUpdate(
+      jobId,
+      { claim_expires_at: newExpiresAt, updated_at: now },
+      previousExpiresAt === undefined
+        ? 'attribute_not_exists(#claim_expires_at) AND attribute_not_exists(#execution_id) AND #status_rank < :terminal'
+        : '#claim_expires_at = :previous AND attribute_not_exists(#execution_id) AND #status_rank < :terminal',
+      { ':terminal': TERMINAL_RANK, ...(previousExpiresAt === undefined ? {} : { ':previous': previousExpiresAt }) },
+    );
+  }
+
+  /** Gives up a claim after a failed start attempt, so a retry need not wait for the lease. */
+  async releaseClaim(jobId: string, claimExpiresAt: number, now: string): Promise<void> {
+    await this.conditionalUpdate(
+      jobId,
+      { claim_expires_at: 0, updated_at: now },
+      '#claim_expires_at = :mine AND attribute_not_exists(#execution_id)',
+      { ':mine': claimExpiresAt },
+    );
+  }
+
+  /**
+   * Saves the Waterflai execution id and moves the job to `PENDING`. Refused when an
+   * execution id is already saved or the job is terminal; the current record is returned.
+   */
+  async saveExecutionId(jobId: string, executionId: string, now: string): Promise<UpdateResult> {
+    const record = await this.conditionalUpdate(
+      jobId,
+      { execution_id: executionId, status: JOB_STATUS.PENDING, status_rank: STATUS_RANK.PENDING, updated_at: now, claim_expires_at: 0 },
+      'attribute_exists(#job_id) AND attribute_not_exists(#execution_id) AND #status_rank < :terminal',
+      { ':terminal': TERMINAL_RANK },
+    );
+    return record ? { applied: true, record } : { applied: false, record: await this.get(jobId) };
+  }
+
+  /** Records the state machine execution started for the job (first writer wins). */
+  async saveStateMachineExecution(jobId: string, executionArn: string, now: string): Promise<void> {
+    await this.client.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { job_id: jobId },
+        UpdateExpression: 'SET #arn = if_not_exists(#arn, :arn), #updated_at = :now, #version = #version + :one',
+        ConditionExpression: 'attribute_exists(#job_id)',
+        ExpressionAttributeNames: { '#arn': 'state_machine_execution_arn', '#updated_at': 'updated_at', '#version': 'version', '#job_id': 'job_id' },
+        ExpressionAttributeValues: { ':arn': executionArn, ':now': now, ':one': 1 },
+      }),
+    );
+  }
+
+  /**
+   * Applies a status observation or settles the job, monotonically: refused when the
+   * stored status ranks higher, is terminal, or was observed later than this update.
+   * Returns whether it was applied and the record as it now stands.
+   */
+  async applyStatus(jobId: string, update: StatusUpdate): Promise<UpdateResult> {
+    const rank = STATUS_RANK[update.status];
+    const set: Record<string, unknown> = {
+      ...update.fields,
+      status: update.status,
+      status_rank: rank,
+      updated_at: update.now,
+      ...(update.observedAt === undefined ? {} : { observed_at: update.observedAt }),
+    };
+    const conditions = ['attribute_exists(#job_id)', '#status_rank <= :rank', '#status_rank < :terminal'];
+    const values: Record<string, unknown> = { ':rank': rank, ':terminal': TERMINAL_RANK };
+    if (update.observedAt !== undefined) {
+      conditions.push('(attribute_not_exists(#observed_at) OR #observed_at <= :observed_at)');
+      values[':observed_at'] = update.observedAt;
+    }
+    const record = await this.conditionalUpdate(jobId, set, conditions.join(' AND '), values);
+    return record ? { applied: true, record } : { applied: false, record: await this.get(jobId) };
+  }
+
+  /**
+   * Creates a terminal FAILED record for a message that was rejected at intake. Returns
+   * false when a record for the job id already exists (it is left untouched).
+   */
+  async createRejected(job: RejectedJob): Promise<boolean> {
+    const record: JobRecord = {
+      job_id: job.job_id,
+      ...(job.chatbot_id === undefined ? {} : { chatbot_id: job.chatbot_id }),
+      status: JOB_STATUS.FAILED,
+      status_rank: STATUS_RANK.FAILED,
+      version: 1,
+      accepted_at: job.at,
+      updated_at: job.at,
+      deadline_at: job.at,
+      finished_at: job.at,
+      expires_at: job.expires_at,
+      metadata: job.metadata,
+      source_message_id: job.source_message_id,
+      delivery: job.delivery,
+      polls: 0,
+      error_code: job.error_code,
+      error_message: job.error_message,
+      rejected_at_intake: true,
+    };
+    return this.putIfAbsent(record);
+  }
+
+  /** Settles a claimed job that Waterflai refused (or that ran out of start retries). */
+  async rejectClaimed(jobId: string, errorCode: string, errorMessage: string, now: string): Promise<UpdateResult> {
+    const record = await this.conditionalUpdate(
+      jobId,
+      {
+        status: JOB_STATUS.FAILED,
+        status_rank: STATUS_RANK.FAILED,
+        updated_at: now,
+        finished_at: now,
+        error_code: errorCode,
+        error_message: errorMessage,
+        rejected_at_intake: true,
+        claim_expires_at: 0,
+      },
+      'attribute_exists(#job_id) AND attribute_not_exists(#execution_id) AND #status_rank < :terminal',
+      { ':terminal': TERMINAL_RANK },
+    );
+    return record ? { applied: true, record } : { applied: false, record: await this.get(jobId) };
+  }
+
+  async markEventPublished(jobId: string, eventId: string, now: string): Promise<void> {
+    await this.update(jobId, { outcome_event_id: eventId, event_published_at: now });
+  }
+
+  async markDeadLettered(jobId: string, now: string): Promise<void> {
+    await this.update(jobId, { dead_lettered_at: now });
+  }
+
+  private async mustGet(jobId: string): Promise<JobRecord> {
+    const record = await this.get(jobId);
+    // The conditional put failed because the item exists; only a TTL delete in between could remove it.
+    if (!record) throw new Error(`job ${jobId} vanished between a conditional write and its read`);
+    return record;
+  }
+
+  private async putIfAbsent(record: JobRecord): Promise<boolean> {
+    try {
+      await this.client.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: record,
+          ConditionExpression: 'attribute_not_exists(#job_id)',
+          ExpressionAttributeNames: { '#job_id': 'job_id' },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return false;
+      throw error;
+    }
+  }
+
+  /** Unconditional bookkeeping write (the record must exist). */
+  private async update(jobId: string, set: Record<string, unknown>): Promise<void> {
+    const record = await this.conditionalUpdate(jobId, set, 'attribute_exists(#job_id)', {});
+    if (!record) throw new Error(`job ${jobId} does not exist`);
+  }
+
+  /**
+   * SET the given attributes and increment `version` under a condition. Returns the new
+   * record, or undefined when the condition failed.
+   */
+  private async conditionalUpdate(
+    jobId: string,
+    set: Record<string, unknown>,
+    condition: string,
+    conditionValues: Record<string, unknown>,
+  ): Promise<JobRecord | undefined> {
+    const names: Record<string, string> = { '#version': 'version' };
+    const values: Record<string, unknown> = { ...conditionValues, ':one': 1 };
+    const assignments: string[] = ['#version = #version + :one'];
+    for (const [key, value] of Object.entries(set)) {
+      if (value === undefined) continue;
+      names[`#${key}`] = key;
+      values[`:set_${key}`] = value;
+      assignments.push(`#${key} = :set_${key}`);
+    }
+    // DynamoDB rejects unused placeholders, so name exactly those the condition uses.
+    for (const [, name] of condition.matchAll(/#([a-z_]+)/g)) names[`#${name}`] = name!;
+    try {
+      const result = await this.client.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: { job_id: jobId },
+          UpdateExpression: `SET ${assignments.join(', ')}`,
+          ConditionExpression: condition,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return result.Attributes as JobRecord;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return undefined;
+      throw error;
+    }
+  }
+}
+
+/** True when the record's status is terminal. */
+export function isSettled(record: JobRecord): record is JobRecord & { status: TerminalStatus } {
+  return record.status_rank >= TERMINAL_RANK;
+}

@@ -1,0 +1,103 @@
+import { PutEventsCommand, type EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { z } from 'zod';
+import { DETAIL_TYPE, EVENT_SOURCE, JOB_STATUS, type DetailType, type TerminalStatus } from './constants';
+import type { JobRecord } from './job-store';
+
+/** The `detail` of every outcome event. One schema for Completed, Failed and Cancelled. */
+export const outcomeDetailSchema = z
+  .object({
+    event_id: z.string().describe('Stable id of this outcome: the same on every redelivery, for subscribers to de-duplicate.'),
+    job_id: z.string(),
+    chatbot_id: z.string().nullable().describe('Null only when a rejected message carried no valid chatbot_id.'),
+    execution_id: z.string().nullable().describe('The Waterflai execution id; null when the job never reached Waterflai.'),
+    status: z.enum([JOB_STATUS.COMPLETED, JOB_STATUS.FAILED, JOB_STATUS.CANCELLED]),
+    final_output: z.unknown().optional().describe('COMPLETED only: the execution\'s final output.'),
+    error: z
+      .object({ code: z.string(), message: z.string() })
+      .optional()
+      .describe('FAILED only: a machine-readable code and a human-readable message.'),
+    reason: z.enum(['remote', 'requested', 'timeout']).optional().describe('CANCELLED only: who or what cancelled the job.'),
+    metadata: z.record(z.string(), z.unknown()).describe('The job request\'s metadata, passed through.'),
+    accepted_at: z.string().describe('When the orchestrator accepted the job (ISO 8601).'),
+    started_at: z.string().nullable().describe('When Waterflai started running it, if known.'),
+    finished_at: z.string().describe('When the orchestrator recorded the outcome.'),
+    duration_ms: z.number().int().nonnegative().describe('finished_at - accepted_at.'),
+    polls: z.number().int().nonnegative().describe('Status polls made for the job.'),
+  })
+  .describe('Detail of a "Waterflai Execution Completed|Failed|Cancelled" event (source waterflai.orchestrator).');
+
+export type OutcomeDetail = z.infer<typeof outcomeDetailSchema>;
+
+export interface OutcomeEvent {
+  readonly source: typeof EVENT_SOURCE;
+  readonly detailType: DetailType;
+  readonly detail: OutcomeDetail;
+}
+
+/** The stable id of a job's outcome: the same for every publication of it. */
+export function outcomeEventId(jobId: string, status: TerminalStatus): string {
+  return `${jobId}:${status.toLowerCase()}`;
+}
+
+/** Builds the outcome event of a settled job from its record alone (so it is reproducible). */
+export function buildOutcomeEvent(record: JobRecord & { status: TerminalStatus }): OutcomeEvent {
+  const finishedAt = record.finished_at ?? record.updated_at;
+  const duration = Date.parse(finishedAt) - Date.parse(record.accepted_at);
+  const detail: OutcomeDetail = {
+    event_id: outcomeEventId(record.job_id, record.status),
+    job_id: record.job_id,
+    chatbot_id: record.chatbot_id ?? null,
+    execution_id: record.execution_id ?? null,
+    status: record.status,
+    ...(record.status === JOB_STATUS.COMPLETED ? { final_output: record.final_output ?? null } : {}),
+    ...(record.status === JOB_STATUS.FAILED
+      ? { error: { code: record.error_code ?? 'UNKNOWN_ERROR', message: record.error_message ?? 'no error message was recorded' } }
+      : {}),
+    ...(record.status === JOB_STATUS.CANCELLED ? { reason: record.cancel_reason ?? 'remote' } : {}),
+    metadata: record.metadata ?? {},
+    accepted_at: record.accepted_at,
+    started_at: record.upstream_started_at ?? null,
+    finished_at: finishedAt,
+    duration_ms: Number.isFinite(duration) && duration > 0 ? duration : 0,
+    polls: record.polls ?? 0,
+  };
+  return { source: EVENT_SOURCE, detailType: DETAIL_TYPE[record.status], detail };
+}
+
+/** Attempts of PutEvents for an entry that EventBridge reported as failed. */
+const MAX_PUT_ATTEMPTS = 5;
+const BASE_DELAY_MS = 100;
+
+/**
+ * Publishes outcome events. A partial failure (`FailedEntryCount` > 0) is retried with
+ * backoff and jitter; if the entry still fails the call throws, so the caller's retry
+ * (the Lambda's or the state machine's) takes over. Never ignored.
+ */
+export class OutcomePublisher {
+  constructor(
+    private readonly client: EventBridgeClient,
+    private readonly eventBusName: string,
+    private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  async publish(event: OutcomeEvent): Promise<void> {
+    const entry = {
+      EventBusName: this.eventBusName,
+      Source: event.source,
+      DetailType: event.detailType,
+      Detail: JSON.stringify(event.detail),
+      Resources: [],
+    };
+    let lastError = '';
+    for (let attempt = 1; attempt <= MAX_PUT_ATTEMPTS; attempt += 1) {
+      const result = await this.client.send(new PutEventsCommand({ Entries: [entry] }));
+      const failed = result.FailedEntryCount ?? 0;
+      const first = result.Entries?.[0];
+      if (failed === 0 && first?.EventId) return;
+      lastError = first?.ErrorCode ? `${first.ErrorCode}: ${first.ErrorMessage ?? ''}` : 'no event id returned';
+      if (attempt < MAX_PUT_ATTEMPTS) await this.sleep(this.random() * BASE_DELAY_MS * 2 ** attempt);
+    }
+    throw new Error(`PutEvents failed for outcome ${event.detail.event_id} after ${MAX_PUT_ATTEMPTS} attempts: ${lastError}`);
+  }
+}

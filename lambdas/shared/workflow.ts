@@ -1,0 +1,47 @@
+import type { JobStatus } from './constants';
+
+/**
+ * The state that flows through the poll loop (state machine input, the poll Lambda's
+ * input and output, and the finish Lambda's input). Kept small on purpose: metadata,
+ * input and output live in the job record, never in the execution history.
+ *
+ * The start Lambda builds the initial state only from values stored in the job record,
+ * so a retried StartExecution sends byte-identical input.
+ */
+export interface PollState {
+  readonly job_id: string;
+  readonly chatbot_id: string;
+  readonly execution_id: string;
+  /** When the orchestrator accepted the job (ISO 8601). */
+  readonly accepted_at: string;
+  /** When the job must have ended (ISO 8601): accepted_at + min(timeout_seconds, max job duration). */
+  readonly deadline_at: string;
+  /** The last status written to the job record. */
+  readonly status: JobStatus;
+  /** The last progress written (0-100), or null when Waterflai reported none. */
+  readonly progress: number | null;
+  /** The last current node written, or null. */
+  readonly current_node: string | null;
+  /** Number of status polls made so far. */
+  readonly poll_count: number;
+  /** Seconds the Wait state waits before the next poll (read with `SecondsPath`). */
+  readonly next_poll_seconds: number;
+}
+
+/** The error the state machine's Catch puts at `$.error` before the failure-recording step. */
+export interface CaughtError {
+  readonly Error: string;
+  readonly Cause?: string;
+}
+
+/** Input of the finish Lambda: the loop state, plus the caught error on the failure path. */
+export interface FinishInput extends PollState {
+  readonly error?: CaughtError;
+}
+
+/** Output of the finish Lambda. */
+export interface FinishOutput {
+  readonly job_id: string;
+  readonly status: JobStatus;
+  readonly event_id: string;
+}

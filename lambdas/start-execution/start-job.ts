@@ -1,0 +1,372 @@
+import { ChangeMessageVisibilityCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { ExecutionAlreadyExists, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
+import type { SQSRecord } from 'aws-lambda';
+import { DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../shared/constants';
+import { describeError, InvalidIdentifierError, InvalidMessageError, isRetryable, OrchestratorError, WaterflaiError, WaterflaiHttpError } from '../shared/errors';
+import { executionNameForJob } from '../shared/identifiers';
+import { parseJobMessage, type JobRequest } from '../shared/job-request';
+import { isSettled, type JobRecord, type JobStore } from '../shared/job-store';
+import { buildOutcomeEvent, type OutcomePublisher } from '../shared/outcome-event';
+import type { AppLogger } from '../shared/logger';
+import { DEFAULT_REQUEST_MARGIN_MS, DEFAULT_REQUEST_TIMEOUT_MS, requestTimeoutFor } from '../shared/waterflai-client';
+import type { PollState } from '../shared/workflow';
+
+/** The Waterflai calls the starter needs (a subset of the client, so tests can fake it). */
+export interface WaterflaiStarter {
+  startExecution(chatbotId: string, inputData: Record<string, unknown>, options?: { timeoutMs?: number }): Promise<{ execution_id: string }>;
+  cancelExecution(executionId: string, options?: { timeoutMs?: number }): Promise<unknown>;
+}
+
+
+export interface StarterSettings {
+  readonly stateMachineArn: string;
+  readonly intakeQueueUrl: string;
+  readonly deadLetterQueueUrl: string;
+  readonly maxJobDurationSeconds: number;
+  readonly retentionDays: number;
+  /** The intake queue's maxReceiveCount: on the last receive, a transient failure becomes final. */
+  readonly maxReceiveCount: number;
+  /** Seconds before the first status poll. */
+  readonly firstPollSeconds: number;
+  /** How long a claim protects a job's Waterflai start from concurrent duplicates. */
+  readonly claimLeaseMs: number;
+}
+
+export interface StarterDeps {
+  readonly store: JobStore;
+  readonly waterflai: WaterflaiStarter;
+  readonly sfn: SFNClient;
+  readonly sqs: SQSClient;
+  readonly publisher: OutcomePublisher;
+  readonly logger: AppLogger;
+  readonly settings: StarterSettings;
+  readonly now?: () => number;
+  readonly random?: () => number;
+}
+
+/** Another delivery of the same job holds the claim; try again once it is done. Retryable. */
+export class JobBusyError extends OrchestratorError {
+  readonly retryable = true;
+  readonly code = 'JOB_BUSY';
+
+  constructor(jobId: string) {
+    super(`job ${jobId} is being started by another delivery`);
+  }
+}
+
+/** Backoff bounds for transient start failures (SQS visibility, seconds). */
+const BACKOFF_BASE_SECONDS = 5;
+const BACKOFF_CAP_SECONDS = 900;
+/** SQS visibility timeout maximum (12 h). */
+const MAX_VISIBILITY_SECONDS = 43_200;
+
+/**
+ * Starts one job per SQS record: validate -> claim in DynamoDB -> POST to Waterflai ->
+ * save the execution id -> StartExecution. Each step is idempotent, so a redelivered or
+ * duplicated message resumes where the previous attempt stopped and never starts a second
+ * Waterflai or Step Functions execution for a job id whose execution id was saved.
+ */
+export class JobStarter {
+  private readonly now: () => number;
+  private readonly random: () => number;
+
+  constructor(private readonly deps: StarterDeps) {
+    this.now = deps.now ?? Date.now;
+    this.random = deps.random ?? Math.random;
+  }
+
+  /**
+   * Processes one record. Returns normally when the message is done with (started,
+   * duplicate, or permanently rejected and dead-lettered); throws to fail only this item
+   * when a later attempt may succeed.
+   */
+  async handleRecord(record: SQSRecord, remainingMs: () => number): Promise<void> {
+    let request: JobRequest;
+    try {
+      request = parseJobMessage(record.body, record.messageId);
+    } catch (error) {
+      if (error instanceof InvalidMessageError) return this.rejectInvalid(record, error);
+      throw error;
+    }
+    try {
+      await this.start(request, record, remainingMs);
+    } catch (error) {
+      const receiveCount = Number(record.attributes?.ApproximateReceiveCount ?? '1');
+      if (isPermanentStartError(error)) {
+        const status = error instanceof WaterflaiHttpError ? error.status : undefined;
+        this.deps.logger.warn('Waterflai refused the job; not retrying', { job_id: request.job_id, error: describeError(error), status });
+        const code = error instanceof InvalidIdentifierError ? ERROR_CODE.INVALID_MESSAGE : ERROR_CODE.WATERFLAI_REJECTED;
+        return this.giveUp(request, record, code, describeError(error));
+      }
+      if (receiveCount >= this.deps.settings.maxReceiveCount) {
+        this.deps.logger.error('start retries exhausted', { job_id: request.job_id, receive_count: receiveCount, error: describeError(error) });
+        return this.giveUp(request, record, ERROR_CODE.START_RETRIES_EXHAUSTED, `gave up after ${receiveCount} attempts: ${describeError(error)}`);
+      }
+      await this.deferMessage(record, error, receiveCount);
+      throw error;
+    }
+  }
+
+  private async start(request: JobRequest, message: SQSRecord, remainingMs: () => number): Promise<void> {
+    const { store, logger } = this.deps;
+    const nowMs = this.now();
+    const claim = await store.claim({
+      job_id: request.job_id,
+      chatbot_id: request.chatbot_id,
+      metadata: request.metadata,
+      source_message_id: message.messageId,
+      delivery: request.delivery,
+      accepted_at: iso(nowMs),
+      deadline_at: iso(nowMs + this.jobDurationSeconds(request) * 1000),
+      expires_at: this.expiresAt(nowMs),
+      state_machine_execution_name: executionNameForJob(request.job_id),
+      claim_expires_at: nowMs + this.deps.settings.claimLeaseMs,
+    });
+    let job = claim.record;
+
+    if (claim.kind === 'exists') {
+      if (isSettled(job)) {
+        if (this.isOwnUnfinishedRejection(job, message)) return this.completeRejection(job, message);
+        logger.info('duplicate delivery of a finished job; ignored', { job_id: job.job_id, status: job.status });
+        return;
+      }
+      if (job.execution_id !== undefined) {
+        if (job.state_machine_execution_arn !== undefined) {
+          logger.info('duplicate delivery of a running job; ignored', { job_id: job.job_id });
+          return;
+        }
+        return this.startStateMachine(job);
+      }
+      if ((job.claim_expires_at ?? 0) > nowMs) throw new JobBusyError(job.job_id);
+      const taken = await store.takeOverClaim(job.job_id, job.claim_expires_at, nowMs + this.deps.settings.claimLeaseMs, iso(nowMs));
+      if (!taken) throw new JobBusyError(job.job_id);
+      logger.warn('took over an expired claim; a previous attempt may have started a Waterflai execution', { job_id: job.job_id });
+      job = taken;
+    }
+
+    let executionId: string;
+    try {
+      const started = await this.deps.waterflai.startExecution(request.chatbot_id, request.input_data, {
+        timeoutMs: requestTimeoutFor(remainingMs()),
+      });
+      executionId = started.execution_id;
+    } catch (error) {
+      if (isRetryable(error) && job.claim_expires_at !== undefined) {
+        await store.releaseClaim(job.job_id, job.claim_expires_at, iso(this.now())).catch(() => undefined);
+      }
+      throw error;
+    }
+
+    const saved = await store.saveExecutionId(job.job_id, executionId, iso(this.now()));
+    if (!saved.applied) {
+      const current = saved.record;
+      if (current?.execution_id !== undefined && current.execution_id !== executionId) {
+        logger.error('another delivery saved a different execution id; cancelling ours', { job_id: job.job_id, execution_id: executionId });
+      } else {
+        logger.warn('job settled while it was being started; cancelling the new execution', { job_id: job.job_id, execution_id: executionId });
+      }
+      await this.cancelQuietly(executionId, remainingMs);
+      if (!current || isSettled(current) || current.state_machine_execution_arn !== undefined) return;
+      return this.startStateMachine(current);
+    }
+    logger.info('Waterflai execution started', { job_id: job.job_id, execution_id: executionId });
+    await this.startStateMachine(saved.record);
+  }
+
+  /** Starts (or finds) the job's state machine execution; the input is rebuilt byte-identically from the record. */
+  private async startStateMachine(job: JobRecord): Promise<void> {
+    const { sfn, settings, store, logger } = this.deps;
+    const name = job.state_machine_execution_name ?? executionNameForJob(job.job_id);
+    let executionArn: string;
+    try {
+      const result = await sfn.send(
+        new StartExecutionCommand({ stateMachineArn: settings.stateMachineArn, name, input: JSON.stringify(this.initialState(job)) }),
+      );
+      executionArn = result.executionArn ?? executionArnFor(settings.stateMachineArn, name);
+    } catch (error) {
+      if (!(error instanceof ExecutionAlreadyExists)) throw error;
+      logger.info('state machine execution already exists', { job_id: job.job_id });
+      executionArn = executionArnFor(settings.stateMachineArn, name);
+    }
+    await store.saveStateMachineExecution(job.job_id, executionArn, iso(this.now()));
+  }
+
+  /** The poll loop's first state. Built only from stored values so that retries send the same bytes. */
+  private initialState(job: JobRecord): PollState {
+    return {
+      job_id: job.job_id,
+      chatbot_id: job.chatbot_id ?? '',
+      execution_id: job.execution_id ?? '',
+      accepted_at: job.accepted_at,
+      deadline_at: job.deadline_at,
+      status: JOB_STATUS.PENDING,
+      progress: null,
+      current_node: null,
+      poll_count: 0,
+      next_poll_seconds: this.deps.settings.firstPollSeconds,
+    };
+  }
+
+  /** An invalid message: record and announce a Failed outcome when a job id is known, then dead-letter it. */
+  private async rejectInvalid(message: SQSRecord, error: InvalidMessageError): Promise<void> {
+    const { store, logger } = this.deps;
+    const { jobId, chatbotId, metadata, delivery } = error.context;
+    logger.warn('invalid job message', { message_id: message.messageId, job_id: jobId, error: error.message });
+    if (jobId === undefined) return this.sendToDeadLetterQueue(message, error.code, error.message, undefined);
+    const at = iso(this.now());
+    const created = await store.createRejected({
+      job_id: jobId,
+      ...(chatbotId === undefined ? {} : { chatbot_id: chatbotId }),
+      metadata: metadata ?? {},
+      source_message_id: message.messageId,
+      delivery: delivery ?? 'sqs',
+      at,
+      expires_at: this.expiresAt(this.now()),
+      error_code: error.code,
+      error_message: error.message,
+    });
+    const record = await store.get(jobId);
+    if (record && isSettled(record) && (created || this.isOwnUnfinishedRejection(record, message))) {
+      return this.completeRejection(record, message);
+    }
+    // The job id belongs to another job (or this message was already dead-lettered): its
+    // outcome is that job's to announce, so this message only goes to the DLQ.
+    if (!record?.dead_lettered_at || record.source_message_id !== message.messageId) {
+      await this.sendToDeadLetterQueue(message, error.code, error.message, jobId);
+    }
+  }
+
+  /** A job that can not be started: settle it FAILED, announce it and dead-letter the message. */
+  private async giveUp(request: JobRequest, message: SQSRecord, code: string, reason: string): Promise<void> {
+    const { store, logger } = this.deps;
+    const at = iso(this.now());
+    const rejected = await store.rejectClaimed(request.job_id, code, reason, at);
+    if (rejected.applied) return this.completeRejection(rejected.record, message);
+
+    const current = rejected.record;
+    if (current === undefined) {
+      const created = await store.createRejected({
+        job_id: request.job_id,
+        chatbot_id: request.chatbot_id,
+        metadata: request.metadata,
+        source_message_id: message.messageId,
+        delivery: request.delivery,
+        at,
+        expires_at: this.expiresAt(this.now()),
+        error_code: code,
+        error_message: reason,
+      });
+      const record = created ? await store.get(request.job_id) : undefined;
+      if (record && isSettled(record)) return this.completeRejection(record, message);
+      throw new Error(`job ${request.job_id} changed while it was being rejected`);
+    }
+    if (isSettled(current)) {
+      if (this.isOwnUnfinishedRejection(current, message)) return this.completeRejection(current, message);
+      return;
+    }
+    if (current.state_machine_execution_arn !== undefined) return; // tracked by its execution: nothing to give up
+    if (current.execution_id !== undefined) {
+      // Waterflai runs it but no execution tracks it: settle FAILED and stop the upstream run.
+      const settled = await store.applyStatus(request.job_id, {
+        status: JOB_STATUS.FAILED,
+        fields: { error_code: code, error_message: reason, finished_at: at },
+        now: at,
+      });
+      await this.cancelQuietly(current.execution_id, () => DEFAULT_REQUEST_TIMEOUT_MS + DEFAULT_REQUEST_MARGIN_MS);
+      logger.error('gave up on a started job', { job_id: request.job_id, execution_id: current.execution_id });
+      if (settled.record && isSettled(settled.record)) return this.completeRejection(settled.record, message);
+    }
+  }
+
+  /** Announces a settled job's outcome (once) and dead-letters its message with the reason (once). */
+  private async completeRejection(job: JobRecord, message: SQSRecord): Promise<void> {
+    const { store, publisher } = this.deps;
+    if (!isSettled(job)) throw new Error(`job ${job.job_id} is not settled`);
+    if (job.event_published_at === undefined) {
+      const event = buildOutcomeEvent(job);
+      await publisher.publish(event);
+      await store.markEventPublished(job.job_id, event.detail.event_id, iso(this.now()));
+    }
+    if (job.dead_lettered_at === undefined && job.source_message_id === message.messageId) {
+      await this.sendToDeadLetterQueue(message, job.error_code ?? ERROR_CODE.INVALID_MESSAGE, job.error_message ?? '', job.job_id);
+      await store.markDeadLettered(job.job_id, iso(this.now()));
+    }
+  }
+
+  private isOwnUnfinishedRejection(job: JobRecord, message: SQSRecord): boolean {
+    return job.rejected_at_intake === true && job.source_message_id === message.messageId && (job.dead_lettered_at === undefined || job.event_published_at === undefined);
+  }
+
+  /** Copies the message to the DLQ with the reason as message attributes (the body is untouched). */
+  private async sendToDeadLetterQueue(message: SQSRecord, code: string, reason: string, jobId: string | undefined): Promise<void> {
+    const attributes: Record<string, { DataType: 'String'; StringValue: string }> = {
+      [DLQ_ATTRIBUTE.ERROR_CODE]: { DataType: 'String', StringValue: code },
+      [DLQ_ATTRIBUTE.ERROR_MESSAGE]: { DataType: 'String', StringValue: reason.slice(0, 1024) || code },
+      [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: { DataType: 'String', StringValue: message.messageId },
+      [DLQ_ATTRIBUTE.FAILED_AT]: { DataType: 'String', StringValue: iso(this.now()) },
+    };
+    if (jobId !== undefined) attributes[DLQ_ATTRIBUTE.JOB_ID] = { DataType: 'String', StringValue: jobId };
+    await this.deps.sqs.send(
+      new SendMessageCommand({ QueueUrl: this.deps.settings.deadLetterQueueUrl, MessageBody: message.body || '(empty)', MessageAttributes: attributes }),
+    );
+    this.deps.logger.warn('message dead-lettered', { message_id: message.messageId, job_id: jobId, error_code: code });
+  }
+
+  /**
+   * Delays the message's next delivery: the server's Retry-After when it sent one, else
+   * exponential backoff with full jitter on the receive count.
+   */
+  private async deferMessage(message: SQSRecord, error: unknown, receiveCount: number): Promise<void> {
+    const retryAfter = error instanceof WaterflaiHttpError ? error.retryAfterSeconds : undefined;
+    const backoff = Math.min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** Math.max(0, receiveCount - 1));
+    const seconds = Math.min(MAX_VISIBILITY_SECONDS, Math.max(1, Math.ceil(retryAfter ?? this.random() * backoff)));
+    try {
+      await this.deps.sqs.send(
+        new ChangeMessageVisibilityCommand({ QueueUrl: this.deps.settings.intakeQueueUrl, ReceiptHandle: message.receiptHandle, VisibilityTimeout: seconds }),
+      );
+    } catch (visibilityError) {
+      // The message still comes back after the queue's own visibility timeout.
+      this.deps.logger.warn('could not change message visibility', { message_id: message.messageId, error: describeError(visibilityError) });
+    }
+    this.deps.logger.info('start deferred', { message_id: message.messageId, delay_seconds: seconds, error: describeError(error) });
+  }
+
+  private async cancelQuietly(executionId: string, remainingMs: () => number): Promise<void> {
+    try {
+      await this.deps.waterflai.cancelExecution(executionId, { timeoutMs: requestTimeoutFor(remainingMs()) });
+    } catch (error) {
+      this.deps.logger.error('could not cancel a superfluous Waterflai execution', {
+        execution_id: executionId,
+        error: describeError(error),
+        retryable: error instanceof WaterflaiError ? error.retryable : undefined,
+      });
+    }
+  }
+
+  private jobDurationSeconds(request: JobRequest): number {
+    const max = this.deps.settings.maxJobDurationSeconds;
+    return Math.min(request.timeout_seconds ?? max, max);
+  }
+
+  private expiresAt(nowMs: number): number {
+    return Math.floor(nowMs / 1000) + this.deps.settings.retentionDays * 86_400;
+  }
+}
+
+/**
+ * Failures that no retry can fix: Waterflai refusing the request (4xx other than 408, 425
+ * and 429, or a redirect) or an identifier that may not be sent. Everything else, including
+ * configuration and AWS errors, is retried: an operator can fix those without losing jobs.
+ */
+function isPermanentStartError(error: unknown): error is WaterflaiError | InvalidIdentifierError {
+  return (error instanceof WaterflaiError || error instanceof InvalidIdentifierError) && !error.retryable;
+}
+
+/** The ARN of a named execution of a state machine. */
+export function executionArnFor(stateMachineArn: string, name: string): string {
+  return `${stateMachineArn.replace(':stateMachine:', ':execution:')}:${name}`;
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}

@@ -1,0 +1,435 @@
+import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import { ExecutionAlreadyExists, SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
+import { ChangeMessageVisibilityCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import type { SQSRecord } from 'aws-lambda';
+import { mockClient } from 'aws-sdk-client-mock';
+import 'aws-sdk-client-mock-vitest/extend';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../../lambdas/shared/constants';
+import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/errors';
+import { JobStore } from '../../lambdas/shared/job-store';
+import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
+import type { PollState } from '../../lambdas/shared/workflow';
+import { JobBusyError, JobStarter, type StarterSettings, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
+import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+
+const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:poll-loop';
+const settings: StarterSettings = {
+  stateMachineArn: STATE_MACHINE_ARN,
+  intakeQueueUrl: 'http://127.0.0.1:1/000000000000/intake',
+  deadLetterQueueUrl: 'http://127.0.0.1:1/000000000000/dlq',
+  maxJobDurationSeconds: 3600,
+  retentionDays: 30,
+  maxReceiveCount: 5,
+  firstPollSeconds: 10,
+  claimLeaseMs: 60_000,
+};
+
+const sfnMock = mockClient(SFNClient);
+const sqsMock = mockClient(SQSClient);
+const eventsMock = mockClient(EventBridgeClient);
+
+let dynamo: LocalDynamo;
+let store: JobStore;
+let clock: number;
+let waterflai: { startExecution: ReturnType<typeof vi.fn<WaterflaiStarter['startExecution']>>; cancelExecution: ReturnType<typeof vi.fn<WaterflaiStarter['cancelExecution']>> };
+let logs: Array<{ level: string; args: unknown[] }>;
+let starter: JobStarter;
+
+function sqsRecord(body: string, options: { messageId?: string; receiveCount?: number } = {}): SQSRecord {
+  return {
+    messageId: options.messageId ?? 'msg-1',
+    receiptHandle: `receipt-${options.messageId ?? 'msg-1'}-${options.receiveCount ?? 1}`,
+    body,
+    attributes: {
+      ApproximateReceiveCount: String(options.receiveCount ?? 1),
+      SentTimestamp: '1764417600000',
+      SenderId: 'sender',
+      ApproximateFirstReceiveTimestamp: '1764417600000',
+    },
+    messageAttributes: {},
+    md5OfBody: '',
+    eventSource: 'aws:sqs',
+    eventSourceARN: 'arn:aws:sqs:us-east-1:123456789012:intake',
+    awsRegion: 'us-east-1',
+  };
+}
+
+const job = (overrides: Record<string, unknown> = {}): string =>
+  JSON.stringify({ job_id: 'job-1', chatbot_id: 'bot-1', input_data: { query: 'private question' }, metadata: { team: 'reports' }, ...overrides });
+
+const remaining = (): number => 60_000;
+
+function startInputs(): string[] {
+  return sfnMock.commandCalls(StartExecutionCommand).map((call) => call.args[0].input.input ?? '');
+}
+
+function publishedDetails(): Array<{ detailType: string; detail: Record<string, unknown> }> {
+  return eventsMock.commandCalls(PutEventsCommand).flatMap((call) =>
+    (call.args[0].input.Entries ?? []).map((entry) => ({ detailType: entry.DetailType ?? '', detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown> })),
+  );
+}
+
+function dlqAttributes(): Array<Record<string, string | undefined>> {
+  return sqsMock.commandCalls(SendMessageCommand).map((call) =>
+    Object.fromEntries(Object.entries(call.args[0].input.MessageAttributes ?? {}).map(([key, value]) => [key, value.StringValue])),
+  );
+}
+
+beforeAll(async () => {
+  dynamo = await startLocalDynamo();
+});
+
+afterAll(async () => {
+  await dynamo.close();
+});
+
+beforeEach(async () => {
+  sfnMock.reset();
+  sqsMock.reset();
+  eventsMock.reset();
+  sfnMock.on(StartExecutionCommand).callsFake((input: { name: string }) => ({
+    executionArn: `arn:aws:states:us-east-1:123456789012:execution:poll-loop:${input.name}`,
+    startDate: new Date(),
+  }));
+  sqsMock.on(SendMessageCommand).resolves({ MessageId: 'dlq-message' });
+  sqsMock.on(ChangeMessageVisibilityCommand).resolves({});
+  eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'event-1' }] });
+
+  store = new JobStore(dynamo.documentClient, await dynamo.createJobTable());
+  clock = Date.parse('2026-11-29T12:00:00.000Z');
+  waterflai = {
+    startExecution: vi.fn<WaterflaiStarter['startExecution']>(async () => ({ execution_id: 'exec_1' })),
+    cancelExecution: vi.fn<WaterflaiStarter['cancelExecution']>(async () => ({ cancelled: true })),
+  };
+  logs = [];
+  const capture = (level: string) => (...args: unknown[]) => void logs.push({ level, args });
+  starter = new JobStarter({
+    store,
+    waterflai,
+    sfn: new SFNClient({ region: 'us-east-1' }),
+    sqs: new SQSClient({ region: 'us-east-1' }),
+    publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
+    logger: { debug: capture('debug'), info: capture('info'), warn: capture('warn'), error: capture('error') },
+    settings,
+    now: () => clock,
+    random: () => 0.5,
+  });
+});
+
+describe('JobStarter: the happy path', () => {
+  it('claims the job, starts one Waterflai execution, saves its id and starts the state machine', async () => {
+    // Act
+    await starter.handleRecord(sqsRecord(job({ timeout_seconds: 600 })), remaining);
+
+    // Assess
+    expect(waterflai.startExecution).toHaveBeenCalledOnce();
+    expect(waterflai.startExecution.mock.calls[0]?.slice(0, 2)).toEqual(['bot-1', { query: 'private question' }]);
+    const record = await store.get('job-1');
+    expect(record).toMatchObject({
+      status: JOB_STATUS.PENDING,
+      execution_id: 'exec_1',
+      state_machine_execution_name: 'job-1',
+      state_machine_execution_arn: `arn:aws:states:us-east-1:123456789012:execution:poll-loop:job-1`,
+      accepted_at: '2026-11-29T12:00:00.000Z',
+      deadline_at: '2026-11-29T12:10:00.000Z',
+      metadata: { team: 'reports' },
+    });
+    expect(sfnMock).toHaveReceivedCommandWith(StartExecutionCommand, { stateMachineArn: STATE_MACHINE_ARN, name: 'job-1' });
+    const input = JSON.parse(startInputs()[0] ?? '{}') as PollState;
+    expect(input).toEqual({
+      job_id: 'job-1',
+      chatbot_id: 'bot-1',
+      execution_id: 'exec_1',
+      accepted_at: '2026-11-29T12:00:00.000Z',
+      deadline_at: '2026-11-29T12:10:00.000Z',
+      status: JOB_STATUS.PENDING,
+      progress: null,
+      current_node: null,
+      poll_count: 0,
+      next_poll_seconds: 10,
+    });
+  });
+
+  it('caps a job timeout at the deployment maximum job duration', async () => {
+    await starter.handleRecord(sqsRecord(job({ timeout_seconds: 999_999 })), remaining);
+
+    expect((await store.get('job-1'))?.deadline_at).toBe('2026-11-29T13:00:00.000Z');
+  });
+
+  it('derives a valid, bounded execution name from a job id with characters Step Functions refuses', async () => {
+    await starter.handleRecord(sqsRecord(job({ job_id: `order:42.${'x'.repeat(100)}` })), remaining);
+
+    const name = sfnMock.commandCalls(StartExecutionCommand)[0]?.args[0].input.name ?? '';
+    expect(name.length).toBeLessThanOrEqual(80);
+    expect(name).toMatch(/^[A-Za-z0-9_-]+$/);
+  });
+
+  it('uses the EventBridge event id as the job id of a routed event', async () => {
+    const event = { id: 'evt-77', 'detail-type': 'Job Requested', source: 'com.example', detail: { chatbot_id: 'bot-1', input_data: {} } };
+
+    await starter.handleRecord(sqsRecord(JSON.stringify(event)), remaining);
+
+    expect(await store.get('evt-77')).toMatchObject({ delivery: 'eventbridge', execution_id: 'exec_1' });
+  });
+
+  it('never logs the message body or input_data', async () => {
+    await starter.handleRecord(sqsRecord(job()), remaining);
+    await starter.handleRecord(sqsRecord('{"not valid json, private question'), remaining);
+
+    expect(logs.length).toBeGreaterThan(0);
+    expect(JSON.stringify(logs)).not.toContain('private question');
+  });
+});
+
+describe('JobStarter: duplicate deliveries', () => {
+  it('a duplicate delivery of a running job is a no-op', async () => {
+    // Prepare
+    await starter.handleRecord(sqsRecord(job(), { messageId: 'msg-1' }), remaining);
+
+    // Act
+    await starter.handleRecord(sqsRecord(job(), { messageId: 'msg-2' }), remaining);
+
+    // Assess
+    expect(waterflai.startExecution).toHaveBeenCalledOnce();
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
+  });
+
+  it('a duplicate delivery of a finished job is a no-op and announces nothing', async () => {
+    await starter.handleRecord(sqsRecord(job()), remaining);
+    await store.applyStatus('job-1', { status: JOB_STATUS.COMPLETED, fields: { finished_at: new Date(clock).toISOString() }, now: new Date(clock).toISOString() });
+
+    await starter.handleRecord(sqsRecord(job(), { messageId: 'msg-2' }), remaining);
+
+    expect(waterflai.startExecution).toHaveBeenCalledOnce();
+    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+  });
+
+  it('two deliveries of one job processed at the same time start one Waterflai execution', async () => {
+    // Prepare: the POST takes a while, so both deliveries overlap
+    waterflai.startExecution.mockImplementation(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return { execution_id: 'exec_1' };
+    });
+
+    // Act
+    const results = await Promise.allSettled([
+      starter.handleRecord(sqsRecord(job(), { messageId: 'msg-1' }), remaining),
+      starter.handleRecord(sqsRecord(job(), { messageId: 'msg-2' }), remaining),
+    ]);
+
+    // Assess: one started it, the other is told to come back later
+    expect(waterflai.startExecution).toHaveBeenCalledOnce();
+    const rejected = results.filter((result) => result.status === 'rejected');
+    expect(rejected).toHaveLength(1);
+    expect((rejected[0] as PromiseRejectedResult).reason).toBeInstanceOf(JobBusyError);
+  });
+
+  it('a delivery while another holds the claim fails only that item, with backoff, without calling Waterflai', async () => {
+    await store.claim({
+      job_id: 'job-1',
+      chatbot_id: 'bot-1',
+      metadata: {},
+      source_message_id: 'msg-0',
+      delivery: 'sqs',
+      accepted_at: new Date(clock).toISOString(),
+      deadline_at: new Date(clock + 3_600_000).toISOString(),
+      expires_at: 0,
+      state_machine_execution_name: 'job-1',
+      claim_expires_at: clock + 30_000,
+    });
+
+    await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toBeInstanceOf(JobBusyError);
+
+    expect(waterflai.startExecution).not.toHaveBeenCalled();
+    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { VisibilityTimeout: 3 });
+  });
+
+  it('takes over an expired claim left by a crashed attempt (the crash window) and starts the job', async () => {
+    // Prepare: an attempt claimed the job and died before saving an execution id
+    await store.claim({
+      job_id: 'job-1',
+      chatbot_id: 'bot-1',
+      metadata: {},
+      source_message_id: 'msg-1',
+      delivery: 'sqs',
+      accepted_at: new Date(clock).toISOString(),
+      deadline_at: new Date(clock + 3_600_000).toISOString(),
+      expires_at: 0,
+      state_machine_execution_name: 'job-1',
+      claim_expires_at: clock + 60_000,
+    });
+    clock += 61_000;
+
+    // Act
+    await starter.handleRecord(sqsRecord(job(), { receiveCount: 2 }), remaining);
+
+    // Assess
+    expect(waterflai.startExecution).toHaveBeenCalledOnce();
+    expect((await store.get('job-1'))?.execution_id).toBe('exec_1');
+    expect(logs.some((log) => log.level === 'warn' && String(log.args[0]).includes('expired claim'))).toBe(true);
+  });
+});
+
+describe('JobStarter: transient failures fail only the item and are retried', () => {
+  it.each([
+    ['Waterflai 503', new WaterflaiHttpError('start', 503)],
+    ['Waterflai 500', new WaterflaiHttpError('start', 500)],
+    ['a Waterflai timeout', new WaterflaiNetworkError('start', 'TIMEOUT', 'no answer in 10000 ms')],
+    ['a connection reset', new WaterflaiNetworkError('start', 'NETWORK_ERROR', 'socket hang up')],
+  ])('%s: throws, releases the claim and delays the message with jittered backoff', async (_name, error) => {
+    // Prepare
+    waterflai.startExecution.mockRejectedValueOnce(error);
+
+    // Act
+    await expect(starter.handleRecord(sqsRecord(job(), { receiveCount: 3 }), remaining)).rejects.toBe(error);
+
+    // Assess: backoff 5 s * 2^(3-1) = 20 s, full jitter at random 0.5 → 10 s
+    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { QueueUrl: settings.intakeQueueUrl, ReceiptHandle: 'receipt-msg-1-3', VisibilityTimeout: 10 });
+    const record = await store.get('job-1');
+    expect(record).toMatchObject({ status: JOB_STATUS.SUBMITTING, claim_expires_at: 0 });
+    expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
+    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+  });
+
+  it('then the redelivery starts the job once', async () => {
+    waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', 502));
+    await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toThrow();
+
+    await starter.handleRecord(sqsRecord(job(), { receiveCount: 2 }), remaining);
+
+    expect(waterflai.startExecution).toHaveBeenCalledTimes(2);
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.PENDING, execution_id: 'exec_1' });
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
+  });
+
+  it('Waterflai 429: the message comes back after the Retry-After delay', async () => {
+    waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', 429, 42));
+
+    await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toThrow(/429/);
+
+    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { VisibilityTimeout: 42 });
+  });
+
+  it('a failed ChangeMessageVisibility does not hide the original failure', async () => {
+    sqsMock.on(ChangeMessageVisibilityCommand).rejects(new Error('throttled'));
+    waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', 503));
+
+    await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toThrow(/503/);
+  });
+
+  it('StartExecution throttled after the execution id was saved: the redelivery does not POST again and sends byte-identical input', async () => {
+    // Prepare
+    sfnMock.on(StartExecutionCommand).rejectsOnce(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' }));
+    await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toThrow(/Rate exceeded/);
+    sfnMock.on(StartExecutionCommand).resolves({ executionArn: 'arn:aws:states:us-east-1:123456789012:execution:poll-loop:job-1', startDate: new Date() });
+    clock += 5_000;
+
+    // Act
+    await starter.handleRecord(sqsRecord(job(), { receiveCount: 2 }), remaining);
+
+    // Assess
+    expect(waterflai.startExecution).toHaveBeenCalledOnce();
+    const inputs = startInputs();
+    expect(inputs).toHaveLength(2);
+    expect(inputs[1]).toBe(inputs[0]);
+    expect((await store.get('job-1'))?.state_machine_execution_arn).toMatch(/:execution:poll-loop:job-1$/);
+  });
+
+  it('ExecutionAlreadyExists counts as started', async () => {
+    sfnMock.on(StartExecutionCommand).rejects(new ExecutionAlreadyExists({ message: 'exists', $metadata: {} }));
+
+    await starter.handleRecord(sqsRecord(job()), remaining);
+
+    expect((await store.get('job-1'))?.state_machine_execution_arn).toBe('arn:aws:states:us-east-1:123456789012:execution:poll-loop:job-1');
+  });
+
+  it('retries exhausted on the last receive: the job fails with START_RETRIES_EXHAUSTED, announced and dead-lettered', async () => {
+    waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', 503));
+
+    await starter.handleRecord(sqsRecord(job(), { receiveCount: settings.maxReceiveCount }), remaining);
+
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.START_RETRIES_EXHAUSTED });
+    expect(publishedDetails()).toEqual([
+      expect.objectContaining({ detailType: DETAIL_TYPE.FAILED, detail: expect.objectContaining({ error: expect.objectContaining({ code: ERROR_CODE.START_RETRIES_EXHAUSTED }) }) }),
+    ]);
+    expect(dlqAttributes()).toEqual([expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.START_RETRIES_EXHAUSTED, [DLQ_ATTRIBUTE.JOB_ID]: 'job-1' })]);
+  });
+});
+
+describe('JobStarter: permanent failures are not retried', () => {
+  it.each([400, 401, 403, 404, 409, 422])('Waterflai %i on start: FAILED with WATERFLAI_REJECTED, Failed event, DLQ with the reason', async (status) => {
+    // Prepare
+    waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', status, undefined, 'chatbot is not published'));
+
+    // Act
+    await starter.handleRecord(sqsRecord(job()), remaining);
+
+    // Assess
+    const record = await store.get('job-1');
+    expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.WATERFLAI_REJECTED, rejected_at_intake: true });
+    expect(record?.error_message).toContain(`HTTP ${status}`);
+    expect(record?.dead_lettered_at).toBeDefined();
+    expect(record?.event_published_at).toBeDefined();
+    const [event] = publishedDetails();
+    expect(event?.detailType).toBe(DETAIL_TYPE.FAILED);
+    expect(event?.detail).toMatchObject({ job_id: 'job-1', chatbot_id: 'bot-1', execution_id: null, status: 'FAILED', metadata: { team: 'reports' } });
+    expect(dlqAttributes()[0]).toMatchObject({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.WATERFLAI_REJECTED, [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-1' });
+    expect(sqsMock.commandCalls(SendMessageCommand)[0]?.args[0].input.MessageBody).toBe(job());
+    expect(sfnMock).not.toHaveReceivedCommand(StartExecutionCommand);
+    expect(sqsMock).not.toHaveReceivedCommand(ChangeMessageVisibilityCommand);
+  });
+
+  it('an invalid message that is not a JSON object goes to the DLQ with its reason, and no event (no job id is known)', async () => {
+    await starter.handleRecord(sqsRecord('definitely not json'), remaining);
+
+    expect(dlqAttributes()).toEqual([
+      expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.INVALID_MESSAGE, [DLQ_ATTRIBUTE.ERROR_MESSAGE]: 'message body is not valid JSON' }),
+    ]);
+    expect(dlqAttributes()[0]).not.toHaveProperty(DLQ_ATTRIBUTE.JOB_ID);
+    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+    expect(waterflai.startExecution).not.toHaveBeenCalled();
+  });
+
+  it('an invalid job request with a job id is recorded FAILED, announced and dead-lettered, and never reaches Waterflai', async () => {
+    await starter.handleRecord(sqsRecord(job({ chatbot_id: '../admin' })), remaining);
+
+    expect(waterflai.startExecution).not.toHaveBeenCalled();
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.INVALID_MESSAGE });
+    expect(publishedDetails()).toEqual([
+      expect.objectContaining({
+        detailType: DETAIL_TYPE.FAILED,
+        detail: expect.objectContaining({ job_id: 'job-1', chatbot_id: null, error: expect.objectContaining({ code: ERROR_CODE.INVALID_MESSAGE }) }),
+      }),
+    ]);
+    expect(dlqAttributes()[0]).toMatchObject({ [DLQ_ATTRIBUTE.JOB_ID]: 'job-1' });
+    expect(dlqAttributes()[0]?.[DLQ_ATTRIBUTE.ERROR_MESSAGE]).toMatch(/chatbot_id/);
+  });
+
+  it('an invalid message reusing the id of a running job is dead-lettered without touching that job or announcing anything', async () => {
+    await starter.handleRecord(sqsRecord(job(), { messageId: 'msg-1' }), remaining);
+
+    await starter.handleRecord(sqsRecord(job({ input_data: 'oops' }), { messageId: 'msg-2' }), remaining);
+
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.PENDING, execution_id: 'exec_1' });
+    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+    expect(dlqAttributes()).toEqual([expect.objectContaining({ [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-2', [DLQ_ATTRIBUTE.JOB_ID]: 'job-1' })]);
+  });
+
+  it('a rejection interrupted by a PutEvents failure is completed by the redelivery: one event id, one DLQ copy', async () => {
+    // Prepare: EventBridge keeps failing the entry during the first attempt
+    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'try again' }] });
+    await expect(starter.handleRecord(sqsRecord(job({ input_data: 3 })), remaining)).rejects.toThrow(/PutEvents failed/);
+    expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
+    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e-2' }] });
+
+    // Act
+    await starter.handleRecord(sqsRecord(job({ input_data: 3 }), { receiveCount: 2 }), remaining);
+    await starter.handleRecord(sqsRecord(job({ input_data: 3 }), { receiveCount: 3 }), remaining);
+
+    // Assess
+    const ids = new Set(publishedDetails().map((event) => event.detail.event_id));
+    expect([...ids]).toEqual(['job-1:failed']);
+    expect(sqsMock).toHaveReceivedCommandTimes(SendMessageCommand, 1);
+  });
+});
