@@ -1,0 +1,164 @@
+/**
+ * Reads the orchestrator's deploy-time settings from CDK context (cdk.json or `-c`), with a
+ * clear error for every bad value. Pure: no constructs are created here.
+ *
+ * Two spellings, flat keys winning over the object:
+ * - an object under `waterflai` in cdk.json: `"waterflai": { "baseUrl": "https://...", "maxJobDurationHours": 6 }`
+ * - flat keys, handy with `-c`: `cdk synth -c waterflai:baseUrl=https://... -c waterflai:maxJobDurationHours=6`
+ */
+
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+
+/** Prefix of the flat context keys, and name of the object key. */
+export const CONTEXT_KEY = 'waterflai';
+
+/** The settings, as plain values (no constructs). */
+export interface OrchestratorConfig {
+  /** Name of the CloudFormation stack. */
+  readonly stackName?: string;
+  /** Waterflai API base URL. */
+  readonly baseUrl?: string;
+  /** Full ARN of an existing Secrets Manager secret holding the API key. */
+  readonly apiKeySecretArn?: string;
+  /** Name or ARN of an existing event bus for outcome events. */
+  readonly eventBusName?: string;
+  readonly maxJobDurationHours?: number;
+  readonly pollIntervalSeconds?: number;
+  readonly pollMinSeconds?: number;
+  readonly pollMaxSeconds?: number;
+  readonly batchSize?: number;
+  readonly maxConcurrency?: number;
+  readonly maxReceiveCount?: number;
+  /** Days; must be a CloudWatch Logs retention value (1, 3, 5, 7, 14, 30, 60, 90, ...). */
+  readonly logRetentionDays?: number;
+  readonly removalPolicy?: 'retain' | 'destroy';
+  readonly jobRetentionDays?: number;
+}
+
+type Kind = 'string' | 'arn' | 'positiveNumber' | 'positiveInteger' | 'logRetention' | 'removalPolicy';
+
+/** CloudWatch Logs retention values, in days (9999 = never expire). */
+const LOG_RETENTION_DAYS: readonly number[] = Object.values(RetentionDays).filter((value): value is number => typeof value === 'number');
+
+const KEYS: Readonly<Record<keyof OrchestratorConfig, Kind>> = {
+  stackName: 'string',
+  baseUrl: 'string',
+  apiKeySecretArn: 'arn',
+  eventBusName: 'string',
+  maxJobDurationHours: 'positiveNumber',
+  pollIntervalSeconds: 'positiveInteger',
+  pollMinSeconds: 'positiveInteger',
+  pollMaxSeconds: 'positiveInteger',
+  batchSize: 'positiveInteger',
+  maxConcurrency: 'positiveInteger',
+  maxReceiveCount: 'positiveInteger',
+  logRetentionDays: 'logRetention',
+  removalPolicy: 'removalPolicy',
+  jobRetentionDays: 'positiveInteger',
+};
+
+/** The context keys understood, flat spelling (for documentation and error messages). */
+export const CONTEXT_KEYS: readonly string[] = Object.keys(KEYS).map((key) => `${CONTEXT_KEY}:${key}`);
+
+/** Minimal view of a construct node's context (an `App`'s `node` fits). */
+export interface ContextSource {
+  getAllContext(): Record<string, unknown>;
+}
+
+/**
+ * Reads and checks the settings.
+ * @param source usually `app.node`
+ * @throws Error naming the key and what is wrong with its value
+ */
+export function readOrchestratorConfig(source: ContextSource): OrchestratorConfig {
+  const context = source.getAllContext();
+  const raw: Record<string, unknown> = {};
+
+  const object = context[CONTEXT_KEY];
+  if (object !== undefined) {
+    if (typeof object === 'string') {
+      // `-c waterflai='{"baseUrl":...}'` arrives as a string.
+      Object.assign(raw, prefixed(parseJsonObject(object)));
+    } else if (isPlainObject(object)) {
+      Object.assign(raw, prefixed(object));
+    } else {
+      throw new Error(`context "${CONTEXT_KEY}" must be an object, got ${JSON.stringify(object)}`);
+    }
+  }
+  for (const [key, value] of Object.entries(context)) {
+    if (key.startsWith(`${CONTEXT_KEY}:`)) raw[key] = value;
+  }
+
+  const config: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    const name = key.slice(CONTEXT_KEY.length + 1);
+    if (!Object.hasOwn(KEYS, name)) {
+      throw new Error(`unknown context key "${key}"; known keys: ${CONTEXT_KEYS.join(', ')}`);
+    }
+    if (value === undefined || value === null || value === '') continue;
+    config[name] = parseValue(key, KEYS[name as keyof OrchestratorConfig], value);
+  }
+  return config as OrchestratorConfig;
+}
+
+function prefixed(object: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(object).map(([key, value]) => [`${CONTEXT_KEY}:${key}`, value]));
+}
+
+function parseJsonObject(text: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error(`context "${CONTEXT_KEY}" must be a JSON object, got ${JSON.stringify(text)}`);
+  }
+  if (!isPlainObject(parsed)) throw new Error(`context "${CONTEXT_KEY}" must be a JSON object, got ${JSON.stringify(text)}`);
+  return parsed;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function parseValue(key: string, kind: Kind, value: unknown): string | number {
+  switch (kind) {
+    case 'string': {
+      if (typeof value !== 'string' || value.trim() === '') throw new Error(`context "${key}" must be a non-empty string, got ${JSON.stringify(value)}`);
+      return value.trim();
+    }
+    case 'arn': {
+      if (typeof value !== 'string' || !/^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+-[A-Za-z0-9]{6}$/.test(value.trim())) {
+        throw new Error(`context "${key}" must be the complete ARN of a Secrets Manager secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 chars>), got ${JSON.stringify(value)}`);
+      }
+      return value.trim();
+    }
+    case 'positiveNumber':
+    case 'positiveInteger': {
+      const number = toNumber(value);
+      const integer = kind === 'positiveInteger';
+      if (number === undefined || number <= 0 || (integer && !Number.isInteger(number))) {
+        throw new Error(`context "${key}" must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(value)}`);
+      }
+      return number;
+    }
+    case 'logRetention': {
+      const days = toNumber(value);
+      if (days === undefined || !LOG_RETENTION_DAYS.includes(days)) {
+        throw new Error(`context "${key}" must be one of the CloudWatch Logs retention values ${LOG_RETENTION_DAYS.join(', ')}, got ${JSON.stringify(value)}`);
+      }
+      return days;
+    }
+    case 'removalPolicy': {
+      const policy = typeof value === 'string' ? value.trim().toLowerCase() : value;
+      if (policy !== 'retain' && policy !== 'destroy') throw new Error(`context "${key}" must be "retain" or "destroy", got ${JSON.stringify(value)}`);
+      return policy;
+    }
+  }
+}
+
+/** Numbers from cdk.json arrive as numbers, from `-c` as strings. */
+function toNumber(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
+  if (typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value)) return Number(value);
+  return undefined;
+}

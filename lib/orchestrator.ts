@@ -1,0 +1,329 @@
+import { Annotations, Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
+import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import type * as events from 'aws-cdk-lib/aws-events';
+import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { ENV } from '../lambdas/shared/constants';
+import { DEFAULT_POLL_SETTINGS, nextPollSeconds, validatePollSettings } from '../lambdas/shared/poll-strategy';
+import type { HandlerFunctionOverrides } from './handler-function';
+import { Intake, type IntakeProps } from './intake';
+import { JobTable, type JobTableProps } from './job-table';
+import { OutcomeEvents } from './outcome-events';
+import { POLL_STATE_MACHINE_DEFAULTS, PollStateMachine } from './poll-state-machine';
+
+/** Defaults of {@link WaterflaiOrchestratorProps}, applied once. */
+export const ORCHESTRATOR_DEFAULTS = {
+  waterflaiBaseUrl: 'https://api.waterflai.ai',
+  maxJobDuration: Duration.hours(24),
+  pollIntervalSeconds: DEFAULT_POLL_SETTINGS.intervalSeconds,
+  pollMinSeconds: DEFAULT_POLL_SETTINGS.minSeconds,
+  pollMaxSeconds: DEFAULT_POLL_SETTINGS.maxSeconds,
+  logRetention: logs.RetentionDays.ONE_MONTH,
+  removalPolicy: RemovalPolicy.RETAIN,
+  jobRetention: Duration.days(90),
+} as const;
+
+/** Step Functions Standard executions last at most one year. */
+export const STANDARD_EXECUTION_LIMIT = Duration.days(365);
+/** Longest `maxJobDuration`: the Standard limit minus the finishing margin after the deadline. */
+export const MAX_JOB_DURATION = Duration.seconds(STANDARD_EXECUTION_LIMIT.toSeconds() - POLL_STATE_MACHINE_DEFAULTS.finishMargin.toSeconds());
+const MIN_JOB_DURATION = Duration.minutes(1);
+
+/** Step Functions' cap on the events in one execution's history. */
+export const EXECUTION_HISTORY_LIMIT = 25_000;
+/** History events of one loop iteration: Wait (2), Lambda Task (5), Choice (2). */
+export const HISTORY_EVENTS_PER_POLL = 9;
+
+/** Props of {@link WaterflaiOrchestrator}. */
+export interface WaterflaiOrchestratorProps {
+  /**
+   * Base URL of the Waterflai API. Deploy-time configuration only: nothing in a message can
+   * change where requests go. Must be https (http only for a loopback host, for local
+   * testing) and carry no credentials, query or fragment.
+   * @default 'https://api.waterflai.ai'
+   */
+  readonly waterflaiBaseUrl?: string;
+  /**
+   * Secret holding the Waterflai API key (the whole secret string is the key). The Lambdas
+   * get only its ARN and read access; the key never appears in the template or environment.
+   * @default - a new secret with a random placeholder value; set the real key with
+   *   `aws secretsmanager put-secret-value --secret-id <ApiKeySecretArn> --secret-string <key>`
+   */
+  readonly apiKeySecret?: secretsmanager.ISecret;
+  /**
+   * Bus the outcome events are published to.
+   * @default - a new custom event bus
+   */
+  readonly eventBus?: events.IEventBus;
+  /**
+   * Longest a job may run (a job's own `timeout_seconds` can only shorten it). The state
+   * machine times out an hour after this. At most 364 days 23 hours (the Step Functions
+   * Standard limit of one year minus that hour).
+   * @default Duration.hours(24)
+   */
+  readonly maxJobDuration?: Duration;
+  /**
+   * Seconds between status polls.
+   * @default 10
+   */
+  readonly pollIntervalSeconds?: number;
+  /**
+   * Never wait less than this between polls.
+   * @default 1
+   */
+  readonly pollMinSeconds?: number;
+  /**
+   * Never wait more than this between polls (except to honour a Retry-After).
+   * @default 300
+   */
+  readonly pollMaxSeconds?: number;
+  /**
+   * Messages per start-function invocation (1-10, or up to 10,000 with `maxBatchingWindow`).
+   * @default 10
+   */
+  readonly batchSize?: number;
+  /**
+   * How long the intake event source gathers messages before invoking the start function.
+   * @default - no batching window
+   */
+  readonly maxBatchingWindow?: Duration;
+  /**
+   * Most concurrent start-function invocations (2-1,000).
+   * @default 5
+   */
+  readonly maxConcurrency?: number;
+  /**
+   * Receives of one intake message before it moves to the dead-letter queue.
+   * @default 5
+   */
+  readonly maxReceiveCount?: number;
+  /**
+   * Retention of every log group (three functions and the state machine).
+   * @default logs.RetentionDays.ONE_MONTH
+   */
+  readonly logRetention?: logs.RetentionDays;
+  /**
+   * Removal policy of the job table, the queues, the log groups and the placeholder secret.
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+  /**
+   * How long a job record is kept (DynamoDB TTL) after the job is accepted. Whole days,
+   * longer than `maxJobDuration`.
+   * @default Duration.days(90)
+   */
+  readonly jobRetention?: Duration;
+  /**
+   * Overrides of the intake queue (see {@link IntakeProps.queueProps}).
+   * @default - none
+   */
+  readonly queueProps?: IntakeProps['queueProps'];
+  /**
+   * Overrides of the dead-letter queue.
+   * @default - none
+   */
+  readonly deadLetterQueueProps?: IntakeProps['deadLetterQueueProps'];
+  /**
+   * Overrides of the job table (see {@link JobTableProps.tableProps}).
+   * @default - none
+   */
+  readonly tableProps?: JobTableProps['tableProps'];
+  /**
+   * Overrides applied to all three functions (environment is merged, the orchestrator's
+   * variables win).
+   * @default - none
+   */
+  readonly functionProps?: HandlerFunctionOverrides;
+  /**
+   * Props of the event bus created when `eventBus` is not given.
+   * @default - none
+   */
+  readonly eventBusProps?: events.EventBusProps;
+}
+
+/**
+ * Runs long Waterflai executions for other AWS services: job messages arrive on an SQS
+ * queue, a Lambda starts each execution once, a Step Functions poll loop follows it (status
+ * in DynamoDB), and the outcome is announced on EventBridge. The construct only deploys
+ * infrastructure.
+ *
+ * @example
+ * const orchestrator = new WaterflaiOrchestrator(this, 'Waterflai', {
+ *   apiKeySecret: secretsmanager.Secret.fromSecretCompleteArn(this, 'Key', keyArn),
+ *   maxJobDuration: Duration.hours(6),
+ * });
+ * orchestrator.queue.grantSendMessages(producer);
+ */
+export class WaterflaiOrchestrator extends Construct {
+  public readonly queue: sqs.Queue;
+  public readonly deadLetterQueue: sqs.Queue;
+  public readonly table: dynamodb.Table;
+  public readonly eventBus: events.IEventBus;
+  public readonly stateMachine: sfn.StateMachine;
+  public readonly startFunction: NodejsFunction;
+  public readonly pollFunction: NodejsFunction;
+  public readonly finishFunction: NodejsFunction;
+  public readonly apiKeySecret: secretsmanager.ISecret;
+  /** The parts, for finer access (roles, log groups, event source). */
+  public readonly intake: Intake;
+  public readonly pollLoop: PollStateMachine;
+  public readonly jobTable: JobTable;
+  public readonly outcomeEvents: OutcomeEvents;
+
+  constructor(scope: Construct, id: string, props: WaterflaiOrchestratorProps = {}) {
+    super(scope, id);
+    const waterflaiBaseUrl = validateWaterflaiBaseUrl(props.waterflaiBaseUrl ?? ORCHESTRATOR_DEFAULTS.waterflaiBaseUrl);
+    const maxJobDuration = props.maxJobDuration ?? ORCHESTRATOR_DEFAULTS.maxJobDuration;
+    const jobRetention = props.jobRetention ?? ORCHESTRATOR_DEFAULTS.jobRetention;
+    const logRetention = props.logRetention ?? ORCHESTRATOR_DEFAULTS.logRetention;
+    const removalPolicy = props.removalPolicy ?? ORCHESTRATOR_DEFAULTS.removalPolicy;
+    const pollSettings = validatePollSettings({
+      intervalSeconds: props.pollIntervalSeconds ?? ORCHESTRATOR_DEFAULTS.pollIntervalSeconds,
+      minSeconds: props.pollMinSeconds ?? ORCHESTRATOR_DEFAULTS.pollMinSeconds,
+      maxSeconds: props.pollMaxSeconds ?? ORCHESTRATOR_DEFAULTS.pollMaxSeconds,
+    });
+    validateMaxJobDuration(maxJobDuration);
+    const jobRetentionDays = validateJobRetention(jobRetention, maxJobDuration);
+
+    this.apiKeySecret =
+      props.apiKeySecret ??
+      new secretsmanager.Secret(this, 'ApiKeySecret', {
+        description:
+          'Waterflai API key of the orchestrator. Holds a random placeholder until the operator runs: ' +
+          'aws secretsmanager put-secret-value --secret-id <arn of this secret, stack output ApiKeySecretArn> --secret-string <key>',
+        generateSecretString: { passwordLength: 32, excludePunctuation: true },
+        removalPolicy,
+      });
+    this.jobTable = new JobTable(this, 'JobTable', { removalPolicy, tableProps: props.tableProps });
+    this.table = this.jobTable.table;
+    this.outcomeEvents = new OutcomeEvents(this, 'OutcomeEvents', { eventBus: props.eventBus, eventBusProps: props.eventBusProps });
+    this.eventBus = this.outcomeEvents.eventBus;
+
+    const environment: Record<string, string> = {
+      [ENV.WATERFLAI_BASE_URL]: waterflaiBaseUrl,
+      [ENV.WATERFLAI_API_KEY_SECRET_ID]: this.apiKeySecret.secretArn,
+      [ENV.JOB_TABLE_NAME]: this.table.tableName,
+      [ENV.EVENT_BUS_NAME]: this.eventBus.eventBusName,
+      [ENV.MAX_JOB_DURATION_SECONDS]: String(maxJobDuration.toSeconds()),
+      [ENV.POLL_INTERVAL_SECONDS]: String(pollSettings.intervalSeconds),
+      [ENV.POLL_MIN_SECONDS]: String(pollSettings.minSeconds),
+      [ENV.POLL_MAX_SECONDS]: String(pollSettings.maxSeconds),
+      [ENV.JOB_RETENTION_DAYS]: String(jobRetentionDays),
+    };
+
+    this.pollLoop = new PollStateMachine(this, 'PollLoop', {
+      environment,
+      maxJobDuration,
+      logRetention,
+      removalPolicy,
+      functionProps: props.functionProps,
+    });
+    this.stateMachine = this.pollLoop.stateMachine;
+    this.pollFunction = this.pollLoop.pollFunction;
+    this.finishFunction = this.pollLoop.finishFunction;
+
+    this.intake = new Intake(this, 'Intake', {
+      environment: { ...environment, [ENV.STATE_MACHINE_ARN]: this.stateMachine.stateMachineArn },
+      batchSize: props.batchSize,
+      maxBatchingWindow: props.maxBatchingWindow,
+      maxConcurrency: props.maxConcurrency,
+      maxReceiveCount: props.maxReceiveCount,
+      logRetention,
+      removalPolicy,
+      queueProps: props.queueProps,
+      deadLetterQueueProps: props.deadLetterQueueProps,
+      functionProps: props.functionProps,
+    });
+    this.queue = this.intake.queue;
+    this.deadLetterQueue = this.intake.deadLetterQueue;
+    this.startFunction = this.intake.startFunction;
+
+    // Least privilege, by grants only.
+    this.table.grantReadWriteData(this.startFunction);
+    this.stateMachine.grantStartExecution(this.startFunction);
+    this.eventBus.grantPutEventsTo(this.startFunction);
+    this.deadLetterQueue.grantSendMessages(this.startFunction);
+    this.apiKeySecret.grantRead(this.startFunction); // it POSTs the execution to Waterflai
+
+    this.table.grantReadWriteData(this.pollFunction);
+    this.apiKeySecret.grantRead(this.pollFunction);
+
+    this.table.grantReadWriteData(this.finishFunction);
+    this.eventBus.grantPutEventsTo(this.finishFunction);
+    this.apiKeySecret.grantRead(this.finishFunction);
+
+    warnAboutHistoryLimit(this, maxJobDuration, nextPollSeconds(pollSettings));
+  }
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * Checks the Waterflai base URL and returns it without a trailing slash.
+ * @throws Error when it is not https (http is allowed for loopback hosts only), or has
+ *   credentials, a query or a fragment
+ */
+export function validateWaterflaiBaseUrl(value: string): string {
+  if (Token.isUnresolved(value)) return value;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new Error(`waterflaiBaseUrl must be an absolute URL, got "${value}"`);
+  }
+  const loopback = LOOPBACK_HOSTS.has(url.hostname) || /^127\.\d+\.\d+\.\d+$/.test(url.hostname);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
+    throw new Error(`waterflaiBaseUrl must use https (http only for a loopback host), got "${value}"`);
+  }
+  if (url.username !== '' || url.password !== '') throw new Error('waterflaiBaseUrl must not contain credentials (user:password@)');
+  if (url.search !== '' || value.includes('?')) throw new Error(`waterflaiBaseUrl must not contain a query string, got "${value}"`);
+  if (url.hash !== '' || value.includes('#')) throw new Error(`waterflaiBaseUrl must not contain a fragment, got "${value}"`);
+  return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+}
+
+function validateMaxJobDuration(maxJobDuration: Duration): void {
+  if (Token.isUnresolved(maxJobDuration.toSeconds())) return;
+  const seconds = maxJobDuration.toSeconds();
+  if (seconds < MIN_JOB_DURATION.toSeconds() || seconds > MAX_JOB_DURATION.toSeconds()) {
+    throw new Error(
+      `maxJobDuration must be from ${MIN_JOB_DURATION.toHumanString()} to ${MAX_JOB_DURATION.toHumanString()} ` +
+        `(a Step Functions Standard execution lasts at most ${STANDARD_EXECUTION_LIMIT.toHumanString()}, ` +
+        `and the loop keeps ${POLL_STATE_MACHINE_DEFAULTS.finishMargin.toHumanString()} to finish), got ${maxJobDuration.toHumanString()}`,
+    );
+  }
+}
+
+function validateJobRetention(jobRetention: Duration, maxJobDuration: Duration): number {
+  const days = jobRetention.toDays({ integral: false });
+  if (!Number.isInteger(days) || days < 1) {
+    throw new Error(`jobRetention must be a whole number of days (at least 1), got ${jobRetention.toHumanString()}`);
+  }
+  if (jobRetention.toSeconds() <= maxJobDuration.toSeconds()) {
+    throw new Error(
+      `jobRetention (${jobRetention.toHumanString()}) must be longer than maxJobDuration (${maxJobDuration.toHumanString()}): a running job's record must not expire`,
+    );
+  }
+  return days;
+}
+
+/**
+ * Step Functions fails an execution whose history passes 25,000 events. The loop adds
+ * {@link HISTORY_EVENTS_PER_POLL} events per poll, so a job that polls every few seconds
+ * for its whole allowed duration can hit that cap before its deadline.
+ */
+function warnAboutHistoryLimit(scope: Construct, maxJobDuration: Duration, secondsBetweenPolls: number): void {
+  const polls = Math.ceil(maxJobDuration.toSeconds() / secondsBetweenPolls);
+  const events = polls * HISTORY_EVENTS_PER_POLL;
+  if (events <= EXECUTION_HISTORY_LIMIT) return;
+  const longestJob = Duration.seconds(Math.floor(EXECUTION_HISTORY_LIMIT / HISTORY_EVENTS_PER_POLL) * secondsBetweenPolls);
+  Annotations.of(scope).addWarningV2(
+    '@waterflai/orchestrator:executionHistoryLimit',
+    `A job polled every ${secondsBetweenPolls} s for maxJobDuration (${maxJobDuration.toHumanString()}) needs about ${events} history events, ` +
+      `over the Step Functions limit of ${EXECUTION_HISTORY_LIMIT}: executions fail after about ${longestJob.toHumanString()} ` +
+      'unless the poll Lambda lengthens next_poll_seconds. Raise pollIntervalSeconds or lower maxJobDuration.',
+  );
+}
