@@ -60,8 +60,10 @@ export function describeCaughtError(error: CaughtError): string {
   let detail = error.Cause ?? '';
   try {
     const cause: unknown = JSON.parse(detail);
-    if (typeof cause === 'object' && cause !== null && 'errorMessage' in cause && typeof cause.errorMessage === 'string') {
-      detail = cause.errorMessage;
+    if (typeof cause === 'object' && cause !== null) {
+      // A JSON Cause may carry a stack trace: keep only its message (or type), never the rest.
+      const { errorMessage, errorType } = cause as { errorMessage?: unknown; errorType?: unknown };
+      detail = typeof errorMessage === 'string' ? errorMessage : typeof errorType === 'string' ? errorType : '';
     }
   } catch {
     // Not JSON: a States.* error's Cause is plain text.

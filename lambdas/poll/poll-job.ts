@@ -1,4 +1,4 @@
-import { describeError, isRetryable, TransientPollError, WaterflaiHttpError } from '../shared/errors';
+import { describeError, isRetryable, isTransientAwsError, TransientPollError, WaterflaiHttpError } from '../shared/errors';
 import { isSettled, type JobStore } from '../shared/job-store';
 import type { AppLogger } from '../shared/logger';
 import { nextPollSeconds, type FixedIntervalSettings } from '../shared/poll-strategy';
@@ -67,12 +67,19 @@ export class JobPoller {
     const changed = mapped.status !== state.status || progress !== state.progress || currentNode !== state.current_node;
     if (!changed && !isTerminalStatus(mapped.status)) return next;
 
-    const result = await store.applyStatus(state.job_id, {
-      status: mapped.status,
-      fields: { ...mapped.fields, polls: pollCount },
-      observedAt,
-      now: observedAt,
-    });
+    let result: Awaited<ReturnType<JobStore['applyStatus']>>;
+    try {
+      result = await store.applyStatus(state.job_id, {
+        status: mapped.status,
+        fields: { ...mapped.fields, polls: pollCount },
+        observedAt,
+        now: observedAt,
+      });
+    } catch (error) {
+      // DynamoDB throttling or a 5xx that outlasted the SDK's own retries: let the state machine retry.
+      if (isTransientAwsError(error)) throw new TransientPollError(`recording the status failed: ${describeError(error)}`, { cause: error });
+      throw error;
+    }
     if (result.applied) return next;
 
     const current = result.record;

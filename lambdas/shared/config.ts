@@ -18,8 +18,8 @@ export function requireEnv(name: string, env: Env = process.env): string {
 export function positiveIntEnv(name: string, fallback: number, env: Env = process.env): number {
   const raw = env[name];
   if (raw === undefined || raw.trim() === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 1) {
+  const value = /^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < 1) {
     throw new ConfigurationError(`environment variable ${name} must be a positive integer, got "${raw}"`);
   }
   return value;
@@ -49,9 +49,15 @@ export const DEFAULT_MAX_RECEIVE_COUNT = 5;
 
 /** The poll interval settings from the environment, validated. */
 export function readPollSettings(env: Env = process.env): FixedIntervalSettings {
-  return validatePollSettings({
+  const settings = {
     intervalSeconds: positiveIntEnv(ENV.POLL_INTERVAL_SECONDS, DEFAULT_POLL_SETTINGS.intervalSeconds, env),
     minSeconds: positiveIntEnv(ENV.POLL_MIN_SECONDS, DEFAULT_POLL_SETTINGS.minSeconds, env),
     maxSeconds: positiveIntEnv(ENV.POLL_MAX_SECONDS, DEFAULT_POLL_SETTINGS.maxSeconds, env),
-  });
+  };
+  try {
+    return validatePollSettings(settings);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ConfigurationError(`${ENV.POLL_INTERVAL_SECONDS}/${ENV.POLL_MIN_SECONDS}/${ENV.POLL_MAX_SECONDS} are inconsistent: ${reason}`);
+  }
 }

@@ -152,6 +152,27 @@ export class TransientPollError extends OrchestratorError {
   }
 }
 
+/** AWS SDK error names that mean "slow down", whatever the service. */
+const AWS_THROTTLING_ERRORS = new Set([
+  'ThrottlingException',
+  'Throttling',
+  'TooManyRequestsException',
+  'ProvisionedThroughputExceededException',
+  'RequestLimitExceeded',
+  'RequestThrottledException',
+  'LimitExceededException',
+]);
+
+/**
+ * True for an AWS SDK error that a later attempt may overcome: a server-side fault, a
+ * throttle, or one the SDK itself marks retryable (the SDK already retried it a few times).
+ */
+export function isTransientAwsError(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const { name, $fault, $retryable } = error as { name?: unknown; $fault?: unknown; $retryable?: unknown };
+  return $fault === 'server' || $retryable !== undefined || (typeof name === 'string' && AWS_THROTTLING_ERRORS.has(name));
+}
+
 /** True when `error` is one of ours and says a later attempt may succeed. */
 export function isRetryable(error: unknown): boolean {
   return error instanceof OrchestratorError ? error.retryable : false;

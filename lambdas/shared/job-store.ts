@@ -115,7 +115,7 @@ export class JobStore {
 
   async get(jobId: string): Promise<JobRecord | undefined> {
     const result = await this.client.send(new GetCommand({ TableName: this.tableName, Key: { job_id: jobId }, ConsistentRead: true }));
-    return result.Item as JobRecord | undefined;
+    return result.Item === undefined ? undefined : fromItem(result.Item);
   }
 
   /**
@@ -280,7 +280,7 @@ export class JobStore {
       await this.client.send(
         new PutCommand({
           TableName: this.tableName,
-          Item: record,
+          Item: toItem(record),
           ConditionExpression: 'attribute_not_exists(#job_id)',
           ExpressionAttributeNames: { '#job_id': 'job_id' },
         }),
@@ -311,7 +311,7 @@ export class JobStore {
     const names: Record<string, string> = { '#version': 'version' };
     const values: Record<string, unknown> = { ...conditionValues, ':one': 1 };
     const assignments: string[] = ['#version = #version + :one'];
-    for (const [key, value] of Object.entries(set)) {
+    for (const [key, value] of Object.entries(toItem(set))) {
       if (value === undefined) continue;
       names[`#${key}`] = key;
       values[`:set_${key}`] = value;
@@ -331,12 +331,41 @@ export class JobStore {
           ReturnValues: 'ALL_NEW',
         }),
       );
-      return result.Attributes as JobRecord;
+      return fromItem(result.Attributes ?? {});
     } catch (error) {
       if (error instanceof ConditionalCheckFailedException) return undefined;
       throw error;
     }
   }
+}
+
+/**
+ * Opaque JSON (`metadata`, `final_output`) is stored as a JSON string, not a DynamoDB map:
+ * any JSON value then fits (numbers beyond 2^53 or outside DynamoDB's 1e-130..1e126 range,
+ * nesting beyond 32 levels, empty keys), and it is returned exactly as received.
+ */
+const JSON_ATTRIBUTES = { metadata: 'metadata_json', final_output: 'final_output_json' } as const;
+
+function toItem(fields: object): Record<string, unknown> {
+  const item: Record<string, unknown> = { ...fields };
+  for (const [field, attribute] of Object.entries(JSON_ATTRIBUTES)) {
+    if (!(field in item)) continue;
+    const value = item[field];
+    delete item[field];
+    if (value !== undefined) item[attribute] = JSON.stringify(value);
+  }
+  return item;
+}
+
+function fromItem(item: Record<string, unknown>): JobRecord {
+  const record: Record<string, unknown> = { ...item };
+  for (const [field, attribute] of Object.entries(JSON_ATTRIBUTES)) {
+    const raw = record[attribute];
+    delete record[attribute];
+    if (typeof raw === 'string') record[field] = JSON.parse(raw) as unknown;
+  }
+  record.metadata ??= {};
+  return record as unknown as JobRecord;
 }
 
 /** True when the record's status is terminal. */

@@ -45,7 +45,8 @@ export function validatePollSettings(settings: FixedIntervalSettings): FixedInte
  * Always a whole number of seconds, at least 1 (Step Functions' Wait takes integers).
  */
 export function nextPollSeconds(settings: FixedIntervalSettings, observation: PollObservation = {}): number {
-  const base = Math.min(Math.max(settings.intervalSeconds, settings.minSeconds), settings.maxSeconds);
-  const retryAfter = Math.min(Math.ceil(observation.retryAfterSeconds ?? 0), MAX_RETRY_AFTER_SECONDS);
-  return Math.max(1, base, retryAfter);
+  const base = Math.ceil(Math.min(Math.max(settings.intervalSeconds, settings.minSeconds), settings.maxSeconds));
+  const requested = observation.retryAfterSeconds;
+  const retryAfter = requested === undefined || Number.isNaN(requested) ? 0 : Math.min(Math.ceil(requested), MAX_RETRY_AFTER_SECONDS);
+  return Math.max(1, Number.isFinite(base) ? base : 1, retryAfter);
 }

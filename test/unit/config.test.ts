@@ -71,7 +71,7 @@ describe('positiveIntEnv', () => {
     expect(value).toBe(expected);
   });
 
-  it.each(['0', '-3', '1.5', 'abc', '10abc', 'NaN', 'Infinity'])(
+  it.each(['0', '-3', '1.5', 'abc', '10abc', 'NaN', 'Infinity', '0x10', '1e3', '99999999999999999999'])(
     'throws a ConfigurationError naming the variable and the raw value for "%s"',
     (raw) => {
       // Prepare
@@ -137,13 +137,13 @@ describe('readPollSettings', () => {
     expect(() => readPollSettings(env)).toThrow(ENV.POLL_MAX_SECONDS);
   });
 
-  it('throws a RangeError when the minimum exceeds the maximum', () => {
+  it('throws a ConfigurationError naming the variables when the minimum exceeds the maximum', () => {
     // Prepare
     const env = { [ENV.POLL_MIN_SECONDS]: '90', [ENV.POLL_MAX_SECONDS]: '60' };
 
     // Act / Assess
-    expect(() => readPollSettings(env)).toThrow(RangeError);
-    expect(() => readPollSettings(env)).toThrow('poll minSeconds (90) must not exceed maxSeconds (60)');
+    expect(() => readPollSettings(env)).toThrow(ConfigurationError);
+    expect(() => readPollSettings(env)).toThrow(/POLL_MIN_SECONDS.*poll minSeconds \(90\) must not exceed maxSeconds \(60\)/);
   });
 });
 

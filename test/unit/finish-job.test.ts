@@ -276,7 +276,12 @@ describe('describeCaughtError', () => {
     { name: 'a plain-text States.* cause is kept as is', error: { Error: 'States.Timeout', Cause: 'Task timed out after 60 seconds' }, expected: 'States.Timeout: Task timed out after 60 seconds' },
     { name: 'no cause gives the error name alone', error: { Error: 'States.TaskFailed' }, expected: 'States.TaskFailed' },
     { name: 'an empty cause gives the error name alone', error: { Error: 'States.TaskFailed', Cause: '' }, expected: 'States.TaskFailed' },
-    { name: 'a JSON cause without errorMessage is kept as is', error: { Error: 'Custom', Cause: '{"reason":"x"}' }, expected: 'Custom: {"reason":"x"}' },
+    { name: 'a JSON cause without errorMessage or errorType is dropped', error: { Error: 'Custom', Cause: '{"reason":"x"}' }, expected: 'Custom' },
+    {
+      name: 'a JSON cause without errorMessage keeps only its errorType, never its trace',
+      error: { Error: 'Custom', Cause: '{"errorType":"Boom","trace":["at secret (/var/task/index.js:1:1)"]}' },
+      expected: 'Custom: Boom',
+    },
     { name: 'a JSON string cause is kept as is', error: { Error: 'Custom', Cause: '"quoted"' }, expected: 'Custom: "quoted"' },
   ])('$name', ({ error, expected }) => {
     // Act

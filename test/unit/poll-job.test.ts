@@ -531,3 +531,49 @@ describe('JobPoller', () => {
     expect(await store.get(state.job_id)).toMatchObject({ status: terminal, version: 5, polls: 5, final_output: { result: 'ok' } });
   });
 });
+
+describe('JobPoller: outputs DynamoDB could not store as a map', () => {
+  it.each([
+    ['an integer beyond 2^53', { id: 9007199254740993n }],
+    ['a number above DynamoDB range', { id: 1e200 }],
+    ['a number below DynamoDB range', { x: 1e-200 }],
+    ['nesting deeper than 32 levels', { deep: JSON.parse(`${'['.repeat(40)}1${']'.repeat(40)}`) as unknown }],
+    ['an empty key', { '': 'value' }],
+  ])('records a COMPLETED output with %s exactly as received', async (_name, output) => {
+    // Prepare: bigint stands for a number JSON.parse would not keep exactly; use its closest double
+    const finalOutput = JSON.parse(JSON.stringify(output, (_key, value: unknown) => (typeof value === 'bigint' ? Number(value) : value))) as unknown;
+    const state = await startedJob();
+    const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: finalOutput })]);
+
+    // Act
+    const next = await instance.poll(state, PLENTY_OF_TIME);
+
+    // Assess
+    expect(next.status).toBe(JOB_STATUS.COMPLETED);
+    expect((await store.get(state.job_id))?.final_output).toEqual(finalOutput);
+  });
+});
+
+describe('JobPoller: DynamoDB faults while recording', () => {
+  it.each([
+    ['throttling', Object.assign(new Error('Rate exceeded'), { name: 'ProvisionedThroughputExceededException', $fault: 'client' })],
+    ['a 5xx', Object.assign(new Error('Internal error'), { name: 'InternalServerError', $fault: 'server' })],
+  ])('%s becomes a TransientPollError so the state machine retries it', async (_name, fault) => {
+    // Prepare
+    const state = await startedJob();
+    const { instance } = poller([execution('RUNNING', { progress: 5 })]);
+    sendSpy = vi.spyOn(dynamo.documentClient, 'send').mockRejectedValueOnce(fault);
+
+    // Act / Assess
+    await expect(instance.poll(state, PLENTY_OF_TIME)).rejects.toMatchObject({ name: 'TransientPollError', cause: fault });
+  });
+
+  it('a validation error is not retried', async () => {
+    const state = await startedJob();
+    const { instance } = poller([execution('RUNNING', { progress: 5 })]);
+    const fault = Object.assign(new Error('bad expression'), { name: 'ValidationException', $fault: 'client' });
+    sendSpy = vi.spyOn(dynamo.documentClient, 'send').mockRejectedValueOnce(fault);
+
+    await expect(instance.poll(state, PLENTY_OF_TIME)).rejects.toBe(fault);
+  });
+});

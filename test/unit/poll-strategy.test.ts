@@ -38,6 +38,7 @@ describe('nextPollSeconds', () => {
     { name: 'a fractional Retry-After is rounded up to whole seconds', retryAfterSeconds: 41.2, expected: 42 },
     { name: 'a Retry-After above MAX_RETRY_AFTER_SECONDS is capped', retryAfterSeconds: MAX_RETRY_AFTER_SECONDS * 24, expected: MAX_RETRY_AFTER_SECONDS },
     { name: 'an infinite Retry-After is capped', retryAfterSeconds: Number.POSITIVE_INFINITY, expected: MAX_RETRY_AFTER_SECONDS },
+    { name: 'a NaN Retry-After is ignored', retryAfterSeconds: Number.NaN, expected: 10 },
     { name: 'a negative Retry-After is ignored', retryAfterSeconds: -50, expected: 10 },
   ])('$name', ({ retryAfterSeconds, expected }) => {
     // Prepare

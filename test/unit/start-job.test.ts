@@ -173,6 +173,15 @@ describe('JobStarter: the happy path', () => {
     expect(await store.get('evt-77')).toMatchObject({ delivery: 'eventbridge', execution_id: 'exec_1' });
   });
 
+  it('keeps metadata DynamoDB could not store as a map (huge numbers, empty keys) exactly, and passes it to the event', async () => {
+    const metadata = { big: 1e200, tiny: 1e-200, '': 'empty key' };
+
+    await starter.handleRecord(sqsRecord(job({ metadata, chatbot_id: 'a/b' })), remaining);
+
+    expect((await store.get('job-1'))?.metadata).toEqual(metadata);
+    expect(publishedDetails()[0]?.detail.metadata).toEqual(metadata);
+  });
+
   it('never logs the message body or input_data', async () => {
     await starter.handleRecord(sqsRecord(job()), remaining);
     await starter.handleRecord(sqsRecord('{"not valid json, private question'), remaining);
