@@ -254,7 +254,6 @@ export class WaterflaiOrchestrator extends Construct {
 
     this.table.grantReadWriteData(this.finishFunction);
     this.eventBus.grantPutEventsTo(this.finishFunction);
-    this.apiKeySecret.grantRead(this.finishFunction);
 
     warnAboutHistoryLimit(this, maxJobDuration, nextPollSeconds(pollSettings));
   }
