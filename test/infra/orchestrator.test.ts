@@ -233,7 +233,7 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     expect(poll).not.toContain('events:PutEvents');
     expect(poll).not.toContain('states:StartExecution');
     expect(finish).toContain('events:PutEvents');
-    expect(finish).toContain('secretsmanager:GetSecretValue');
+    expect(finish).not.toContain('secretsmanager:GetSecretValue');
     expect(finish).not.toContain('states:StartExecution');
     expect(finish).not.toContain('sqs:SendMessage');
   });
