@@ -13,6 +13,8 @@ export const HANDLER_ENTRY = {
   START_EXECUTION: fileURLToPath(new URL('../lambdas/start-execution/handler.ts', import.meta.url)),
   POLL: fileURLToPath(new URL('../lambdas/poll/handler.ts', import.meta.url)),
   FINISH: fileURLToPath(new URL('../lambdas/finish/handler.ts', import.meta.url)),
+  RECONCILE: fileURLToPath(new URL('../lambdas/reconcile/handler.ts', import.meta.url)),
+  SWEEP: fileURLToPath(new URL('../lambdas/sweep/handler.ts', import.meta.url)),
 } as const;
 
 /**

@@ -15,7 +15,13 @@ export function acknowledgeNagFindings(orchestrator: WaterflaiOrchestrator): voi
   const ref = (token: string): string => flattenReference(stack.resolve(token));
 
   const indexFinding = `AwsSolutions-IAM5[Resource::${ref(orchestrator.table.tableArn)}/index/*]`;
-  for (const role of [orchestrator.intake.startFunctionRole, orchestrator.pollLoop.pollFunctionRole, orchestrator.pollLoop.finishFunctionRole]) {
+  for (const role of [
+    orchestrator.intake.startFunctionRole,
+    orchestrator.pollLoop.pollFunctionRole,
+    orchestrator.pollLoop.finishFunctionRole,
+    orchestrator.lifecycle.reconcileFunctionRole,
+    orchestrator.lifecycle.sweepFunctionRole,
+  ]) {
     Validations.of(defaultPolicy(role)).acknowledge({
       id: indexFinding,
       reason:
@@ -23,6 +29,19 @@ export function acknowledgeNagFindings(orchestrator: WaterflaiOrchestrator): voi
         '(the by-status index); no other table is reachable.',
     });
   }
+
+  Validations.of(defaultPolicy(orchestrator.pollLoop.pollFunctionRole)).acknowledge({
+    id: `AwsSolutions-IAM5[Resource::${ref(orchestrator.outputBucket.bucketArn)}/outputs/*]`,
+    reason:
+      'The poll function stores large final outputs as objects under outputs/<job id>/ in the orchestrator\'s own output bucket; ' +
+      'it may only PutObject there (no read, no delete, no other bucket).',
+  });
+  Validations.of(orchestrator.outputBucket).acknowledge({
+    id: 'AwsSolutions-S1',
+    reason:
+      'The output bucket is private (public access blocked, SSL only), written by one function role and read by explicit grants; ' +
+      'object-level auditing is available through CloudTrail data events, without a second log bucket per deployment.',
+  });
 
   const stateMachinePolicy = defaultPolicy(orchestrator.stateMachine.role);
   for (const fn of [orchestrator.pollFunction, orchestrator.finishFunction]) {

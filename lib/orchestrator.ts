@@ -1,18 +1,22 @@
-import { Annotations, Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as events from 'aws-cdk-lib/aws-events';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/shared/constants';
-import { DEFAULT_POLL_SETTINGS, nextPollSeconds, validatePollSettings } from '../lambdas/shared/poll-strategy';
+import { DEFAULT_POLL_SETTINGS, validatePollSettings } from '../lambdas/shared/poll-strategy';
 import type { HandlerFunctionOverrides } from './handler-function';
 import { Intake, type IntakeProps } from './intake';
 import { JobTable, type JobTableProps } from './job-table';
+import { JobLifecycle } from './lifecycle';
 import { OutcomeEvents } from './outcome-events';
+import { OutputBucket } from './output-bucket';
 import { POLL_STATE_MACHINE_DEFAULTS, PollStateMachine } from './poll-state-machine';
 
 /** Defaults of {@link WaterflaiOrchestratorProps}, applied once. */
@@ -25,7 +29,11 @@ export const ORCHESTRATOR_DEFAULTS = {
   logRetention: logs.RetentionDays.ONE_MONTH,
   removalPolicy: RemovalPolicy.RETAIN,
   jobRetention: Duration.days(90),
+  maxInlineOutputBytes: 64 * 1024,
 } as const;
+
+/** Largest `maxInlineOutputBytes`: what still fits an EventBridge entry next to 8 KiB of metadata. */
+export const MAX_INLINE_OUTPUT_BYTES_LIMIT = 200 * 1024;
 
 /** Step Functions Standard executions last at most one year. */
 export const STANDARD_EXECUTION_LIMIT = Duration.days(365);
@@ -33,10 +41,6 @@ export const STANDARD_EXECUTION_LIMIT = Duration.days(365);
 export const MAX_JOB_DURATION = Duration.seconds(STANDARD_EXECUTION_LIMIT.toSeconds() - POLL_STATE_MACHINE_DEFAULTS.finishMargin.toSeconds());
 const MIN_JOB_DURATION = Duration.minutes(1);
 
-/** Step Functions' cap on the events in one execution's history. */
-export const EXECUTION_HISTORY_LIMIT = 25_000;
-/** History events of one loop iteration: Wait (2), Lambda Task (5), Choice (2). */
-export const HISTORY_EVENTS_PER_POLL = 9;
 
 /** Props of {@link WaterflaiOrchestrator}. */
 export interface WaterflaiOrchestratorProps {
@@ -118,6 +122,25 @@ export interface WaterflaiOrchestratorProps {
    */
   readonly jobRetention?: Duration;
   /**
+   * Largest `final_output` (JSON bytes) carried inline in job records and outcome events.
+   * A larger output is stored in the construct's output bucket and the event carries
+   * `output_location` {bucket, key, size, sha256} instead. At most 200 KiB.
+   * @default 65536 (64 KiB)
+   */
+  readonly maxInlineOutputBytes?: number;
+  /**
+   * Polls one state machine execution makes before handing the job over to a successor
+   * execution (continue-as-new), so no job reaches the 25,000-event history limit.
+   * @default 1500
+   */
+  readonly maxPollsPerExecution?: number;
+  /**
+   * How often the sweeper settles jobs left unfinished past their deadline (the backstop
+   * for lost Step Functions status-change events).
+   * @default Duration.minutes(5)
+   */
+  readonly sweepInterval?: Duration;
+  /**
    * Overrides of the intake queue (see {@link IntakeProps.queueProps}).
    * @default - none
    */
@@ -168,11 +191,16 @@ export class WaterflaiOrchestrator extends Construct {
   public readonly pollFunction: NodejsFunction;
   public readonly finishFunction: NodejsFunction;
   public readonly apiKeySecret: secretsmanager.ISecret;
+  /** Large final outputs; grant subscribers `outputBucket.grantRead(...)`. */
+  public readonly outputBucket: s3.Bucket;
+  public readonly reconcileFunction: NodejsFunction;
+  public readonly sweepFunction: NodejsFunction;
   /** The parts, for finer access (roles, log groups, event source). */
   public readonly intake: Intake;
   public readonly pollLoop: PollStateMachine;
   public readonly jobTable: JobTable;
   public readonly outcomeEvents: OutcomeEvents;
+  public readonly lifecycle: JobLifecycle;
 
   constructor(scope: Construct, id: string, props: WaterflaiOrchestratorProps = {}) {
     super(scope, id);
@@ -188,6 +216,10 @@ export class WaterflaiOrchestrator extends Construct {
     });
     validateMaxJobDuration(maxJobDuration);
     const jobRetentionDays = validateJobRetention(jobRetention, maxJobDuration);
+    const maxInlineOutputBytes = props.maxInlineOutputBytes ?? ORCHESTRATOR_DEFAULTS.maxInlineOutputBytes;
+    if (!Number.isInteger(maxInlineOutputBytes) || maxInlineOutputBytes < 1 || maxInlineOutputBytes > MAX_INLINE_OUTPUT_BYTES_LIMIT) {
+      throw new Error(`maxInlineOutputBytes must be an integer from 1 to ${MAX_INLINE_OUTPUT_BYTES_LIMIT}, got ${maxInlineOutputBytes}`);
+    }
 
     this.apiKeySecret =
       props.apiKeySecret ??
@@ -202,6 +234,7 @@ export class WaterflaiOrchestrator extends Construct {
     this.table = this.jobTable.table;
     this.outcomeEvents = new OutcomeEvents(this, 'OutcomeEvents', { eventBus: props.eventBus, eventBusProps: props.eventBusProps });
     this.eventBus = this.outcomeEvents.eventBus;
+    this.outputBucket = new OutputBucket(this, 'Outputs', { expiration: Duration.days(jobRetentionDays), removalPolicy }).bucket;
 
     const environment: Record<string, string> = {
       [ENV.WATERFLAI_BASE_URL]: waterflaiBaseUrl,
@@ -213,11 +246,14 @@ export class WaterflaiOrchestrator extends Construct {
       [ENV.POLL_MIN_SECONDS]: String(pollSettings.minSeconds),
       [ENV.POLL_MAX_SECONDS]: String(pollSettings.maxSeconds),
       [ENV.JOB_RETENTION_DAYS]: String(jobRetentionDays),
+      [ENV.MAX_INLINE_OUTPUT_BYTES]: String(maxInlineOutputBytes),
+      [ENV.OUTPUT_BUCKET_NAME]: this.outputBucket.bucketName,
     };
 
     this.pollLoop = new PollStateMachine(this, 'PollLoop', {
       environment,
       maxJobDuration,
+      maxPollsPerExecution: props.maxPollsPerExecution,
       logRetention,
       removalPolicy,
       functionProps: props.functionProps,
@@ -252,10 +288,28 @@ export class WaterflaiOrchestrator extends Construct {
     this.table.grantReadWriteData(this.pollFunction);
     this.apiKeySecret.grantRead(this.pollFunction);
 
+    // Only PutObject under outputs/ (grantPut would add wildcard actions such as s3:Abort*).
+    iam.Grant.addToPrincipal({ grantee: this.pollFunction, actions: ['s3:PutObject'], resourceArns: [this.outputBucket.arnForObjects('outputs/*')] });
+
     this.table.grantReadWriteData(this.finishFunction);
     this.eventBus.grantPutEventsTo(this.finishFunction);
 
-    warnAboutHistoryLimit(this, maxJobDuration, nextPollSeconds(pollSettings));
+    this.lifecycle = new JobLifecycle(this, 'Lifecycle', {
+      stateMachine: this.stateMachine,
+      environment,
+      sweepInterval: props.sweepInterval,
+      logRetention,
+      removalPolicy,
+      functionProps: props.functionProps,
+    });
+    this.reconcileFunction = this.lifecycle.reconcileFunction;
+    this.sweepFunction = this.lifecycle.sweepFunction;
+    for (const fn of [this.reconcileFunction, this.sweepFunction]) {
+      this.table.grantReadWriteData(fn);
+      this.eventBus.grantPutEventsTo(fn);
+      this.apiKeySecret.grantRead(fn); // both cancel executions in Waterflai
+    }
+
   }
 }
 
@@ -307,22 +361,4 @@ function validateJobRetention(jobRetention: Duration, maxJobDuration: Duration):
     );
   }
   return days;
-}
-
-/**
- * Step Functions fails an execution whose history passes 25,000 events. The loop adds
- * {@link HISTORY_EVENTS_PER_POLL} events per poll, so a job that polls every few seconds
- * for its whole allowed duration can hit that cap before its deadline.
- */
-function warnAboutHistoryLimit(scope: Construct, maxJobDuration: Duration, secondsBetweenPolls: number): void {
-  const polls = Math.ceil(maxJobDuration.toSeconds() / secondsBetweenPolls);
-  const events = polls * HISTORY_EVENTS_PER_POLL;
-  if (events <= EXECUTION_HISTORY_LIMIT) return;
-  const longestJob = Duration.seconds(Math.floor(EXECUTION_HISTORY_LIMIT / HISTORY_EVENTS_PER_POLL) * secondsBetweenPolls);
-  Annotations.of(scope).addWarningV2(
-    '@waterflai/orchestrator:executionHistoryLimit',
-    `A job polled every ${secondsBetweenPolls} s for maxJobDuration (${maxJobDuration.toHumanString()}) needs about ${events} history events, ` +
-      `over the Step Functions limit of ${EXECUTION_HISTORY_LIMIT}: executions fail after about ${longestJob.toHumanString()} ` +
-      'unless the poll Lambda lengthens next_poll_seconds. Raise pollIntervalSeconds or lower maxJobDuration.',
-  );
 }

@@ -1,11 +1,11 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
-import type * as iam from 'aws-cdk-lib/aws-iam';
+import { ArnFormat, Duration, Names, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { STATE_NAME, TERMINAL_STATUSES } from '../lambdas/shared/constants';
+import { ENV, STATE_NAME, TERMINAL_STATUSES } from '../lambdas/shared/constants';
 import { TransientPollError } from '../lambdas/shared/errors';
 import { createHandlerFunction, HANDLER_ENTRY, type HandlerFunctionOverrides } from './handler-function';
 
@@ -41,6 +41,8 @@ export const RETRY_POLICY = {
 /** Defaults of {@link PollStateMachineProps}. */
 export const POLL_STATE_MACHINE_DEFAULTS = {
   finishMargin: Duration.hours(1),
+  /** 1,500 polls x 9 history events = 13,500, leaving room for retries under the 25,000 limit. */
+  maxPollsPerExecution: 1_500,
   pollTimeout: Duration.seconds(30),
   finishTimeout: Duration.seconds(30),
 } as const;
@@ -56,6 +58,13 @@ export interface PollStateMachineProps {
    * @default Duration.hours(1)
    */
   readonly finishMargin?: Duration;
+  /**
+   * Polls one execution makes before it hands the job over to a successor execution
+   * (continue-as-new), which keeps every execution's history under Step Functions' limit of
+   * 25,000 events however long the job runs.
+   * @default 1500
+   */
+  readonly maxPollsPerExecution?: number;
   /**
    * Retention of the function and state machine log groups.
    * @default logs.RetentionDays.ONE_MONTH
@@ -104,12 +113,32 @@ export class PollStateMachine extends Construct {
     const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
     const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
     const finishMargin = props.finishMargin ?? POLL_STATE_MACHINE_DEFAULTS.finishMargin;
+    const maxPollsPerExecution = props.maxPollsPerExecution ?? POLL_STATE_MACHINE_DEFAULTS.maxPollsPerExecution;
+    if (!Number.isInteger(maxPollsPerExecution) || maxPollsPerExecution < 1 || maxPollsPerExecution > 2_500) {
+      throw new Error(`maxPollsPerExecution must be an integer from 1 to 2500 (2,500 x 9 history events is 22,500 of the 25,000 allowed), got ${maxPollsPerExecution}`);
+    }
+
+    // The poll Lambda starts its own state machine's successor executions. The name is
+    // generated once from the construct path (not hard-coded) so that the ARN can be built
+    // without a reference to the state machine, which would make a dependency cycle
+    // (state machine -> function -> role policy -> state machine).
+    const stateMachineName = Names.uniqueResourceName(this, { maxLength: 80, separator: '-' });
+    const stateMachineArn = Stack.of(this).formatArn({
+      service: 'states',
+      resource: 'stateMachine',
+      resourceName: stateMachineName,
+      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
 
     const poll = createHandlerFunction(this, 'PollFunction', {
       entry: HANDLER_ENTRY.POLL,
       description: 'Polls one Waterflai execution and records its status',
       timeout: POLL_STATE_MACHINE_DEFAULTS.pollTimeout,
-      environment: props.environment,
+      environment: {
+        ...props.environment,
+        [ENV.STATE_MACHINE_ARN]: stateMachineArn,
+        [ENV.MAX_POLLS_PER_EXECUTION]: String(maxPollsPerExecution),
+      },
       logRetention,
       removalPolicy,
       overrides: props.functionProps,
@@ -125,6 +154,7 @@ export class PollStateMachine extends Construct {
     });
     this.pollFunction = poll.function;
     this.pollFunctionRole = poll.role;
+    iam.Grant.addToPrincipal({ grantee: poll.role, actions: ['states:StartExecution'], resourceArns: [stateMachineArn] });
     this.finishFunction = finish.function;
     this.finishFunctionRole = finish.role;
 
@@ -153,7 +183,13 @@ export class PollStateMachine extends Construct {
       }),
     );
 
-    const isFinished = new sfn.Choice(this, STATE_NAME.CHOICE, { comment: 'Terminal statuses end the loop; any other status (UNKNOWN included) polls again' });
+    const isFinished = new sfn.Choice(this, STATE_NAME.CHOICE, {
+      comment: 'Terminal statuses end the loop; a hand-over ends this execution (a successor goes on); any other status polls again',
+    });
+    isFinished.when(
+      sfn.Condition.and(sfn.Condition.isPresent('$.handed_over'), sfn.Condition.booleanEquals('$.handed_over', true)),
+      new sfn.Succeed(this, STATE_NAME.HANDED_OVER, { comment: 'The job continues in a successor execution (continue-as-new)' }),
+    );
     for (const status of TERMINAL_STATUSES) {
       isFinished.when(sfn.Condition.stringEquals('$.status', status), publishOutcome);
     }
@@ -161,6 +197,7 @@ export class PollStateMachine extends Construct {
 
     this.logGroup = new logs.LogGroup(this, 'StateMachineLogGroup', { retention: logRetention, removalPolicy });
     this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+      stateMachineName,
       comment: 'Polls one Waterflai execution until it ends, then announces the outcome',
       stateMachineType: sfn.StateMachineType.STANDARD,
       definitionBody: sfn.DefinitionBody.fromChainable(wait.next(pollTask).next(isFinished)),

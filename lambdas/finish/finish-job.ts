@@ -1,7 +1,8 @@
 import { ERROR_CODE, JOB_STATUS } from '../shared/constants';
-import { isSettled, type JobStore } from '../shared/job-store';
+import type { JobStore } from '../shared/job-store';
 import type { AppLogger } from '../shared/logger';
-import { buildOutcomeEvent, type OutcomePublisher } from '../shared/outcome-event';
+import { announceOutcome } from '../shared/announce';
+import type { OutcomePublisher } from '../shared/outcome-event';
 import { MAX_ERROR_MESSAGE_CHARS } from '../shared/status-mapping';
 import type { CaughtError, FinishInput, FinishOutput } from '../shared/workflow';
 
@@ -40,15 +41,10 @@ export class JobFinisher {
 
     const record = await store.get(input.job_id);
     if (record === undefined) throw new Error(`job ${input.job_id} has no record`);
-    if (!isSettled(record)) throw new Error(`job ${input.job_id} is not settled (status ${record.status})`);
 
-    const event = buildOutcomeEvent(record);
-    if (record.event_published_at === undefined) {
-      await publisher.publish(event);
-      await store.markEventPublished(record.job_id, event.detail.event_id, new Date(this.now()).toISOString());
-      logger.info('outcome published', { job_id: record.job_id, status: record.status, event_id: event.detail.event_id });
-    }
-    return { job_id: record.job_id, status: record.status, event_id: event.detail.event_id };
+    const eventId = await announceOutcome(store, publisher, record, this.now);
+    logger.info('outcome announced', { job_id: record.job_id, status: record.status, event_id: eventId });
+    return { job_id: record.job_id, status: record.status, event_id: eventId };
   }
 }
 

@@ -1,17 +1,24 @@
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
-import { dynamoDocumentClient } from '../shared/aws-clients';
+import { dynamoDocumentClient, s3, stepFunctions } from '../shared/aws-clients';
 import { DEFAULT_MAX_INLINE_OUTPUT_BYTES, positiveIntEnv, readPollSettings, requireEnv } from '../shared/config';
 import { ENV } from '../shared/constants';
 import { JobStore } from '../shared/job-store';
 import { createLogger } from '../shared/logger';
+import { OutputStore } from '../shared/output-store';
+import { startSuccessorExecution } from '../shared/successor';
 import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
 import type { PollState } from '../shared/workflow';
 import { JobPoller } from './poll-job';
 
+/** Polls per execution before a hand-over: 1,500 x 9 history events leaves room for retries under 25,000. */
+export const DEFAULT_MAX_POLLS_PER_EXECUTION = 1_500;
+
 /** poll Lambda: one iteration of the state machine's poll loop. Configured once per container. */
 const logger = createLogger();
+const outputBucket = process.env[ENV.OUTPUT_BUCKET_NAME];
+const stateMachineArn = requireEnv(ENV.STATE_MACHINE_ARN);
 
 const poller = new JobPoller({
   store: new JobStore(dynamoDocumentClient(), requireEnv(ENV.JOB_TABLE_NAME)),
@@ -19,6 +26,9 @@ const poller = new JobPoller({
   logger,
   pollSettings: readPollSettings(),
   maxInlineOutputBytes: positiveIntEnv(ENV.MAX_INLINE_OUTPUT_BYTES, DEFAULT_MAX_INLINE_OUTPUT_BYTES),
+  ...(outputBucket ? { outputs: new OutputStore(s3(), outputBucket) } : {}),
+  maxPollsPerExecution: positiveIntEnv(ENV.MAX_POLLS_PER_EXECUTION, DEFAULT_MAX_POLLS_PER_EXECUTION),
+  successor: { start: (name, input) => startSuccessorExecution(stepFunctions(), stateMachineArn, name, input) },
 });
 
 const lambdaHandler = async (state: PollState, context: Context): Promise<PollState> =>

@@ -1,5 +1,6 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
@@ -20,6 +21,7 @@ let eventBridgeClient: EventBridgeClient | undefined;
 let secretsClient: SecretsManagerClient | undefined;
 let sfnClient: SFNClient | undefined;
 let sqsClient: SQSClient | undefined;
+let s3Client: S3Client | undefined;
 
 export function dynamoDocumentClient(): DynamoDBDocumentClient {
   documentClient ??= DynamoDBDocumentClient.from(new DynamoDBClient(clientConfig), {
@@ -46,4 +48,10 @@ export function stepFunctions(): SFNClient {
 export function sqs(): SQSClient {
   sqsClient ??= new SQSClient(clientConfig);
   return sqsClient;
+}
+
+export function s3(): S3Client {
+  // Path-style addressing works with every S3-compatible endpoint (the local runtime's too).
+  s3Client ??= new S3Client({ ...clientConfig, forcePathStyle: true });
+  return s3Client;
 }

@@ -43,7 +43,7 @@ export const DEFAULT_JOB_RETENTION_DAYS = 90;
 /** Default maximum job duration: 24 hours. */
 export const DEFAULT_MAX_JOB_DURATION_SECONDS = 24 * 3600;
 /** Default largest `final_output` carried inline in records and events. */
-export const DEFAULT_MAX_INLINE_OUTPUT_BYTES = 128 * 1024;
+export const DEFAULT_MAX_INLINE_OUTPUT_BYTES = 64 * 1024;
 /** Default SQS maxReceiveCount of the intake queue's redrive policy. */
 export const DEFAULT_MAX_RECEIVE_COUNT = 5;
 

@@ -83,8 +83,27 @@ export const ERROR_CODE = {
   OUTPUT_TOO_LARGE: 'OUTPUT_TOO_LARGE',
   /** Starting the execution kept failing with transient errors until the retry budget ran out. */
   START_RETRIES_EXHAUSTED: 'START_RETRIES_EXHAUSTED',
+  /** The job ran past its deadline (`timeout_seconds`, capped by the maximum job duration); it was cancelled upstream. */
+  TIMED_OUT: 'TIMED_OUT',
+  /** Waterflai reported COMPLETED but had already cleaned up the result (`cleanup_after` passed). */
+  OUTPUT_EXPIRED: 'OUTPUT_EXPIRED',
+  /** The job's state machine execution failed or timed out outside the poll loop's own handling. */
+  ORCHESTRATION_FAILED: 'ORCHESTRATION_FAILED',
 } as const;
 export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
+
+/**
+ * Why a job was cancelled (the `reason` of a Cancelled event):
+ * - `requested`: a producer sent a cancel request for the job;
+ * - `remote`: Waterflai reported the execution CANCELLED (cancelled outside the orchestrator);
+ * - `stopped`: an operator stopped the job's state machine execution.
+ */
+export const CANCEL_REASON = {
+  REQUESTED: 'requested',
+  REMOTE: 'remote',
+  STOPPED: 'stopped',
+} as const;
+export type CancelReason = (typeof CANCEL_REASON)[keyof typeof CANCEL_REASON];
 
 /** Names of the DLQ message attributes written for permanently failed messages. */
 export const DLQ_ATTRIBUTE = {
@@ -94,6 +113,12 @@ export const DLQ_ATTRIBUTE = {
   SOURCE_MESSAGE_ID: 'source_message_id',
   FAILED_AT: 'failed_at',
 } as const;
+
+/**
+ * Step Functions execution statuses that end a poll loop without the loop settling its job
+ * (stopped by an operator, timed out, failed): the reconciler settles those jobs.
+ */
+export const RECONCILED_EXECUTION_STATUSES = ['ABORTED', 'TIMED_OUT', 'FAILED'] as const;
 
 /** Names of the job table's attributes and index (shared by Lambdas, construct, tests). */
 export const JOB_TABLE = {
@@ -114,6 +139,7 @@ export const STATE_NAME = {
   CHOICE: 'IsExecutionFinished',
   FINISH: 'PublishOutcome',
   RECORD_FAILURE: 'RecordPollFailure',
+  HANDED_OVER: 'HandedOverToSuccessor',
   SUCCEED: 'Done',
   FAIL: 'PollingFailed',
 } as const;
@@ -129,6 +155,9 @@ export const ENV = {
   INTAKE_QUEUE_URL: 'INTAKE_QUEUE_URL',
   MAX_RECEIVE_COUNT: 'MAX_RECEIVE_COUNT',
   MAX_INLINE_OUTPUT_BYTES: 'MAX_INLINE_OUTPUT_BYTES',
+  OUTPUT_BUCKET_NAME: 'OUTPUT_BUCKET_NAME',
+  MAX_POLLS_PER_EXECUTION: 'MAX_POLLS_PER_EXECUTION',
+  SWEEP_GRACE_SECONDS: 'SWEEP_GRACE_SECONDS',
   MAX_JOB_DURATION_SECONDS: 'MAX_JOB_DURATION_SECONDS',
   POLL_MIN_SECONDS: 'POLL_MIN_SECONDS',
   POLL_MAX_SECONDS: 'POLL_MAX_SECONDS',

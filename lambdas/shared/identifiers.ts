@@ -32,3 +32,12 @@ export function executionNameForJob(jobId: string): string {
   const prefix = jobId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, EXECUTION_NAME_BASE_MAX_LENGTH - hash.length - 1);
   return `${prefix}-${hash}`;
 }
+
+/**
+ * The execution name of a job's poll loop in a given generation: generation 0 is the name
+ * the start Lambda uses; each hand-over to a successor execution (continue-as-new) adds one.
+ */
+export function executionNameForGeneration(jobId: string, generation: number): string {
+  const base = executionNameForJob(jobId);
+  return generation === 0 ? base : `${base}-g${generation}`;
+}

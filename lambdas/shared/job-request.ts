@@ -22,6 +22,7 @@ export const JOB_REQUEST_LIMITS = {
 /** The job request a producer sends (directly, or as an EventBridge event's `detail`). */
 export const jobRequestSchema = z
   .strictObject({
+    action: z.literal('start').optional().describe('Optional; "start" is the default action.'),
     job_id: z
       .string()
       .max(JOB_ID_MAX_LENGTH)
@@ -67,6 +68,22 @@ export interface JobRequest {
   readonly delivery: 'sqs' | 'eventbridge';
 }
 
+/** `action` of a cancel request. */
+export const CANCEL_ACTION = 'cancel';
+
+/** A producer's request to cancel a job (sent to the same intake queue). */
+export const cancelRequestSchema = z
+  .strictObject({
+    action: z.literal(CANCEL_ACTION),
+    job_id: z.string().max(JOB_ID_MAX_LENGTH).regex(JOB_ID_PATTERN).describe('The job to cancel.'),
+  })
+  .describe('Cancels a job: a running execution is cancelled in Waterflai; a job not started yet never starts.');
+
+/** What an intake message asks for. */
+export type IntakeMessage =
+  | { readonly kind: 'start'; readonly request: JobRequest }
+  | { readonly kind: 'cancel'; readonly job_id: string; readonly delivery: JobRequest['delivery'] };
+
 /** The fields of an EventBridge event that a rule delivered to the queue. */
 const eventBridgeEnvelopeSchema = z.object({
   id: z.string().max(JOB_ID_MAX_LENGTH).regex(JOB_ID_PATTERN),
@@ -86,6 +103,19 @@ const MAX_ERROR_MESSAGE_LENGTH = 300;
  *   was a JSON object, so that a Failed event can be announced for it
  */
 export function parseJobMessage(body: string, messageId: string): JobRequest {
+  const message = parseIntakeMessage(body, messageId);
+  if (message.kind !== 'start') throw new InvalidMessageError('expected a job request, got a cancel request', { jobId: message.job_id, delivery: message.delivery });
+  return message.request;
+}
+
+/**
+ * Parses an SQS message body from the intake queue: a job request, or a cancel request
+ * (`{"action": "cancel", "job_id": ...}`), either of them directly or as the detail of an
+ * EventBridge event that a rule delivered to the queue.
+ *
+ * @throws InvalidMessageError as {@link parseJobMessage}
+ */
+export function parseIntakeMessage(body: string, messageId: string): IntakeMessage {
   const bytes = Buffer.byteLength(body, 'utf8');
   if (bytes === 0) throw new InvalidMessageError('message body is empty');
   if (bytes > JOB_REQUEST_LIMITS.MAX_MESSAGE_BYTES) {
@@ -117,6 +147,12 @@ export function parseJobMessage(body: string, messageId: string): JobRequest {
     defaultJobId = envelope.data.id;
   }
 
+  if (request.action === CANCEL_ACTION) {
+    const cancel = cancelRequestSchema.safeParse(request);
+    if (!cancel.success) throw new InvalidMessageError(`invalid cancel request: ${formatIssues(cancel.error)}`, { delivery });
+    return { kind: 'cancel', job_id: cancel.data.job_id, delivery };
+  }
+
   const context = salvageContext(request, defaultJobId, delivery);
   const result = jobRequestSchema.safeParse(request);
   if (!result.success) throw new InvalidMessageError(formatIssues(result.error), context);
@@ -128,12 +164,15 @@ export function parseJobMessage(body: string, messageId: string): JobRequest {
   if (sizeError) throw new InvalidMessageError(sizeError, context);
 
   return {
-    job_id: data.job_id ?? defaultJobId,
-    chatbot_id: data.chatbot_id,
-    input_data: data.input_data,
-    metadata: data.metadata ?? {},
-    ...optional('timeout_seconds', data.timeout_seconds),
-    delivery,
+    kind: 'start',
+    request: {
+      job_id: data.job_id ?? defaultJobId,
+      chatbot_id: data.chatbot_id,
+      input_data: data.input_data,
+      metadata: data.metadata ?? {},
+      ...optional('timeout_seconds', data.timeout_seconds),
+      delivery,
+    },
   };
 }
 

@@ -1,9 +1,18 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import { GetCommand, PutCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { JOB_STATUS, STATUS_RANK, TERMINAL_RANK, type JobStatus, type TerminalStatus } from './constants';
+import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { CANCEL_REASON, JOB_STATUS, JOB_TABLE, STATUS_RANK, TERMINAL_RANK, type CancelReason, type JobStatus, type TerminalStatus } from './constants';
 
-/** Why a job was cancelled. */
-export type CancelReason = 'remote' | 'requested' | 'timeout';
+export type { CancelReason };
+
+/** Where a final output too large to carry inline was stored. */
+export interface OutputLocation {
+  readonly bucket: string;
+  readonly key: string;
+  /** Bytes of the stored JSON. */
+  readonly size: number;
+  /** Hex SHA-256 of the stored bytes. */
+  readonly sha256: string;
+}
 
 /** A job as stored in the job table (one item per job, keyed by `job_id`). */
 export interface JobRecord {
@@ -37,9 +46,14 @@ export interface JobRecord {
   readonly upstream_started_at?: string | null;
   readonly finished_at?: string;
   readonly final_output?: unknown;
+  readonly output_location?: OutputLocation;
+  /** When Waterflai deletes the execution's result (from its status). */
+  readonly cleanup_after?: string | null;
   readonly error_code?: string;
   readonly error_message?: string;
   readonly cancel_reason?: CancelReason;
+  /** Generation of the state machine execution following the job (0, then +1 per hand-over). */
+  readonly generation?: number;
   /** Set when the job failed at intake (invalid message, rejected start): the message goes to the DLQ. */
   readonly rejected_at_intake?: boolean;
   readonly dead_lettered_at?: string;
@@ -84,6 +98,8 @@ export interface StatusFields {
   readonly upstream_started_at?: string | null;
   readonly finished_at?: string;
   readonly final_output?: unknown;
+  readonly output_location?: OutputLocation;
+  readonly cleanup_after?: string | null;
   readonly error_code?: string;
   readonly error_message?: string;
   readonly cancel_reason?: CancelReason;
@@ -238,6 +254,73 @@ export class JobStore {
       rejected_at_intake: true,
     };
     return this.putIfAbsent(record);
+  }
+
+  /**
+   * Ids of jobs in `status` whose deadline is before `cutoff`, from the status index
+   * (oldest updates first), at most `limit`.
+   */
+  async listOverdue(status: JobStatus, cutoff: string, limit: number): Promise<string[]> {
+    const ids: string[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const page = await this.client.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: JOB_TABLE.STATUS_INDEX,
+          KeyConditionExpression: '#status = :status',
+          FilterExpression: '#deadline_at < :cutoff',
+          ExpressionAttributeNames: { '#status': JOB_TABLE.STATUS_INDEX_PARTITION_KEY, '#deadline_at': 'deadline_at', '#job_id': JOB_TABLE.PARTITION_KEY },
+          ExpressionAttributeValues: { ':status': status, ':cutoff': cutoff },
+          ProjectionExpression: '#job_id',
+          ...(startKey === undefined ? {} : { ExclusiveStartKey: startKey }),
+        }),
+      );
+      for (const item of page.Items ?? []) {
+        if (typeof item.job_id === 'string') ids.push(item.job_id);
+        if (ids.length >= limit) return ids;
+      }
+      startKey = page.LastEvaluatedKey;
+    } while (startKey !== undefined);
+    return ids;
+  }
+
+  /**
+   * Records a cancel request for a job that has not arrived yet: a terminal CANCELLED
+   * record, so that the job's start, when it comes, never reaches Waterflai. Returns false
+   * when a record for the job id exists.
+   */
+  async createTombstone(job: { job_id: string; source_message_id: string; delivery: 'sqs' | 'eventbridge'; at: string; expires_at: number }): Promise<boolean> {
+    return this.putIfAbsent({
+      job_id: job.job_id,
+      status: JOB_STATUS.CANCELLED,
+      status_rank: STATUS_RANK.CANCELLED,
+      version: 1,
+      accepted_at: job.at,
+      updated_at: job.at,
+      deadline_at: job.at,
+      finished_at: job.at,
+      expires_at: job.expires_at,
+      metadata: {},
+      source_message_id: job.source_message_id,
+      delivery: job.delivery,
+      polls: 0,
+      cancel_reason: CANCEL_REASON.REQUESTED,
+    });
+  }
+
+  /**
+   * Records that the job's poll loop continues in a successor execution (continue-as-new).
+   * Only moves the generation forward; returns false when it already did.
+   */
+  async recordHandOver(jobId: string, generation: number, executionArn: string, now: string): Promise<boolean> {
+    const record = await this.conditionalUpdate(
+      jobId,
+      { generation, state_machine_execution_arn: executionArn, updated_at: now },
+      'attribute_exists(#job_id) AND (attribute_not_exists(#generation) OR #generation < :generation)',
+      { ':generation': generation },
+    );
+    return record !== undefined;
   }
 
   /** Settles a claimed job that Waterflai refused (or that ran out of start retries). */

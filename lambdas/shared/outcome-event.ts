@@ -1,6 +1,6 @@
 import { PutEventsCommand, type EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { z } from 'zod';
-import { DETAIL_TYPE, EVENT_SOURCE, JOB_STATUS, type DetailType, type TerminalStatus } from './constants';
+import { CANCEL_REASON, DETAIL_TYPE, EVENT_SOURCE, JOB_STATUS, type DetailType, type TerminalStatus } from './constants';
 import type { JobRecord } from './job-store';
 
 /** The `detail` of every outcome event. One schema for Completed, Failed and Cancelled. */
@@ -11,12 +11,24 @@ export const outcomeDetailSchema = z
     chatbot_id: z.string().nullable().describe('Null only when a rejected message carried no valid chatbot_id.'),
     execution_id: z.string().nullable().describe('The Waterflai execution id; null when the job never reached Waterflai.'),
     status: z.enum([JOB_STATUS.COMPLETED, JOB_STATUS.FAILED, JOB_STATUS.CANCELLED]),
-    final_output: z.unknown().optional().describe('COMPLETED only: the execution\'s final output.'),
+    final_output: z.unknown().optional().describe("COMPLETED only: the execution's final output, when it fits inline (else see output_location)."),
+    output_location: z
+      .object({
+        bucket: z.string(),
+        key: z.string(),
+        size: z.number().int().nonnegative().describe('Bytes of the stored JSON.'),
+        sha256: z.string().describe('Hex SHA-256 of the stored bytes.'),
+      })
+      .optional()
+      .describe('COMPLETED only, instead of final_output: where the too-large-to-inline output (JSON) is stored in S3.'),
     error: z
       .object({ code: z.string(), message: z.string() })
       .optional()
       .describe('FAILED only: a machine-readable code and a human-readable message.'),
-    reason: z.enum(['remote', 'requested', 'timeout']).optional().describe('CANCELLED only: who or what cancelled the job.'),
+    reason: z
+      .enum([CANCEL_REASON.REQUESTED, CANCEL_REASON.REMOTE, CANCEL_REASON.STOPPED])
+      .optional()
+      .describe('CANCELLED only: requested (a producer sent a cancel request), remote (cancelled in Waterflai), stopped (an operator stopped the execution).'),
     metadata: z.record(z.string(), z.unknown()).describe('The job request\'s metadata, passed through.'),
     accepted_at: z.string().describe('When the orchestrator accepted the job (ISO 8601).'),
     started_at: z.string().nullable().describe('When Waterflai started running it, if known.'),
@@ -49,11 +61,15 @@ export function buildOutcomeEvent(record: JobRecord & { status: TerminalStatus }
     chatbot_id: record.chatbot_id ?? null,
     execution_id: record.execution_id ?? null,
     status: record.status,
-    ...(record.status === JOB_STATUS.COMPLETED ? { final_output: record.final_output ?? null } : {}),
+    ...(record.status === JOB_STATUS.COMPLETED
+      ? record.output_location === undefined
+        ? { final_output: record.final_output ?? null }
+        : { output_location: record.output_location }
+      : {}),
     ...(record.status === JOB_STATUS.FAILED
       ? { error: { code: record.error_code ?? 'UNKNOWN_ERROR', message: record.error_message ?? 'no error message was recorded' } }
       : {}),
-    ...(record.status === JOB_STATUS.CANCELLED ? { reason: record.cancel_reason ?? 'remote' } : {}),
+    ...(record.status === JOB_STATUS.CANCELLED ? { reason: record.cancel_reason ?? CANCEL_REASON.REMOTE } : {}),
     metadata: record.metadata ?? {},
     accepted_at: record.accepted_at,
     started_at: record.upstream_started_at ?? null,

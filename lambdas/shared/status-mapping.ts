@@ -10,6 +10,8 @@ export const MAX_NODE_NAME_CHARS = 256;
 export interface MappedStatus {
   readonly status: JobStatus;
   readonly fields: StatusFields;
+  /** COMPLETED only: size of `final_output` as JSON, in bytes. */
+  readonly outputBytes?: number;
 }
 
 /**
@@ -17,17 +19,21 @@ export interface MappedStatus {
  * total: any input yields a status (an unknown one becomes `UNKNOWN`, non-terminal).
  *
  * @param finishedAt when the orchestrator observed the outcome (used for terminal statuses)
- * @param maxInlineOutputBytes largest `final_output` (JSON bytes) accepted inline; a larger
- *   one settles the job FAILED with `OUTPUT_TOO_LARGE` instead of breaking the 256 KB and
- *   400 KB limits of the next hops
+ * @param maxOutputBytes largest `final_output` (JSON bytes) the orchestrator accepts; a
+ *   larger one settles the job FAILED with `OUTPUT_TOO_LARGE`. Outputs below it but too
+ *   large to carry inline are the caller's to store elsewhere (see the poll Lambda).
+ *
+ * A COMPLETED execution without an output whose `cleanup_after` has passed settles FAILED
+ * with `OUTPUT_EXPIRED`: Waterflai already deleted the result.
  */
-export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: string, maxInlineOutputBytes: number): MappedStatus {
+export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: string, maxOutputBytes: number): MappedStatus {
   const progressFields: StatusFields = {
     progress: execution.progress === null ? null : Math.round(execution.progress * 100) / 100,
     current_node: execution.current_node === null ? null : execution.current_node.slice(0, MAX_NODE_NAME_CHARS),
     completed_nodes: execution.completed_nodes,
     total_nodes: execution.total_nodes,
     upstream_started_at: execution.started_at,
+    cleanup_after: execution.cleanup_after,
   };
   switch (execution.known_status) {
     case null:
@@ -37,19 +43,30 @@ export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: strin
       return { status: execution.known_status, fields: progressFields };
     case 'COMPLETED': {
       const output = execution.final_output === undefined ? null : execution.final_output;
+      if (output === null && execution.cleanup_after !== null && Date.parse(execution.cleanup_after) <= Date.parse(finishedAt)) {
+        return {
+          status: JOB_STATUS.FAILED,
+          fields: {
+            ...progressFields,
+            finished_at: finishedAt,
+            error_code: ERROR_CODE.OUTPUT_EXPIRED,
+            error_message: `the execution completed but Waterflai already cleaned up its output (cleanup_after ${execution.cleanup_after})`,
+          },
+        };
+      }
       const bytes = Buffer.byteLength(JSON.stringify(output) ?? 'null', 'utf8');
-      if (bytes > maxInlineOutputBytes) {
+      if (bytes > maxOutputBytes) {
         return {
           status: JOB_STATUS.FAILED,
           fields: {
             ...progressFields,
             finished_at: finishedAt,
             error_code: ERROR_CODE.OUTPUT_TOO_LARGE,
-            error_message: `the execution completed but its final_output is ${bytes} bytes, over the ${maxInlineOutputBytes} byte limit`,
+            error_message: `the execution completed but its final_output is ${bytes} bytes, over the ${maxOutputBytes} byte limit`,
           },
         };
       }
-      return { status: JOB_STATUS.COMPLETED, fields: { ...progressFields, finished_at: finishedAt, final_output: output } };
+      return { status: JOB_STATUS.COMPLETED, fields: { ...progressFields, finished_at: finishedAt, final_output: output }, outputBytes: bytes };
     }
     case 'FAILED':
       return {

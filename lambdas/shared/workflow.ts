@@ -26,6 +26,14 @@ export interface PollState {
   readonly poll_count: number;
   /** Seconds the Wait state waits before the next poll (read with `SecondsPath`). */
   readonly next_poll_seconds: number;
+  /** Generation of this execution: 0 for the first, +1 for each successor (continue-as-new). */
+  readonly generation?: number;
+  /** Polls made by this execution (the history budget counts these; reset by a hand-over). */
+  readonly execution_polls?: number;
+  /** When Waterflai deletes the result, as last reported (ISO 8601), or null. */
+  readonly cleanup_after?: string | null;
+  /** Set by the poll that handed the job over to a successor execution: this execution ends. */
+  readonly handed_over?: boolean;
 }
 
 /** The error the state machine's Catch puts at `$.error` before the failure-recording step. */

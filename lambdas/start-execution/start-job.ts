@@ -1,20 +1,22 @@
 import { ChangeMessageVisibilityCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { ExecutionAlreadyExists, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import type { SQSRecord } from 'aws-lambda';
-import { DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../shared/constants';
+import { CANCEL_REASON, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../shared/constants';
 import { describeError, InvalidIdentifierError, InvalidMessageError, isRetryable, OrchestratorError, WaterflaiError, WaterflaiHttpError } from '../shared/errors';
 import { executionNameForJob } from '../shared/identifiers';
-import { parseJobMessage, type JobRequest } from '../shared/job-request';
+import { parseIntakeMessage, type IntakeMessage, type JobRequest } from '../shared/job-request';
 import { isSettled, type JobRecord, type JobStore } from '../shared/job-store';
-import { buildOutcomeEvent, type OutcomePublisher } from '../shared/outcome-event';
+import { announceOutcome } from '../shared/announce';
+import type { OutcomePublisher } from '../shared/outcome-event';
 import type { AppLogger } from '../shared/logger';
 import { DEFAULT_REQUEST_MARGIN_MS, DEFAULT_REQUEST_TIMEOUT_MS, requestTimeoutFor } from '../shared/waterflai-client';
+import { executionArnFor } from '../shared/successor';
 import type { PollState } from '../shared/workflow';
 
 /** The Waterflai calls the starter needs (a subset of the client, so tests can fake it). */
 export interface WaterflaiStarter {
   startExecution(chatbotId: string, inputData: Record<string, unknown>, options?: { timeoutMs?: number }): Promise<{ execution_id: string }>;
-  cancelExecution(executionId: string, options?: { timeoutMs?: number }): Promise<unknown>;
+  cancelExecution(executionId: string, options?: { timeoutMs?: number }): Promise<{ alreadyFinished: boolean }>;
 }
 
 
@@ -81,30 +83,100 @@ export class JobStarter {
    * when a later attempt may succeed.
    */
   async handleRecord(record: SQSRecord, remainingMs: () => number): Promise<void> {
-    let request: JobRequest;
+    let message: IntakeMessage;
     try {
-      request = parseJobMessage(record.body, record.messageId);
+      message = parseIntakeMessage(record.body, record.messageId);
     } catch (error) {
       if (error instanceof InvalidMessageError) return this.rejectInvalid(record, error);
       throw error;
     }
+    if (message.kind === 'cancel') {
+      const { job_id: jobId, delivery } = message;
+      return this.withRetries(record, jobId, () => this.cancel(jobId, delivery, record, remainingMs), (code, reason) =>
+        this.sendToDeadLetterQueue(record, code, reason, jobId),
+      );
+    }
+    const { request } = message;
+    return this.withRetries(record, request.job_id, () => this.start(request, record, remainingMs), (code, reason) =>
+      this.giveUp(request, record, code, reason),
+    );
+  }
+
+  /**
+   * Runs one attempt. A permanent failure (Waterflai refused) gives up at once; a
+   * transient one is retried through SQS with backoff, until the last receive gives up.
+   */
+  private async withRetries(
+    record: SQSRecord,
+    jobId: string,
+    attempt: () => Promise<void>,
+    giveUp: (code: string, reason: string) => Promise<void>,
+  ): Promise<void> {
     try {
-      await this.start(request, record, remainingMs);
+      await attempt();
     } catch (error) {
       const receiveCount = Number(record.attributes?.ApproximateReceiveCount ?? '1');
       if (isPermanentStartError(error)) {
         const status = error instanceof WaterflaiHttpError ? error.status : undefined;
-        this.deps.logger.warn('Waterflai refused the job; not retrying', { job_id: request.job_id, error: describeError(error), status });
+        this.deps.logger.warn('Waterflai refused the request; not retrying', { job_id: jobId, error: describeError(error), status });
         const code = error instanceof InvalidIdentifierError ? ERROR_CODE.INVALID_MESSAGE : ERROR_CODE.WATERFLAI_REJECTED;
-        return this.giveUp(request, record, code, describeError(error));
+        return giveUp(code, describeError(error));
       }
       if (receiveCount >= this.deps.settings.maxReceiveCount) {
-        this.deps.logger.error('start retries exhausted', { job_id: request.job_id, receive_count: receiveCount, error: describeError(error) });
-        return this.giveUp(request, record, ERROR_CODE.START_RETRIES_EXHAUSTED, `gave up after ${receiveCount} attempts: ${describeError(error)}`);
+        this.deps.logger.error('retries exhausted', { job_id: jobId, receive_count: receiveCount, error: describeError(error) });
+        return giveUp(ERROR_CODE.START_RETRIES_EXHAUSTED, `gave up after ${receiveCount} attempts: ${describeError(error)}`);
       }
       await this.deferMessage(record, error, receiveCount);
       throw error;
     }
+  }
+
+  /**
+   * A producer's cancel request. A job not seen yet gets a tombstone (its start, when it
+   * arrives, never reaches Waterflai); a running one is cancelled in Waterflai first; a
+   * finished one is left alone. The job ends CANCELLED (reason `requested`) with one event.
+   */
+  private async cancel(jobId: string, delivery: JobRequest['delivery'], message: SQSRecord, remainingMs: () => number): Promise<void> {
+    const { store, logger, waterflai } = this.deps;
+    const at = iso(this.now());
+    if (await store.createTombstone({ job_id: jobId, source_message_id: message.messageId, delivery, at, expires_at: this.expiresAt(this.now()) })) {
+      logger.info('cancel request for a job not started yet: tombstone recorded', { job_id: jobId });
+      const tombstone = await store.get(jobId);
+      if (tombstone) await announceOutcome(store, this.deps.publisher, tombstone, this.now);
+      return;
+    }
+    const job = await store.get(jobId);
+    if (job === undefined) throw new Error(`job ${jobId} vanished while it was being cancelled`);
+    if (isSettled(job)) {
+      if (job.cancel_reason === CANCEL_REASON.REQUESTED && job.event_published_at === undefined) {
+        await announceOutcome(store, this.deps.publisher, job, this.now);
+      } else {
+        logger.info('cancel request for a finished job; ignored', { job_id: jobId, status: job.status });
+      }
+      return;
+    }
+    if (job.execution_id !== undefined) {
+      try {
+        const result = await waterflai.cancelExecution(job.execution_id, { timeoutMs: requestTimeoutFor(remainingMs()) });
+        if (result.alreadyFinished) {
+          logger.info('cancel request came after Waterflai finished the job; the poll loop reports its outcome', { job_id: jobId });
+          return;
+        }
+      } catch (error) {
+        // 404: Waterflai no longer knows the execution, so there is nothing left to stop.
+        if (!(error instanceof WaterflaiHttpError && error.status === 404)) throw error;
+      }
+    }
+    const settled = await store.applyStatus(jobId, {
+      status: JOB_STATUS.CANCELLED,
+      fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at },
+      now: at,
+    });
+    const current = settled.record;
+    if (current && isSettled(current) && (settled.applied || current.cancel_reason === CANCEL_REASON.REQUESTED)) {
+      await announceOutcome(store, this.deps.publisher, current, this.now);
+    }
+    logger.info('job cancelled on request', { job_id: jobId, applied: settled.applied });
   }
 
   private async start(request: JobRequest, message: SQSRecord, remainingMs: () => number): Promise<void> {
@@ -281,12 +353,7 @@ export class JobStarter {
   /** Announces a settled job's outcome (once) and dead-letters its message with the reason (once). */
   private async completeRejection(job: JobRecord, message: SQSRecord): Promise<void> {
     const { store, publisher } = this.deps;
-    if (!isSettled(job)) throw new Error(`job ${job.job_id} is not settled`);
-    if (job.event_published_at === undefined) {
-      const event = buildOutcomeEvent(job);
-      await publisher.publish(event);
-      await store.markEventPublished(job.job_id, event.detail.event_id, iso(this.now()));
-    }
+    await announceOutcome(store, publisher, job, this.now);
     if (job.dead_lettered_at === undefined && job.source_message_id === message.messageId) {
       await this.sendToDeadLetterQueue(message, job.error_code ?? ERROR_CODE.INVALID_MESSAGE, job.error_message ?? '', job.job_id);
       await store.markDeadLettered(job.job_id, iso(this.now()));
@@ -360,11 +427,6 @@ export class JobStarter {
  */
 function isPermanentStartError(error: unknown): error is WaterflaiError | InvalidIdentifierError {
   return (error instanceof WaterflaiError || error instanceof InvalidIdentifierError) && !error.retryable;
-}
-
-/** The ARN of a named execution of a state machine. */
-export function executionArnFor(stateMachineArn: string, name: string): string {
-  return `${stateMachineArn.replace(':stateMachine:', ':execution:')}:${name}`;
 }
 
 function iso(ms: number): string {

@@ -5,7 +5,7 @@ import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ENV, JOB_TABLE } from '../../lambdas/shared/constants';
+import { ENV, JOB_TABLE, STATE_NAME } from '../../lambdas/shared/constants';
 import { STATUS_INDEX_PROJECTED_ATTRIBUTES } from '../../lib/job-table';
 import { WaterflaiOrchestrator, type WaterflaiOrchestratorProps } from '../../lib/orchestrator';
 import { OUTPUT_ID, WaterflaiOrchestratorStack } from '../../lib/orchestrator-stack';
@@ -121,9 +121,9 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     });
   });
 
-  it('runs the three functions on nodejs22.x or newer, on arm64, with 256 MB and the planned timeouts', () => {
+  it('runs the five functions on nodejs22.x or newer, on arm64, with 256 MB and the planned timeouts', () => {
     const functions = Object.values(lambdaFunctions(template));
-    expect(functions).toHaveLength(3);
+    expect(functions).toHaveLength(5);
     for (const fn of functions) {
       const runtime = String(fn.Properties.Runtime);
       expect(runtime).toMatch(/^nodejs\d+\.x$/);
@@ -132,11 +132,11 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
       expect(fn.Properties.MemorySize).toBe(256);
       expect(fn.Properties.Handler).toBe('index.handler');
     }
-    expect(functions.map((fn) => fn.Properties.Timeout).sort()).toEqual([30, 30, 60]);
+    expect(functions.map((fn) => Number(fn.Properties.Timeout)).sort((a, b) => a - b)).toEqual([30, 30, 60, 60, 300]);
   });
 
   it('gives each function its own log group with one month retention', () => {
-    template.resourceCountIs('AWS::Logs::LogGroup', 4); // 3 functions + the state machine
+    template.resourceCountIs('AWS::Logs::LogGroup', 6); // 5 functions + the state machine
     template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
     for (const fn of Object.values(lambdaFunctions(template))) {
       expect(fn.Properties.LoggingConfig).toEqual({ LogGroup: { Ref: expect.stringMatching(/LogGroup/) } });
@@ -154,17 +154,26 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
       ENV.POLL_MIN_SECONDS,
       ENV.POLL_MAX_SECONDS,
       ENV.JOB_RETENTION_DAYS,
+      ENV.MAX_INLINE_OUTPUT_BYTES,
+      ENV.OUTPUT_BUCKET_NAME,
       'NODE_OPTIONS',
       'POWERTOOLS_SERVICE_NAME',
     ];
     const secretId = Object.keys(template.findResources('AWS::SecretsManager::Secret'))[0];
     const byName = Object.entries(lambdaFunctions(template));
     const start = byName.find(([id]) => id.includes('StartFunction'));
+    const poll = byName.find(([id]) => id.includes('PollFunction'));
     expect(start).toBeDefined();
+    expect(poll).toBeDefined();
 
     for (const [id, fn] of byName) {
       const variables = (fn.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
-      const expected = id === start?.[0] ? [...common, ENV.STATE_MACHINE_ARN, ENV.DLQ_URL, ENV.INTAKE_QUEUE_URL, ENV.MAX_RECEIVE_COUNT] : common;
+      const expected =
+        id === start?.[0]
+          ? [...common, ENV.STATE_MACHINE_ARN, ENV.DLQ_URL, ENV.INTAKE_QUEUE_URL, ENV.MAX_RECEIVE_COUNT]
+          : id === poll?.[0]
+            ? [...common, ENV.STATE_MACHINE_ARN, ENV.MAX_POLLS_PER_EXECUTION]
+            : common;
       expect(Object.keys(variables).sort()).toEqual([...expected].sort());
       expect(variables[ENV.WATERFLAI_API_KEY_SECRET_ID]).toEqual({ Ref: secretId });
       expect(variables[ENV.WATERFLAI_BASE_URL]).toBe('https://api.waterflai.ai');
@@ -180,12 +189,19 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     expect(startVariables[ENV.DLQ_URL]).toEqual({ Ref: expect.stringMatching(/DeadLetterQueue/) });
     expect(startVariables[ENV.STATE_MACHINE_ARN]).toEqual({ Ref: expect.stringMatching(/StateMachine/) });
     expect(startVariables[ENV.MAX_RECEIVE_COUNT]).toBe('5'); // the same value as the redrive policy
+    const pollVariables = (poll?.[1].Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+    expect(pollVariables[ENV.MAX_POLLS_PER_EXECUTION]).toBe('1500');
+    // The poll function starts successor executions of its own state machine, by a name-derived ARN.
+    const stateMachine = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0];
+    expect(JSON.stringify(pollVariables[ENV.STATE_MACHINE_ARN])).toContain(`stateMachine:${String(stateMachine?.Properties.StateMachineName)}`);
   });
 
   it.each([
     ['start-execution', 'StartFunction'],
     ['poll', 'PollFunction'],
     ['finish', 'FinishFunction'],
+    ['reconcile', 'ReconcileFunction'],
+    ['sweep', 'SweepFunction'],
   ])('sets every variable the %s handler requires', (handlerDir, functionId) => {
     // Prepare: the handler's own requireEnv(ENV.X) calls (the contract with the Lambda code).
     const source = readFileSync(fileURLToPath(new URL(`../../lambdas/${handlerDir}/handler.ts`, import.meta.url)), 'utf8');
@@ -231,11 +247,50 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     expect(poll).toContain('dynamodb:UpdateItem');
     expect(poll).toContain('secretsmanager:GetSecretValue');
     expect(poll).not.toContain('events:PutEvents');
-    expect(poll).not.toContain('states:StartExecution');
+    expect(poll).toContain('states:StartExecution'); // successor executions (continue-as-new)
+    expect(poll).toContain('s3:PutObject'); // large outputs
+    expect(poll).not.toMatch(/s3:(Get|Delete|List)/);
     expect(finish).toContain('events:PutEvents');
     expect(finish).not.toContain('secretsmanager:GetSecretValue');
     expect(finish).not.toContain('states:StartExecution');
     expect(finish).not.toContain('sqs:SendMessage');
+    for (const fragment of ['ReconcileFunctionRole', 'SweepFunctionRole']) {
+      const lifecycle = policyOf(fragment);
+      for (const action of ['dynamodb:UpdateItem', 'dynamodb:Query', 'events:PutEvents', 'secretsmanager:GetSecretValue']) expect(lifecycle).toContain(action);
+      expect(lifecycle).not.toContain('states:StartExecution');
+    }
+  });
+
+  it('hands a job over to a successor execution before the history limit: the Choice ends the execution on $.handed_over', () => {
+    const definition = JSON.stringify(Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0]?.Properties.DefinitionString);
+    expect(definition).toContain(STATE_NAME.HANDED_OVER);
+    expect(definition).toContain('handed_over');
+  });
+
+  it('stores large outputs in an encrypted, SSL-only, private bucket whose objects expire with the job records', () => {
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
+      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      LifecycleConfiguration: { Rules: Match.arrayWith([Match.objectLike({ ExpirationInDays: 90, Status: 'Enabled' })]) },
+    });
+    template.hasResourceProperties('AWS::S3::BucketPolicy', {
+      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+    });
+  });
+
+  it('routes the poll loop\'s ABORTED, TIMED_OUT and FAILED executions to the reconciler, and sweeps every 5 minutes', () => {
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: {
+        source: ['aws.states'],
+        'detail-type': ['Step Functions Execution Status Change'],
+        detail: { status: ['ABORTED', 'TIMED_OUT', 'FAILED'], stateMachineArn: [{ Ref: Match.stringLikeRegexp('StateMachine') }] },
+      },
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [Match.stringLikeRegexp('ReconcileFunction'), 'Arn'] } })],
+    });
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(5 minutes)',
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [Match.stringLikeRegexp('SweepFunction'), 'Arn'] } })],
+    });
   });
 
   it('exports the operator outputs under stable ids', () => {
@@ -248,8 +303,8 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     template.hasOutput(OUTPUT_ID.STATE_MACHINE_ARN, { Value: { Ref: Match.stringLikeRegexp('StateMachine') } });
   });
 
-  it('warns that 24 h of 10 s polls would pass the 25,000-event execution history limit', () => {
-    Annotations.fromStack(stack).hasWarning('*', Match.stringLikeRegexp('history events'));
+  it('no longer warns about the execution history limit: long jobs hand over to successor executions', () => {
+    expect(Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('history events'))).toEqual([]);
   });
 });
 

@@ -36,8 +36,8 @@ const INITIAL_STATE: PollState = {
 type ExecutionInput = Parameters<StateMachine['run']>[0];
 type LocalHandlers = NonNullable<NonNullable<RunOptions['overrides']>['taskResourceLocalHandlers']>;
 
-/** One scripted poll: the status Waterflai reports, or an error the poll Lambda throws. */
-type PollStep = JobStatus | Error;
+/** One scripted poll: the status Waterflai reports, an error the poll Lambda throws, or a hand-over to a successor. */
+type PollStep = JobStatus | Error | 'HAND_OVER';
 
 function namedError(name: string, message = `${name} (scripted)`): Error {
   const error = new Error(message);
@@ -88,6 +88,7 @@ describe('poll state machine definition', () => {
         if (step === undefined) throw new Error('poll called more often than scripted');
         if (step instanceof Error) throw step;
         const state = input as PollState;
+        if (step === 'HAND_OVER') return { ...state, status: JOB_STATUS.RUNNING, poll_count: state.poll_count + 1, handed_over: true };
         return { ...state, status: step, poll_count: state.poll_count + 1, next_poll_seconds: 10 };
       },
       [STATE_NAME.FINISH]: finish(STATE_NAME.FINISH),
@@ -157,6 +158,14 @@ describe('poll state machine definition', () => {
       expect(execution.calls).toEqual([STATE_NAME.POLL, STATE_NAME.POLL, STATE_NAME.FINISH]);
       expect(execution.finishInputs[0]).toMatchObject({ status: terminal, poll_count: 2 });
       expect(output).toMatchObject({ job_id: 'job-1', status: terminal, poll_count: 2, outcome: { job_id: 'job-1', status: terminal, event_id: 'event-job-1' } });
+    });
+
+    it('ends the execution without an outcome when the poll hands the job over to a successor (continue-as-new)', async () => {
+      const execution = run([JOB_STATUS.RUNNING, 'HAND_OVER']);
+      const output = await execution.result;
+      expect(execution.calls).toEqual([STATE_NAME.POLL, STATE_NAME.POLL]);
+      expect(output).toMatchObject({ status: JOB_STATUS.RUNNING, handed_over: true, poll_count: 2 });
+      expect(output).not.toHaveProperty('outcome');
     });
 
     it('keeps polling on an unknown status', async () => {

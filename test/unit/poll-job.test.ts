@@ -61,6 +61,13 @@ class ScriptedWaterflai implements WaterflaiStatusReader {
     if (next instanceof Error) throw next;
     return next;
   }
+
+  readonly cancelled: string[] = [];
+
+  async cancelExecution(executionId: string): Promise<{ alreadyFinished: boolean }> {
+    this.cancelled.push(executionId);
+    return { alreadyFinished: false };
+  }
 }
 
 function fakeLogger(): AppLogger & { warn: MockInstance; info: MockInstance } {
@@ -156,6 +163,8 @@ describe('JobPoller', () => {
         progress: 12.35,
         current_node: 'retrieve',
         poll_count: 1,
+        execution_polls: 1,
+        cleanup_after: null,
         next_poll_seconds: nextPollSeconds(POLL_SETTINGS),
       });
       expect(await store.get(state.job_id)).toMatchObject({
@@ -328,7 +337,7 @@ describe('JobPoller', () => {
       const next = await instance.poll(state, PLENTY_OF_TIME);
 
       // Assess
-      expect(next).toEqual({ ...state, poll_count: 5, next_poll_seconds: expected });
+      expect(next).toEqual({ ...state, poll_count: 5, execution_polls: 1, next_poll_seconds: expected });
       expect(updates()).toBe(0);
       expect(await store.get(state.job_id)).toEqual(before);
       expect(logger.info).toHaveBeenCalledWith('Waterflai asked us to slow down', { job_id: state.job_id, retry_after_seconds: retryAfter });
@@ -446,7 +455,7 @@ describe('JobPoller', () => {
       const next = await instance.poll(state, PLENTY_OF_TIME);
 
       // Assess
-      expect(next).toEqual({ ...state, status: JOB_STATUS.RUNNING, poll_count: 3, next_poll_seconds: 5 });
+      expect(next).toEqual({ ...state, status: JOB_STATUS.RUNNING, poll_count: 3, execution_polls: 1, next_poll_seconds: 5 });
       expect(await store.get(state.job_id)).toEqual(before);
       expect(logger.warn).toHaveBeenCalledWith('status update refused as stale', {
         job_id: state.job_id,

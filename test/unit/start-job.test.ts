@@ -100,7 +100,7 @@ beforeEach(async () => {
   clock = Date.parse('2026-11-29T12:00:00.000Z');
   waterflai = {
     startExecution: vi.fn<WaterflaiStarter['startExecution']>(async () => ({ execution_id: 'exec_1' })),
-    cancelExecution: vi.fn<WaterflaiStarter['cancelExecution']>(async () => ({ cancelled: true })),
+    cancelExecution: vi.fn<WaterflaiStarter['cancelExecution']>(async () => ({ alreadyFinished: false })),
   };
   logs = [];
   const capture = (level: string) => (...args: unknown[]) => void logs.push({ level, args });

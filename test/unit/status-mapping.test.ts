@@ -42,7 +42,7 @@ describe('mapExecutionStatus', () => {
       // Assess
       expect(mapped).toEqual({
         status,
-        fields: { progress: 40, current_node: 'summarise', completed_nodes: 2, total_nodes: 5, upstream_started_at: '2025-03-01T11:59:01.000Z' },
+        fields: { progress: 40, current_node: 'summarise', completed_nodes: 2, total_nodes: 5, upstream_started_at: '2025-03-01T11:59:01.000Z', cleanup_after: null },
       });
     });
   });
