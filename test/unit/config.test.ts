@@ -11,6 +11,7 @@ import {
 import { ENV } from '../../lambdas/shared/constants';
 import { ConfigurationError } from '../../lambdas/shared/errors';
 import { DEFAULT_POLL_SETTINGS } from '../../lambdas/shared/poll-strategy';
+import { ORCHESTRATOR_DEFAULTS } from '../../lib/orchestrator';
 
 describe('requireEnv', () => {
   it('returns the value of a set variable', () => {
@@ -148,10 +149,10 @@ describe('readPollSettings', () => {
 });
 
 describe('defaults', () => {
-  it('keeps jobs 90 days, runs them up to 24 hours and inlines outputs up to 128 KiB', () => {
+  it("matches the construct's defaults, so a Lambda without the variable behaves as deployed", () => {
     // Assess
-    expect(DEFAULT_JOB_RETENTION_DAYS).toBe(90);
-    expect(DEFAULT_MAX_JOB_DURATION_SECONDS).toBe(86_400);
-    expect(DEFAULT_MAX_INLINE_OUTPUT_BYTES).toBe(131_072);
+    expect(DEFAULT_JOB_RETENTION_DAYS).toBe(ORCHESTRATOR_DEFAULTS.jobRetention.toDays());
+    expect(DEFAULT_MAX_JOB_DURATION_SECONDS).toBe(ORCHESTRATOR_DEFAULTS.maxJobDuration.toSeconds());
+    expect(DEFAULT_MAX_INLINE_OUTPUT_BYTES).toBe(ORCHESTRATOR_DEFAULTS.maxInlineOutputBytes);
   });
 });
