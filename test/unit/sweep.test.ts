@@ -1,0 +1,262 @@
+import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import { mockClient } from 'aws-sdk-client-mock';
+import 'aws-sdk-client-mock-vitest/extend';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
+import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, type JobStatus, type TerminalStatus } from '../../lambdas/shared/constants';
+import { WaterflaiHttpError } from '../../lambdas/shared/errors';
+import { JobStore, type StatusFields } from '../../lambdas/shared/job-store';
+import type { AppLogger } from '../../lambdas/shared/logger';
+import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
+import { JobSweeper, type SweepSettings } from '../../lambdas/sweep/sweep-jobs';
+import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+
+const NOW_MS = Date.parse('2025-03-01T18:00:00.000Z');
+const NOW = new Date(NOW_MS).toISOString();
+const GRACE_SECONDS = 300;
+/** An ISO time `seconds` relative to now. */
+const fromNow = (seconds: number): string => new Date(NOW_MS + seconds * 1000).toISOString();
+
+const eventsMock = mockClient(EventBridgeClient);
+
+let dynamo: LocalDynamo;
+let store: JobStore;
+let cancelExecution: ReturnType<typeof vi.fn<(executionId: string) => Promise<unknown>>>;
+let logger: AppLogger & { error: MockInstance; info: MockInstance };
+
+beforeAll(async () => {
+  dynamo = await startLocalDynamo();
+});
+
+afterAll(async () => {
+  eventsMock.restore();
+  await dynamo.close();
+});
+
+beforeEach(async () => {
+  // A fresh table per test: the sweeper looks at every job in it.
+  store = new JobStore(dynamo.documentClient, await dynamo.createJobTable());
+  eventsMock.reset();
+  eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'eb-1' }] });
+  cancelExecution = vi.fn<(executionId: string) => Promise<unknown>>(async () => ({ alreadyFinished: false }));
+  logger = { debug: vi.fn(), info: vi.fn(), warn: vi.fn(), error: vi.fn() };
+});
+
+function sweeper(settings: Partial<SweepSettings> = {}): JobSweeper {
+  return new JobSweeper(
+    {
+      store,
+      publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
+      waterflai: { cancelExecution },
+      logger,
+      now: () => NOW_MS,
+    },
+    { graceSeconds: GRACE_SECONDS, maxJobsPerRun: 100, ...settings },
+  );
+}
+
+/**
+ * A job whose deadline is `deadlineSeconds` from now, in `status`. Every status but
+ * SUBMITTING has the Waterflai execution `wf-<jobId>`.
+ */
+async function job(jobId: string, deadlineSeconds: number, status: JobStatus = JOB_STATUS.RUNNING, fields: StatusFields = {}): Promise<void> {
+  await store.claim({
+    job_id: jobId,
+    chatbot_id: 'bot-1',
+    metadata: { tenant: 'acme' },
+    source_message_id: `msg-${jobId}`,
+    delivery: 'sqs',
+    accepted_at: fromNow(-7200),
+    deadline_at: fromNow(deadlineSeconds),
+    expires_at: 1_800_000_000,
+    state_machine_execution_name: jobId,
+    claim_expires_at: Date.parse(fromNow(-7100)),
+  });
+  if (status === JOB_STATUS.SUBMITTING) return;
+  await store.saveExecutionId(jobId, `wf-${jobId}`, fromNow(-7000));
+  if (status !== JOB_STATUS.PENDING) await store.applyStatus(jobId, { status, fields, now: fromNow(-6000) });
+}
+
+function announcedJobs(): string[] {
+  return eventsMock
+    .commandCalls(PutEventsCommand)
+    .flatMap((call) => (call.args[0].input.Entries ?? []).map((entry) => (JSON.parse(entry.Detail ?? '{}') as { job_id: string }).job_id))
+    .sort();
+}
+
+describe('JobSweeper: which jobs are swept', () => {
+  it('settles an overdue job past the grace period and leaves jobs within grace, not yet due, or terminal alone', async () => {
+    // Prepare
+    await job('overdue', -(GRACE_SECONDS + 100));
+    await job('within-grace', -(GRACE_SECONDS - 100));
+    await job('not-due', 600);
+    await job('terminal', -86_400, JOB_STATUS.COMPLETED, { final_output: { ok: 1 }, finished_at: fromNow(-5000) });
+    const untouched = await Promise.all(['within-grace', 'not-due', 'terminal'].map((id) => store.get(id)));
+
+    // Act
+    const report = await sweeper().sweep();
+
+    // Assess
+    expect(report).toEqual({ examined: 1, settled: 1, failed: 0 });
+    expect(await store.get('overdue')).toMatchObject({
+      status: JOB_STATUS.FAILED,
+      error_code: ERROR_CODE.TIMED_OUT,
+      finished_at: NOW,
+      event_published_at: NOW,
+    });
+    expect(cancelExecution.mock.calls).toEqual([['wf-overdue']]);
+    expect(await Promise.all(['within-grace', 'not-due', 'terminal'].map((id) => store.get(id)))).toEqual(untouched);
+    const events = eventsMock.commandCalls(PutEventsCommand).flatMap((call) => call.args[0].input.Entries ?? []);
+    expect(events).toHaveLength(1);
+    expect(events[0]?.DetailType).toBe(DETAIL_TYPE.FAILED);
+    expect(JSON.parse(events[0]?.Detail ?? '{}')).toMatchObject({ job_id: 'overdue', error: { code: ERROR_CODE.TIMED_OUT } });
+  });
+
+  it('a deadline exactly grace seconds ago is not yet swept (it must be more than grace)', async () => {
+    await job('at-cutoff', -GRACE_SECONDS);
+
+    const report = await sweeper().sweep();
+
+    expect(report).toEqual({ examined: 0, settled: 0, failed: 0 });
+    expect((await store.get('at-cutoff'))?.status).toBe(JOB_STATUS.RUNNING);
+  });
+
+  it.each([JOB_STATUS.SUBMITTING, JOB_STATUS.PENDING, JOB_STATUS.RUNNING, JOB_STATUS.UNKNOWN])('an overdue %s job is swept', async (status) => {
+    // Prepare
+    await job('stuck', -3600, status);
+
+    // Act
+    const report = await sweeper().sweep();
+
+    // Assess
+    expect(report).toEqual({ examined: 1, settled: 1, failed: 0 });
+    expect(await store.get('stuck')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
+    expect(cancelExecution).toHaveBeenCalledTimes(status === JOB_STATUS.SUBMITTING ? 0 : 1);
+    expect(announcedJobs()).toEqual(['stuck']);
+  });
+
+  it.each<[TerminalStatus, StatusFields]>([
+    [JOB_STATUS.COMPLETED, { final_output: 1 }],
+    [JOB_STATUS.FAILED, { error_code: ERROR_CODE.EXECUTION_FAILED, error_message: 'boom' }],
+    [JOB_STATUS.CANCELLED, { cancel_reason: CANCEL_REASON.REQUESTED }],
+  ])('a long-overdue %s job is never swept, even when unannounced', async (status, fields) => {
+    await job('done', -86_400, status, { ...fields, finished_at: fromNow(-5000) });
+    const before = await store.get('done');
+
+    const report = await sweeper().sweep();
+
+    expect(report).toEqual({ examined: 0, settled: 0, failed: 0 });
+    expect(await store.get('done')).toEqual(before);
+    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+  });
+
+  it('a second sweep finds nothing left to do', async () => {
+    // Prepare
+    await job('a', -3600);
+    await job('b', -3600, JOB_STATUS.PENDING);
+    await sweeper().sweep();
+    eventsMock.resetHistory();
+    cancelExecution.mockClear();
+
+    // Act
+    const report = await sweeper().sweep();
+
+    // Assess
+    expect(report).toEqual({ examined: 0, settled: 0, failed: 0 });
+    expect(cancelExecution).not.toHaveBeenCalled();
+    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+  });
+
+  it('an empty table: nothing examined', async () => {
+    expect(await sweeper().sweep()).toEqual({ examined: 0, settled: 0, failed: 0 });
+  });
+});
+
+describe('JobSweeper: failures', () => {
+  it('a transient cancel failure for one job does not stop the next; that job stays open for the next run', async () => {
+    // Prepare
+    await job('flaky', -3600);
+    await job('fine', -3600);
+    cancelExecution.mockImplementation(async (executionId) => {
+      if (executionId === 'wf-flaky') throw new WaterflaiHttpError('cancel', 503);
+      return { alreadyFinished: false };
+    });
+
+    // Act
+    const report = await sweeper().sweep();
+
+    // Assess
+    expect(report).toEqual({ examined: 2, settled: 1, failed: 1 });
+    expect((await store.get('flaky'))?.status).toBe(JOB_STATUS.RUNNING);
+    expect(await store.get('fine')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
+    expect(announcedJobs()).toEqual(['fine']);
+    expect(logger.error).toHaveBeenCalledWith('could not settle an overdue job', expect.objectContaining({ job_id: 'flaky' }));
+  });
+
+  it('a failing announcement for one job does not stop the next', async () => {
+    // Prepare: EventBridge refuses the first job's entry every time
+    await job('first', -3600);
+    await job('second', -3600);
+    eventsMock.on(PutEventsCommand).callsFake((input: { Entries: Array<{ Detail: string }> }) =>
+      input.Entries[0]?.Detail.includes('"job_id":"first"')
+        ? { FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'no' }] }
+        : { FailedEntryCount: 0, Entries: [{ EventId: 'eb-2' }] },
+    );
+
+    // Act
+    const report = await sweeper().sweep();
+
+    // Assess: the first job is settled but not announced; it counts as failed
+    expect(report).toEqual({ examined: 2, settled: 1, failed: 1 });
+    expect(await store.get('second')).toMatchObject({ status: JOB_STATUS.FAILED, event_published_at: NOW });
+    expect((await store.get('first'))?.event_published_at).toBeUndefined();
+  });
+
+  it.each([
+    ['HTTP 404', new WaterflaiHttpError('cancel', 404)],
+    ['HTTP 409', new WaterflaiHttpError('cancel', 409)],
+    ['HTTP 401', new WaterflaiHttpError('cancel', 401)],
+  ])('a cancel answered %s still settles the job', async (_name, error) => {
+    await job('gone', -3600);
+    cancelExecution.mockRejectedValueOnce(error);
+
+    const report = await sweeper().sweep();
+
+    expect(report).toEqual({ examined: 1, settled: 1, failed: 0 });
+    expect((await store.get('gone'))?.error_code).toBe(ERROR_CODE.TIMED_OUT);
+  });
+});
+
+describe('JobSweeper: maxJobsPerRun', () => {
+  it('examines at most maxJobsPerRun jobs across statuses; the next run takes the rest', async () => {
+    // Prepare: five overdue jobs in three statuses
+    await job('s-1', -3600, JOB_STATUS.SUBMITTING);
+    await job('p-1', -3600, JOB_STATUS.PENDING);
+    await job('p-2', -3600, JOB_STATUS.PENDING);
+    await job('r-1', -3600, JOB_STATUS.RUNNING);
+    await job('r-2', -3600, JOB_STATUS.RUNNING);
+    const all = ['p-1', 'p-2', 'r-1', 'r-2', 's-1'];
+
+    // Act
+    const first = await sweeper({ maxJobsPerRun: 3 }).sweep();
+    const settledAfterFirst = (await Promise.all(all.map((id) => store.get(id)))).filter((record) => record?.status === JOB_STATUS.FAILED).length;
+    const second = await sweeper({ maxJobsPerRun: 3 }).sweep();
+
+    // Assess
+    expect(first).toEqual({ examined: 3, settled: 3, failed: 0 });
+    expect(settledAfterFirst).toBe(3);
+    expect(second).toEqual({ examined: 2, settled: 2, failed: 0 });
+    expect(announcedJobs()).toEqual(all);
+  });
+
+  it('failed jobs count against the budget', async () => {
+    await job('a', -3600);
+    await job('b', -3600);
+    await job('c', -3600);
+    cancelExecution.mockRejectedValue(new WaterflaiHttpError('cancel', 503));
+
+    const report = await sweeper({ maxJobsPerRun: 2 }).sweep();
+
+    expect(report).toEqual({ examined: 2, settled: 0, failed: 2 });
+    expect(cancelExecution).toHaveBeenCalledTimes(2);
+  });
+});
