@@ -182,9 +182,15 @@ export class JobPoller {
     if ((next.execution_polls ?? 0) < maxPollsPerExecution) return next;
     const generation = (next.generation ?? 0) + 1;
     const successorState: PollState = { ...next, generation, execution_polls: 0 };
-    const arn = await successor.start(executionNameForGeneration(next.job_id, generation), successorState);
-    await store.recordHandOver(next.job_id, generation, arn, new Date(this.now()).toISOString());
-    logger.info('handed the job over to a successor execution', { job_id: next.job_id, generation, execution_arn: arn });
+    try {
+      const arn = await successor.start(executionNameForGeneration(next.job_id, generation), successorState);
+      await store.recordHandOver(next.job_id, generation, arn, new Date(this.now()).toISOString());
+      logger.info('handed the job over to a successor execution', { job_id: next.job_id, generation, execution_arn: arn });
+    } catch (error) {
+      // Throttling or a 5xx: retrying this poll starts (or finds) the same successor by name.
+      if (isTransientAwsError(error)) throw new TransientPollError(`handing over to a successor failed: ${describeError(error)}`, { cause: error });
+      throw error;
+    }
     return { ...next, handed_over: true };
   }
 }

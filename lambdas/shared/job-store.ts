@@ -261,6 +261,22 @@ export class JobStore {
    * (oldest updates first), at most `limit`.
    */
   async listOverdue(status: JobStatus, cutoff: string, limit: number): Promise<string[]> {
+    return this.queryStatusIndex(
+      {
+        KeyConditionExpression: '#status = :status',
+        FilterExpression: '#deadline_at < :cutoff',
+        ExpressionAttributeNames: { '#deadline_at': 'deadline_at' },
+        ExpressionAttributeValues: { ':status': status, ':cutoff': cutoff },
+      },
+      limit,
+    );
+  }
+
+  /** Pages through the status index, collecting job ids (oldest updates first), at most `limit`. */
+  private async queryStatusIndex(
+    query: { KeyConditionExpression: string; FilterExpression: string; ExpressionAttributeNames: Record<string, string>; ExpressionAttributeValues: Record<string, unknown> },
+    limit: number,
+  ): Promise<string[]> {
     const ids: string[] = [];
     let startKey: Record<string, unknown> | undefined;
     do {
@@ -268,10 +284,8 @@ export class JobStore {
         new QueryCommand({
           TableName: this.tableName,
           IndexName: JOB_TABLE.STATUS_INDEX,
-          KeyConditionExpression: '#status = :status',
-          FilterExpression: '#deadline_at < :cutoff',
-          ExpressionAttributeNames: { '#status': JOB_TABLE.STATUS_INDEX_PARTITION_KEY, '#deadline_at': 'deadline_at', '#job_id': JOB_TABLE.PARTITION_KEY },
-          ExpressionAttributeValues: { ':status': status, ':cutoff': cutoff },
+          ...query,
+          ExpressionAttributeNames: { ...query.ExpressionAttributeNames, '#status': JOB_TABLE.STATUS_INDEX_PARTITION_KEY, '#job_id': JOB_TABLE.PARTITION_KEY },
           ProjectionExpression: '#job_id',
           ...(startKey === undefined ? {} : { ExclusiveStartKey: startKey }),
         }),
@@ -283,6 +297,22 @@ export class JobStore {
       startKey = page.LastEvaluatedKey;
     } while (startKey !== undefined);
     return ids;
+  }
+
+  /**
+   * Ids of jobs in (terminal) `status` settled between `from` and `to` whose outcome was
+   * never announced (no `event_published_at`), from the status index, at most `limit`.
+   */
+  async listUnannounced(status: JobStatus, from: string, to: string, limit: number): Promise<string[]> {
+    return this.queryStatusIndex(
+      {
+        KeyConditionExpression: '#status = :status AND #updated_at BETWEEN :from AND :to',
+        FilterExpression: 'attribute_not_exists(#event_published_at)',
+        ExpressionAttributeNames: { '#updated_at': JOB_TABLE.STATUS_INDEX_SORT_KEY, '#event_published_at': 'event_published_at' },
+        ExpressionAttributeValues: { ':status': status, ':from': from, ':to': to },
+      },
+      limit,
+    );
   }
 
   /**

@@ -34,19 +34,24 @@ export async function settleFromOutside(
   const record = await store.get(jobId);
   if (record === undefined) return undefined;
   if (!isSettled(record)) {
-    if (record.execution_id !== undefined) {
+    const cancel = async (executionId: string, strict: boolean): Promise<void> => {
       try {
-        await waterflai.cancelExecution(record.execution_id);
+        await waterflai.cancelExecution(executionId);
       } catch (error) {
-        if (isRetryable(error)) throw error;
+        if (strict && isRetryable(error)) throw error;
         const nothingToCancel = error instanceof WaterflaiHttpError && (error.status === 404 || error.status === 409);
         if (!nothingToCancel) logger.error('could not cancel the execution in Waterflai', { job_id: jobId, error: describeError(error) });
       }
-    }
+    };
+    if (record.execution_id !== undefined) await cancel(record.execution_id, true);
     const at = new Date(now()).toISOString();
     const result = await store.applyStatus(jobId, { status, fields: { ...fields, finished_at: at }, now: at });
     logger.warn('job settled from outside its poll loop', { job_id: jobId, status: result.record?.status, applied: result.applied });
     if (result.record === undefined) return undefined;
+    if (result.applied && result.record.execution_id !== undefined && result.record.execution_id !== record.execution_id) {
+      // A start saved its execution id between our read and our write: that execution must stop too.
+      await cancel(result.record.execution_id, false);
+    }
     if (!isSettled(result.record)) return result.record;
     await announceOutcome(store, publisher, result.record, now);
     return result.record;

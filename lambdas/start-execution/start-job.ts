@@ -173,6 +173,10 @@ export class JobStarter {
       now: at,
     });
     const current = settled.record;
+    if (settled.applied && current?.execution_id !== undefined && current.execution_id !== job.execution_id) {
+      // A start saved its execution id between our read and our write: stop that execution too.
+      await this.cancelQuietly(current.execution_id, remainingMs);
+    }
     if (current && isSettled(current) && (settled.applied || current.cancel_reason === CANCEL_REASON.REQUESTED)) {
       await announceOutcome(store, this.deps.publisher, current, this.now);
     }

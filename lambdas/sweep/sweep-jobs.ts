@@ -1,4 +1,5 @@
-import { ERROR_CODE, JOB_STATUS } from '../shared/constants';
+import { announceOutcome } from '../shared/announce';
+import { ERROR_CODE, JOB_STATUS, TERMINAL_STATUSES } from '../shared/constants';
 import { describeError } from '../shared/errors';
 import { settleFromOutside, type OutsideSettlerDeps } from '../shared/settle';
 
@@ -10,19 +11,28 @@ export interface SweepSettings {
   readonly graceSeconds: number;
   /** Most jobs settled per run (the next run takes the rest). */
   readonly maxJobsPerRun: number;
+  /**
+   * How far back (before the grace period) the sweeper looks for settled jobs whose
+   * outcome was never announced (every announcer failed for good, or crashed).
+   * @default 3600
+   */
+  readonly announceLookbackSeconds?: number;
 }
 
 export interface SweepReport {
   readonly examined: number;
   readonly settled: number;
   readonly failed: number;
+  /** Settled jobs whose missing outcome event this run published. */
+  readonly announced: number;
 }
 
 /**
  * The backstop for jobs nothing else will finish: Step Functions status-change events are
  * best effort, so on a schedule the sweeper lists non-terminal jobs whose deadline passed
  * more than `graceSeconds` ago, cancels them in Waterflai and settles them FAILED with
- * `TIMED_OUT` (announcing the outcome). One job's failure does not stop the others.
+ * `TIMED_OUT` (announcing the outcome). It also announces the outcome of jobs settled in
+ * the last hour whose announcement never went out. One job's failure does not stop the others.
  */
 export class JobSweeper {
   private readonly now: () => number;
@@ -56,7 +66,28 @@ export class JobSweeper {
         }
       }
     }
-    this.deps.logger.info('sweep finished', { examined, settled, failed });
-    return { examined, settled, failed };
+    const announced = await this.announceMissing();
+    this.deps.logger.info('sweep finished', { examined, settled, failed, announced });
+    return { examined, settled, failed, announced };
+  }
+
+  private async announceMissing(): Promise<number> {
+    const { store, publisher, logger } = this.deps;
+    const to = this.now() - this.settings.graceSeconds * 1000;
+    const from = new Date(to - (this.settings.announceLookbackSeconds ?? 3600) * 1000).toISOString();
+    let announced = 0;
+    for (const status of TERMINAL_STATUSES) {
+      for (const jobId of await store.listUnannounced(status, from, new Date(to).toISOString(), this.settings.maxJobsPerRun)) {
+        try {
+          const record = await store.get(jobId);
+          if (record === undefined || record.event_published_at !== undefined) continue;
+          await announceOutcome(store, publisher, record, this.now);
+          announced += 1;
+        } catch (error) {
+          logger.error('could not announce a settled job', { job_id: jobId, error: describeError(error) });
+        }
+      }
+    }
+    return announced;
   }
 }

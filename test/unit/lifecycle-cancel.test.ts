@@ -429,6 +429,36 @@ describe('cancel during an in-flight start (job SUBMITTING)', () => {
     ]);
   });
 
+  it('a start that saves its execution id between the cancel\'s read and write still has that execution cancelled', async () => {
+    // Prepare: the job is SUBMITTING when the cancel reads it; the start saves its id just before the cancel settles
+    await store.claim({
+      job_id: 'job-1',
+      chatbot_id: 'bot-1',
+      metadata: {},
+      source_message_id: 'msg-start',
+      delivery: 'sqs',
+      accepted_at: START_AT,
+      deadline_at: iso(Date.parse(START_AT) + 3_600_000),
+      expires_at: 0,
+      state_machine_execution_name: 'job-1',
+      claim_expires_at: Date.parse(START_AT) + 60_000,
+    });
+    const applyStatus = store.applyStatus.bind(store);
+    const spy = vi.spyOn(store, 'applyStatus').mockImplementationOnce(async (jobId, update) => {
+      await store.saveExecutionId(jobId, 'exec_raced', update.now);
+      return applyStatus(jobId, update);
+    });
+
+    // Act
+    await starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel' }), remaining);
+    spy.mockRestore();
+
+    // Assess
+    expect(waterflai.cancelExecution.mock.calls.map((call) => call[0])).toEqual(['exec_raced']);
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.CANCELLED, execution_id: 'exec_raced' });
+    expect(published()).toHaveLength(1);
+  });
+
   it('a redelivered start after that never reaches Waterflai again', async () => {
     // Prepare
     waterflai.startExecution.mockImplementationOnce(async () => {

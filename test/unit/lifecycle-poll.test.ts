@@ -528,6 +528,21 @@ describe('JobPoller: continue-as-new', () => {
     });
   });
 
+  it.each([
+    ['StartExecution throttled', Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $fault: 'client' })],
+    ['a Step Functions 5xx', Object.assign(new Error('Internal'), { name: 'ServiceUnavailable', $fault: 'server' })],
+  ])('%s during the hand-over becomes a TransientPollError, so the state machine retries instead of failing the job', async (_name, fault) => {
+    // Prepare
+    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, execution_polls: 9 };
+    const successor = new RecordingSuccessor();
+    successor.error = fault;
+    const { instance } = poller([execution('RUNNING', { progress: 30 })], { successor, maxPollsPerExecution: 10 });
+
+    // Act / Assess
+    await expect(instance.poll(state, PLENTY_OF_TIME)).rejects.toMatchObject({ name: 'TransientPollError', cause: fault });
+    expect((await store.get(state.job_id))?.generation).toBeUndefined();
+  });
+
   it('below the budget the loop goes on in this execution', async () => {
     // Prepare
     const state: PollState = { ...(await startedJob()), execution_polls: 8 };

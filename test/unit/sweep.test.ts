@@ -96,7 +96,7 @@ describe('JobSweeper: which jobs are swept', () => {
     const report = await sweeper().sweep();
 
     // Assess
-    expect(report).toEqual({ examined: 1, settled: 1, failed: 0 });
+    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0 });
     expect(await store.get('overdue')).toMatchObject({
       status: JOB_STATUS.FAILED,
       error_code: ERROR_CODE.TIMED_OUT,
@@ -116,7 +116,7 @@ describe('JobSweeper: which jobs are swept', () => {
 
     const report = await sweeper().sweep();
 
-    expect(report).toEqual({ examined: 0, settled: 0, failed: 0 });
+    expect(report).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0 });
     expect((await store.get('at-cutoff'))?.status).toBe(JOB_STATUS.RUNNING);
   });
 
@@ -128,7 +128,7 @@ describe('JobSweeper: which jobs are swept', () => {
     const report = await sweeper().sweep();
 
     // Assess
-    expect(report).toEqual({ examined: 1, settled: 1, failed: 0 });
+    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0 });
     expect(await store.get('stuck')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
     expect(cancelExecution).toHaveBeenCalledTimes(status === JOB_STATUS.SUBMITTING ? 0 : 1);
     expect(announcedJobs()).toEqual(['stuck']);
@@ -144,7 +144,7 @@ describe('JobSweeper: which jobs are swept', () => {
 
     const report = await sweeper().sweep();
 
-    expect(report).toEqual({ examined: 0, settled: 0, failed: 0 });
+    expect(report).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0 });
     expect(await store.get('done')).toEqual(before);
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
   });
@@ -161,13 +161,13 @@ describe('JobSweeper: which jobs are swept', () => {
     const report = await sweeper().sweep();
 
     // Assess
-    expect(report).toEqual({ examined: 0, settled: 0, failed: 0 });
+    expect(report).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0 });
     expect(cancelExecution).not.toHaveBeenCalled();
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
   });
 
   it('an empty table: nothing examined', async () => {
-    expect(await sweeper().sweep()).toEqual({ examined: 0, settled: 0, failed: 0 });
+    expect(await sweeper().sweep()).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0 });
   });
 });
 
@@ -185,7 +185,7 @@ describe('JobSweeper: failures', () => {
     const report = await sweeper().sweep();
 
     // Assess
-    expect(report).toEqual({ examined: 2, settled: 1, failed: 1 });
+    expect(report).toEqual({ examined: 2, settled: 1, failed: 1, announced: 0 });
     expect((await store.get('flaky'))?.status).toBe(JOB_STATUS.RUNNING);
     expect(await store.get('fine')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
     expect(announcedJobs()).toEqual(['fine']);
@@ -206,7 +206,7 @@ describe('JobSweeper: failures', () => {
     const report = await sweeper().sweep();
 
     // Assess: the first job is settled but not announced; it counts as failed
-    expect(report).toEqual({ examined: 2, settled: 1, failed: 1 });
+    expect(report).toEqual({ examined: 2, settled: 1, failed: 1, announced: 0 });
     expect(await store.get('second')).toMatchObject({ status: JOB_STATUS.FAILED, event_published_at: NOW });
     expect((await store.get('first'))?.event_published_at).toBeUndefined();
   });
@@ -221,7 +221,7 @@ describe('JobSweeper: failures', () => {
 
     const report = await sweeper().sweep();
 
-    expect(report).toEqual({ examined: 1, settled: 1, failed: 0 });
+    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0 });
     expect((await store.get('gone'))?.error_code).toBe(ERROR_CODE.TIMED_OUT);
   });
 });
@@ -242,9 +242,9 @@ describe('JobSweeper: maxJobsPerRun', () => {
     const second = await sweeper({ maxJobsPerRun: 3 }).sweep();
 
     // Assess
-    expect(first).toEqual({ examined: 3, settled: 3, failed: 0 });
+    expect(first).toEqual({ examined: 3, settled: 3, failed: 0, announced: 0 });
     expect(settledAfterFirst).toBe(3);
-    expect(second).toEqual({ examined: 2, settled: 2, failed: 0 });
+    expect(second).toEqual({ examined: 2, settled: 2, failed: 0, announced: 0 });
     expect(announcedJobs()).toEqual(all);
   });
 
@@ -256,7 +256,75 @@ describe('JobSweeper: maxJobsPerRun', () => {
 
     const report = await sweeper({ maxJobsPerRun: 2 }).sweep();
 
-    expect(report).toEqual({ examined: 2, settled: 0, failed: 2 });
+    expect(report).toEqual({ examined: 2, settled: 0, failed: 2, announced: 0 });
     expect(cancelExecution).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe('JobSweeper: outcomes that were never announced', () => {
+  /** A job settled `settledSecondsAgo` ago; announced or not. */
+  async function settledJob(jobId: string, settledSecondsAgo: number, announced: boolean): Promise<void> {
+    await job(jobId, 3600, JOB_STATUS.PENDING);
+    await store.applyStatus(jobId, {
+      status: JOB_STATUS.FAILED,
+      fields: { error_code: ERROR_CODE.EXECUTION_FAILED, error_message: 'boom', finished_at: fromNow(-settledSecondsAgo) },
+      now: fromNow(-settledSecondsAgo),
+    });
+    if (announced) await store.markEventPublished(jobId, `${jobId}:failed`, fromNow(-settledSecondsAgo + 1));
+  }
+
+  it('announces a job settled past the grace period whose event never went out, once', async () => {
+    // Prepare
+    await settledJob('lost-event', 900, false);
+
+    // Act
+    const first = await sweeper().sweep();
+    const second = await sweeper().sweep();
+
+    // Assess
+    expect(first.announced).toBe(1);
+    expect(second.announced).toBe(0);
+    expect(announcedJobs()).toEqual(['lost-event']);
+    expect((await store.get('lost-event'))?.event_published_at).toBeDefined();
+    expect(cancelExecution).not.toHaveBeenCalled();
+  });
+
+  it.each([
+    ['still within the grace period (its announcer may be retrying)', 60, false],
+    ['already announced', 900, true],
+    ['settled before the look-back window', 3600 + GRACE_SECONDS + 60, false],
+  ])('leaves a settled job alone when %s', async (_name, settledSecondsAgo, announced) => {
+    await settledJob('settled', settledSecondsAgo, announced);
+
+    const report = await sweeper().sweep();
+
+    expect(report.announced).toBe(0);
+    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+  });
+
+  it('an overdue job whose announcement fails is announced by the next sweep', async () => {
+    // Prepare: EventBridge refuses the entry during the first sweep
+    await job('overdue', -3600);
+    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure' }] });
+    const first = await sweeper().sweep();
+    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e-1' }] });
+
+    // Act: the next run, after the grace period
+    const later = new JobSweeper(
+      {
+        store,
+        publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
+        waterflai: { cancelExecution },
+        logger,
+        now: () => NOW_MS + (GRACE_SECONDS + 60) * 1000,
+      },
+      { graceSeconds: GRACE_SECONDS, maxJobsPerRun: 100 },
+    );
+    const second = await later.sweep();
+
+    // Assess
+    expect(first).toMatchObject({ examined: 1, failed: 1 });
+    expect(second).toMatchObject({ examined: 0, announced: 1 });
+    expect((await store.get('overdue'))?.event_published_at).toBeDefined();
   });
 });
