@@ -1,0 +1,102 @@
+/**
+ * Runs handler code the way Lambda does, in process: a fresh Context per invocation whose
+ * `getRemainingTimeInMillis()` counts down from the function's configured timeout, the event
+ * and the result passed through JSON (no shared references, exactly what survives the wire),
+ * and the timeout enforced. A thrown error becomes a {@link LambdaFunctionError} carrying the
+ * `errorType` / `errorMessage` Lambda would report.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Context } from 'aws-lambda';
+
+/** A handler as the Lambda Node.js runtime calls it. */
+export type LambdaHandler<E = unknown, R = unknown> = (event: E, context: Context) => Promise<R>;
+
+export interface LocalFunction<E = unknown, R = unknown> {
+  /** The function name (the template's FunctionName or logical id). */
+  readonly name: string;
+  readonly arn: string;
+  readonly timeoutMs: number;
+  readonly memorySize: number;
+  readonly handler: LambdaHandler<E, R>;
+}
+
+/** A handler failure as Lambda reports it (`errorType` is the thrown error's `name`). */
+export class LambdaFunctionError extends Error {
+  constructor(
+    readonly functionName: string,
+    readonly errorType: string,
+    readonly errorMessage: string,
+    readonly trace: readonly string[] = [],
+  ) {
+    super(`${functionName} failed: ${errorType}: ${errorMessage}`);
+    this.name = 'LambdaFunctionError';
+  }
+
+  /** The `Cause` Step Functions records for a failed Lambda Task. */
+  stepFunctionsCause(): string {
+    return JSON.stringify({ errorType: this.errorType, errorMessage: this.errorMessage, trace: this.trace });
+  }
+}
+
+/** Lambda's error type for a function that ran out of time. */
+export const LAMBDA_TIMEOUT_ERROR_TYPE = 'Sandbox.Timedout';
+
+let invocationCounter = 0;
+
+/** A Lambda Context for one invocation that started at `startedAt`. */
+export function createLambdaContext(fn: Pick<LocalFunction, 'name' | 'arn' | 'timeoutMs' | 'memorySize'>, startedAt: number = Date.now()): Context {
+  const deadline = startedAt + fn.timeoutMs;
+  invocationCounter += 1;
+  const stream = `${new Date(startedAt).toISOString().slice(0, 10).replace(/-/g, '/')}/[$LATEST]local${String(invocationCounter).padStart(8, '0')}`;
+  const unsupported = (): never => {
+    throw new Error('context.done/succeed/fail are not supported by async handlers');
+  };
+  return {
+    callbackWaitsForEmptyEventLoop: true,
+    functionName: fn.name,
+    functionVersion: '$LATEST',
+    invokedFunctionArn: fn.arn,
+    memoryLimitInMB: String(fn.memorySize),
+    awsRequestId: randomUUID(),
+    logGroupName: `/aws/lambda/${fn.name}`,
+    logStreamName: stream,
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+    done: unsupported,
+    fail: unsupported,
+    succeed: unsupported,
+  };
+}
+
+/** JSON round trip: what a value looks like after crossing the Lambda boundary. */
+export function overTheWire<T>(value: unknown): T {
+  const text = JSON.stringify(value);
+  return (text === undefined ? null : JSON.parse(text)) as T;
+}
+
+/**
+ * Invokes `fn` with `event` like Lambda would.
+ * @throws LambdaFunctionError when the handler throws or times out
+ */
+export async function invokeFunction<E, R>(fn: LocalFunction<E, R>, event: E): Promise<R> {
+  const startedAt = Date.now();
+  const context = createLambdaContext(fn, startedAt);
+  const payload = overTheWire<E>(event);
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new LambdaFunctionError(fn.name, LAMBDA_TIMEOUT_ERROR_TYPE, `Task timed out after ${(fn.timeoutMs / 1000).toFixed(2)} seconds`));
+    }, fn.timeoutMs);
+  });
+  try {
+    const result = await Promise.race([fn.handler(payload, context), timedOut]);
+    return overTheWire<R>(result);
+  } catch (error) {
+    if (error instanceof LambdaFunctionError) throw error;
+    if (error instanceof Error) {
+      throw new LambdaFunctionError(fn.name, error.name || 'Error', error.message, (error.stack ?? '').split('\n').slice(1, 8).map((line) => line.trim()));
+    }
+    throw new LambdaFunctionError(fn.name, 'Error', String(error));
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,507 @@
+/**
+ * Reads what the local runtime needs out of the project's own synthesized CloudFormation
+ * template: the three functions (which code, timeout, environment), the intake queue and its
+ * dead-letter queue (visibility timeout, redrive), the event source mapping (batch size,
+ * concurrency), the job table (keys, indexes, TTL), the event bus, the API key secret and
+ * the state machine (plain ASL, with each Task mapped to its function).
+ *
+ * Nothing is re-typed from `lib/`: every value comes from the template, so the local
+ * runtime runs what `cdk deploy` would deploy.
+ */
+import { STATE_NAME, ENV } from '../../lambdas/shared/constants';
+import {
+  FAKE_ENVIRONMENT,
+  fakeFunctionArn,
+  resolveStateMachineDefinition,
+  taskFunctionLogicalIds,
+  type AslDefinition,
+  type CloudFormationResource,
+  type CloudFormationTemplate,
+} from '../asl';
+
+/**
+ * Which handler code a function of the template runs, inferred from how the template uses
+ * it: `start` is the intake queue's event source mapping target, `poll` / `finish` are
+ * invoked by the state machine's Tasks, `reconcile` is the target of a rule on Step
+ * Functions execution status changes, `sweep` the target of a schedule.
+ */
+export type FunctionRole = 'start' | 'poll' | 'finish' | 'reconcile' | 'sweep';
+
+/** An EventBridge rule of the template whose targets are functions the runtime runs. */
+export interface RuleModel {
+  readonly logicalId: string;
+  /** Bus name (`default` when the rule sets none); schedules have none. */
+  readonly eventBusName?: string;
+  /** The event pattern as in the template (values may be intrinsic functions). */
+  readonly eventPattern?: unknown;
+  readonly scheduleExpression?: string;
+  readonly enabled: boolean;
+  readonly targets: ReadonlyArray<{ readonly id: string; readonly role: FunctionRole; readonly maximumRetryAttempts?: number }>;
+}
+
+export interface FunctionModel {
+  readonly role: FunctionRole;
+  readonly logicalId: string;
+  /** `FunctionName` when set, else the logical id. */
+  readonly name: string;
+  readonly timeoutSeconds: number;
+  readonly memorySize: number;
+  /** `Environment.Variables` as in the template (values may be intrinsic functions). */
+  readonly environment: Readonly<Record<string, unknown>>;
+}
+
+export interface QueueModel {
+  readonly logicalId: string;
+  readonly name: string;
+  /** SQS attributes derived from the template (string values, as CreateQueue takes them). */
+  readonly attributes: Readonly<Record<string, string>>;
+}
+
+export interface IntakeQueueModel extends QueueModel {
+  readonly maxReceiveCount: number;
+}
+
+export interface EventSourceModel {
+  readonly batchSize: number;
+  readonly maxConcurrency: number;
+  readonly maxBatchingWindowSeconds: number;
+  readonly reportBatchItemFailures: boolean;
+}
+
+export interface TableModel {
+  readonly logicalId: string;
+  readonly name: string;
+  readonly keySchema: ReadonlyArray<{ AttributeName: string; KeyType: 'HASH' | 'RANGE' }>;
+  readonly attributeDefinitions: ReadonlyArray<{ AttributeName: string; AttributeType: 'S' | 'N' | 'B' }>;
+  readonly globalSecondaryIndexes: ReadonlyArray<{
+    IndexName: string;
+    KeySchema: Array<{ AttributeName: string; KeyType: 'HASH' | 'RANGE' }>;
+    Projection: { ProjectionType?: 'ALL' | 'KEYS_ONLY' | 'INCLUDE'; NonKeyAttributes?: string[] };
+  }>;
+  readonly billingMode: 'PAY_PER_REQUEST' | 'PROVISIONED';
+  /** The TTL attribute when TTL is enabled. */
+  readonly ttlAttribute?: string;
+}
+
+export interface StateMachineModel {
+  readonly logicalId: string;
+  readonly arn: string;
+  readonly name: string;
+  readonly definition: AslDefinition;
+  /** Task state name -> function role. Every Task state of the definition is listed. */
+  readonly taskRoles: Readonly<Record<string, FunctionRole>>;
+}
+
+export interface BucketModel {
+  readonly logicalId: string;
+  /** `BucketName` when set, else the logical id in lower case (S3 names are lower case). */
+  readonly name: string;
+}
+
+export interface RuntimeModel {
+  readonly region: string;
+  readonly account: string;
+  readonly functions: { readonly start: FunctionModel; readonly poll: FunctionModel; readonly finish: FunctionModel; readonly reconcile?: FunctionModel; readonly sweep?: FunctionModel };
+  /** Rules that trigger functions the runtime runs (status-change reactions, schedules). */
+  readonly rules: readonly RuleModel[];
+  /** Functions of the template the local runtime does not run (no known trigger), by logical id. */
+  readonly otherFunctions: readonly string[];
+  /** S3 buckets of the template (served by fauxqs' S3 emulation). */
+  readonly buckets: readonly BucketModel[];
+  readonly intakeQueue: IntakeQueueModel;
+  readonly deadLetterQueue: QueueModel;
+  readonly eventSource: EventSourceModel;
+  readonly table: TableModel;
+  /** The bus the functions publish to (`EVENT_BUS_NAME`), by name. */
+  readonly eventBusName: string;
+  /** The API key secret id the functions are given (`WATERFLAI_API_KEY_SECRET_ID`). */
+  readonly apiKeySecretId: string;
+  readonly stateMachine: StateMachineModel;
+}
+
+/** Values the local runtime provides for resources of the template, by logical id. */
+export type LocalResourceValues = Readonly<Record<string, Readonly<Record<string, string>>>>;
+
+const TYPE = {
+  FUNCTION: 'AWS::Lambda::Function',
+  EVENT_SOURCE_MAPPING: 'AWS::Lambda::EventSourceMapping',
+  QUEUE: 'AWS::SQS::Queue',
+  TABLE: 'AWS::DynamoDB::Table',
+  BUS: 'AWS::Events::EventBus',
+  SECRET: 'AWS::SecretsManager::Secret',
+  STATE_MACHINE: 'AWS::StepFunctions::StateMachine',
+  BUCKET: 'AWS::S3::Bucket',
+  RULE: 'AWS::Events::Rule',
+} as const;
+
+/** Lambda's default function timeout and memory when the template does not set them. */
+const LAMBDA_DEFAULTS = { timeoutSeconds: 3, memorySize: 128 } as const;
+
+/**
+ * Builds the {@link RuntimeModel} of a synthesized template.
+ * @throws Error naming what is missing or unexpected (no event source mapping, a Task that
+ *   invokes an unknown function, ...)
+ */
+export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel {
+  const resources = template.Resources ?? {};
+  const { region, account } = FAKE_ENVIRONMENT;
+
+  // The start function: the target of the SQS event source mapping.
+  const mappings = Object.entries(resources).filter(([, resource]) => resource.Type === TYPE.EVENT_SOURCE_MAPPING);
+  if (mappings.length !== 1) {
+    throw new Error(`expected exactly one ${TYPE.EVENT_SOURCE_MAPPING} (the intake queue -> start function) in the template, found ${mappings.length}`);
+  }
+  const [, mapping] = mappings[0]!;
+  const mappingProps = mapping.Properties ?? {};
+  const startId = refTarget(mappingProps.FunctionName, 'event source mapping FunctionName');
+  const intakeId = getAttTarget(mappingProps.EventSourceArn, 'event source mapping EventSourceArn');
+  const scaling = (mappingProps.ScalingConfig ?? {}) as { MaximumConcurrency?: number };
+  const responseTypes = (mappingProps.FunctionResponseTypes ?? []) as string[];
+  const eventSource: EventSourceModel = {
+    batchSize: numberOr(mappingProps.BatchSize, 10),
+    // Without a MaximumConcurrency, Lambda scales SQS pollers up to 1,000; 5 is plenty here.
+    maxConcurrency: numberOr(scaling.MaximumConcurrency, 5),
+    maxBatchingWindowSeconds: numberOr(mappingProps.MaximumBatchingWindowInSeconds, 0),
+    reportBatchItemFailures: responseTypes.includes('ReportBatchItemFailures'),
+  };
+
+  // The poll loop and the functions its Tasks invoke.
+  const machines = Object.entries(resources).filter(([, resource]) => resource.Type === TYPE.STATE_MACHINE);
+  if (machines.length !== 1) throw new Error(`expected exactly one ${TYPE.STATE_MACHINE} in the template, found ${machines.length}`);
+  const [machineId] = machines[0]!;
+  const definition = resolveStateMachineDefinition(template, machineId);
+  const taskFunctions = taskFunctionLogicalIds(template, machineId);
+  const pollId = taskFunctions[STATE_NAME.POLL];
+  const finishId = taskFunctions[STATE_NAME.FINISH];
+  if (pollId === undefined) throw new Error(`the state machine has no Task state named "${STATE_NAME.POLL}"`);
+  if (finishId === undefined) throw new Error(`the state machine has no Task state named "${STATE_NAME.FINISH}"`);
+  const roleOf: Record<string, FunctionRole> = { [startId]: 'start', [pollId]: 'poll', [finishId]: 'finish' };
+  if (new Set([startId, pollId, finishId]).size !== 3) throw new Error('the start, poll and finish functions must be three different functions');
+  const taskRoles: Record<string, FunctionRole> = {};
+  for (const [stateName, functionId] of Object.entries(taskFunctions)) {
+    const role = roleOf[functionId];
+    // An unrouted Task would make aws-local-stepfunctions invoke a REAL Lambda: refuse it.
+    if (role === undefined || role === 'start') {
+      throw new Error(`Task "${stateName}" invokes function ${functionId}, which is neither the poll nor the finish function: the local runtime cannot route it`);
+    }
+    taskRoles[stateName] = role;
+  }
+  if (taskRoles[STATE_NAME.RECORD_FAILURE] !== undefined && taskRoles[STATE_NAME.RECORD_FAILURE] !== 'finish') {
+    throw new Error(`Task "${STATE_NAME.RECORD_FAILURE}" must invoke the finish function`);
+  }
+
+  // Rules: a rule on Step Functions status changes targets the reconcile function, a
+  // schedule targets the sweep function.
+  const ruleEntries = Object.entries(resources).filter(([, resource]) => resource.Type === TYPE.RULE);
+  for (const [, rule] of ruleEntries) {
+    const props = rule.Properties ?? {};
+    const pattern = props.EventPattern as { source?: unknown } | undefined;
+    const role: FunctionRole | undefined =
+      typeof props.ScheduleExpression === 'string' ? 'sweep' : Array.isArray(pattern?.source) && pattern.source.includes('aws.states') ? 'reconcile' : undefined;
+    if (role === undefined) continue;
+    for (const target of lambdaTargets(props.Targets)) {
+      if (roleOf[target.functionId] === undefined) roleOf[target.functionId] = role;
+    }
+  }
+  const roleFunctions = Object.entries(roleOf);
+  const lifecycleId = (role: FunctionRole): string | undefined => roleFunctions.find(([, candidate]) => candidate === role)?.[0];
+  const reconcileId = lifecycleId('reconcile');
+  const sweepId = lifecycleId('sweep');
+  const functions = {
+    start: functionModel(resources, startId, 'start'),
+    poll: functionModel(resources, pollId, 'poll'),
+    finish: functionModel(resources, finishId, 'finish'),
+    ...(reconcileId === undefined ? {} : { reconcile: functionModel(resources, reconcileId, 'reconcile') }),
+    ...(sweepId === undefined ? {} : { sweep: functionModel(resources, sweepId, 'sweep') }),
+  };
+  const rules: RuleModel[] = [];
+  for (const [ruleId, rule] of ruleEntries) {
+    const props = rule.Properties ?? {};
+    const targets = lambdaTargets(props.Targets)
+      .filter((target) => roleOf[target.functionId] === 'reconcile' || roleOf[target.functionId] === 'sweep')
+      .map((target) => ({ id: target.id, role: roleOf[target.functionId]!, ...(target.maximumRetryAttempts === undefined ? {} : { maximumRetryAttempts: target.maximumRetryAttempts }) }));
+    if (targets.length === 0) continue;
+    const busValue = props.EventBusName;
+    rules.push({
+      logicalId: ruleId,
+      ...(typeof props.ScheduleExpression === 'string'
+        ? { scheduleExpression: props.ScheduleExpression }
+        : { eventBusName: typeof busValue === 'string' ? busNameOf(busValue) : busValue === undefined ? 'default' : busNameOf(String(resources[refTarget(busValue, 'rule EventBusName')]?.Properties?.Name ?? refTarget(busValue, 'rule EventBusName'))) }),
+      ...(props.EventPattern === undefined ? {} : { eventPattern: props.EventPattern }),
+      enabled: props.State === undefined || props.State === 'ENABLED',
+      targets,
+    });
+  }
+
+  // Queues.
+  const intake = resourceOf(resources, intakeId, TYPE.QUEUE);
+  const intakeProps = intake.Properties ?? {};
+  const redrive = intakeProps.RedrivePolicy as { deadLetterTargetArn?: unknown; maxReceiveCount?: unknown } | undefined;
+  if (redrive === undefined) throw new Error(`the intake queue ${intakeId} has no RedrivePolicy`);
+  const dlqId = getAttTarget(redrive.deadLetterTargetArn, 'intake queue RedrivePolicy.deadLetterTargetArn');
+  const maxReceiveCount = numberOr(redrive.maxReceiveCount, Number.NaN);
+  if (!Number.isInteger(maxReceiveCount) || maxReceiveCount < 1) throw new Error(`the intake queue's maxReceiveCount is not a positive integer`);
+  const intakeQueue: IntakeQueueModel = { ...queueModel(resources, intakeId), maxReceiveCount };
+  const deadLetterQueue = queueModel(resources, dlqId);
+
+  // Table, bus and secret: the ones the start function's environment points at.
+  const startEnv = functions.start.environment;
+  const tableRef = startEnv[ENV.JOB_TABLE_NAME];
+  const tableId = refTarget(tableRef, `start function ${ENV.JOB_TABLE_NAME}`);
+  const table = tableModel(resources, tableId);
+
+  const busValue = startEnv[ENV.EVENT_BUS_NAME];
+  const eventBusName =
+    typeof busValue === 'string' ? busNameOf(busValue) : busNameOf(String(resourceOf(resources, refTarget(busValue, ENV.EVENT_BUS_NAME), TYPE.BUS).Properties?.Name ?? refTarget(busValue, ENV.EVENT_BUS_NAME)));
+
+  const secretValue = startEnv[ENV.WATERFLAI_API_KEY_SECRET_ID];
+  const apiKeySecretId = typeof secretValue === 'string' ? secretValue : fakeSecretArn(refTarget(secretValue, ENV.WATERFLAI_API_KEY_SECRET_ID));
+
+  const stateMachineArn = `arn:aws:states:${region}:${account}:stateMachine:${machineId}`;
+  const otherFunctions = Object.entries(resources)
+    .filter(([id, resource]) => resource.Type === TYPE.FUNCTION && roleOf[id] === undefined && !isCdkSupportFunction(id, resource))
+    .map(([id]) => id);
+  const buckets = Object.entries(resources)
+    .filter(([, resource]) => resource.Type === TYPE.BUCKET)
+    .map(([id, resource]) => ({ logicalId: id, name: typeof resource.Properties?.BucketName === 'string' ? resource.Properties.BucketName : id.toLowerCase() }));
+  return {
+    region,
+    account,
+    functions,
+    otherFunctions,
+    buckets,
+    rules,
+    intakeQueue,
+    deadLetterQueue,
+    eventSource,
+    table,
+    eventBusName,
+    apiKeySecretId,
+    stateMachine: { logicalId: machineId, arn: stateMachineArn, name: machineId, definition, taskRoles },
+  };
+}
+
+/** The local value of every resource a function environment can reference. */
+export function localResourceValues(
+  template: CloudFormationTemplate,
+  model: RuntimeModel,
+  locals: { tableName: string; intake: { url: string; arn: string; name: string }; deadLetter: { url: string; arn: string; name: string }; stateMachineArn: string },
+): LocalResourceValues {
+  const { region, account } = FAKE_ENVIRONMENT;
+  const values: Record<string, Record<string, string>> = {};
+  for (const [id, resource] of Object.entries(template.Resources ?? {})) {
+    const props = resource.Properties ?? {};
+    switch (resource.Type) {
+      case 'AWS::DynamoDB::Table':
+        if (id === model.table.logicalId) values[id] = { Ref: locals.tableName, Arn: `arn:aws:dynamodb:${region}:${account}:table/${locals.tableName}` };
+        break;
+      case 'AWS::SQS::Queue': {
+        const queue = id === model.intakeQueue.logicalId ? locals.intake : id === model.deadLetterQueue.logicalId ? locals.deadLetter : undefined;
+        if (queue) values[id] = { Ref: queue.url, QueueUrl: queue.url, Arn: queue.arn, QueueName: queue.name };
+        break;
+      }
+      case 'AWS::Events::EventBus': {
+        const name = typeof props.Name === 'string' ? props.Name : id;
+        values[id] = { Ref: name, Name: name, Arn: `arn:aws:events:${region}:${account}:event-bus/${name}` };
+        break;
+      }
+      case 'AWS::SecretsManager::Secret':
+        values[id] = { Ref: fakeSecretArn(id), Id: fakeSecretArn(id) };
+        break;
+      case 'AWS::StepFunctions::StateMachine':
+        if (id === model.stateMachine.logicalId) values[id] = { Ref: locals.stateMachineArn, Arn: locals.stateMachineArn, Name: model.stateMachine.name };
+        break;
+      case 'AWS::S3::Bucket': {
+        const bucket = model.buckets.find((candidate) => candidate.logicalId === id);
+        if (bucket) {
+          values[id] = {
+            Ref: bucket.name,
+            Arn: `arn:aws:s3:::${bucket.name}`,
+            DomainName: `${bucket.name}.s3.amazonaws.com`,
+            RegionalDomainName: `${bucket.name}.s3.${region}.amazonaws.com`,
+          };
+        }
+        break;
+      }
+      case 'AWS::Lambda::Function':
+        values[id] = { Ref: typeof props.FunctionName === 'string' ? props.FunctionName : id, Arn: fakeFunctionArn(id) };
+        break;
+      default:
+        break;
+    }
+  }
+  return values;
+}
+
+/** The fake ARN given to a secret created by the template. */
+export function fakeSecretArn(logicalId: string): string {
+  return `arn:aws:secretsmanager:${FAKE_ENVIRONMENT.region}:${FAKE_ENVIRONMENT.account}:secret:${logicalId}-AbCdEf`;
+}
+
+/**
+ * Resolves a function's environment to plain strings: literals are kept, `Ref` /
+ * `Fn::GetAtt` / `Fn::Join` / `Fn::Sub` of the template's resources take the local
+ * runtime's values (`values[logicalId][attribute]`, with `Ref` for `Ref`).
+ * @throws Error naming the variable that references something the runtime does not provide
+ */
+export function resolveEnvironment(environment: Readonly<Record<string, unknown>>, values: LocalResourceValues): Record<string, string> {
+  const resolved: Record<string, string> = {};
+  for (const [name, value] of Object.entries(environment)) {
+    resolved[name] = resolveValue(value, values, name);
+  }
+  return resolved;
+}
+
+/**
+ * Resolves every intrinsic function inside a JSON value (an event pattern, for instance)
+ * with the local runtime's values; other values are kept.
+ */
+export function resolveTokens(value: unknown, values: LocalResourceValues, where: string): unknown {
+  if (Array.isArray(value)) return value.map((item) => resolveTokens(item, values, where));
+  if (!isRecord(value)) return value;
+  const keys = Object.keys(value);
+  if (keys.length === 1 && (keys[0] === 'Ref' || keys[0]!.startsWith('Fn::'))) return resolveValue(value, values, where);
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, resolveTokens(item, values, where)]));
+}
+
+function resolveValue(value: unknown, values: LocalResourceValues, where: string): string {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (isRecord(value)) {
+    const keys = Object.keys(value);
+    if (keys.length === 1) {
+      const [key] = keys as [string];
+      const argument = value[key];
+      const lookup = (id: string, attribute: string): string => {
+        const found = values[id]?.[attribute];
+        if (found === undefined) throw new Error(`${where}: the local runtime has no value for ${attribute === 'Ref' ? 'Ref' : `Fn::GetAtt ${attribute}`} of ${id}`);
+        return found;
+      };
+      if (key === 'Ref' && typeof argument === 'string') {
+        if (argument === 'AWS::Region') return FAKE_ENVIRONMENT.region;
+        if (argument === 'AWS::AccountId') return FAKE_ENVIRONMENT.account;
+        if (argument === 'AWS::Partition') return FAKE_ENVIRONMENT.partition;
+        if (argument === 'AWS::URLSuffix') return FAKE_ENVIRONMENT.urlSuffix;
+        return lookup(argument, 'Ref');
+      }
+      if (key === 'Fn::GetAtt') {
+        const [id, attribute] = typeof argument === 'string' ? argument.split('.') : (argument as unknown[]);
+        if (typeof id === 'string' && typeof attribute === 'string') return lookup(id, attribute);
+      }
+      if (key === 'Fn::Join' && Array.isArray(argument) && typeof argument[0] === 'string' && Array.isArray(argument[1])) {
+        return argument[1].map((part: unknown) => resolveValue(part, values, where)).join(argument[0]);
+      }
+      if (key === 'Fn::Sub' && typeof argument === 'string') {
+        return argument.replace(/\$\{([^}!][^}]*)\}/g, (_whole, expression: string) => {
+          const [id, attribute] = expression.split('.') as [string, string | undefined];
+          return resolveValue(attribute === undefined ? { Ref: id } : { 'Fn::GetAtt': [id, attribute] }, values, where);
+        });
+      }
+    }
+  }
+  throw new Error(`${where}: cannot resolve ${JSON.stringify(value)} locally`);
+}
+
+/** The Lambda targets of a rule: the function each `Arn` (Fn::GetAtt <fn>.Arn) points at. */
+function lambdaTargets(value: unknown): Array<{ id: string; functionId: string; maximumRetryAttempts?: number }> {
+  if (!Array.isArray(value)) return [];
+  const targets: Array<{ id: string; functionId: string; maximumRetryAttempts?: number }> = [];
+  for (const target of value as Array<Record<string, unknown>>) {
+    const arn = target.Arn;
+    if (!isRecord(arn) || arn['Fn::GetAtt'] === undefined) continue;
+    const functionId = getAttTarget(arn, 'rule target Arn');
+    const retry = (target.RetryPolicy as { MaximumRetryAttempts?: unknown } | undefined)?.MaximumRetryAttempts;
+    targets.push({ id: String(target.Id ?? functionId), functionId, ...(typeof retry === 'number' ? { maximumRetryAttempts: retry } : {}) });
+  }
+  return targets;
+}
+
+function functionModel(resources: Record<string, CloudFormationResource>, logicalId: string, role: FunctionRole): FunctionModel {
+  const props = resourceOf(resources, logicalId, TYPE.FUNCTION).Properties ?? {};
+  const environment = ((props.Environment as { Variables?: Record<string, unknown> } | undefined)?.Variables ?? {}) as Record<string, unknown>;
+  return {
+    role,
+    logicalId,
+    name: typeof props.FunctionName === 'string' ? props.FunctionName : logicalId,
+    timeoutSeconds: numberOr(props.Timeout, LAMBDA_DEFAULTS.timeoutSeconds),
+    memorySize: numberOr(props.MemorySize, LAMBDA_DEFAULTS.memorySize),
+    environment,
+  };
+}
+
+/** SQS attributes CreateQueue understands, as the template sets them. */
+const QUEUE_ATTRIBUTES: Readonly<Record<string, string>> = {
+  VisibilityTimeout: 'VisibilityTimeout',
+  MessageRetentionPeriod: 'MessageRetentionPeriod',
+  DelaySeconds: 'DelaySeconds',
+  MaximumMessageSize: 'MaximumMessageSize',
+  ReceiveMessageWaitTimeSeconds: 'ReceiveMessageWaitTimeSeconds',
+};
+
+function queueModel(resources: Record<string, CloudFormationResource>, logicalId: string): QueueModel {
+  const props = resourceOf(resources, logicalId, TYPE.QUEUE).Properties ?? {};
+  if (props.FifoQueue === true || props.FifoQueue === 'true') throw new Error(`queue ${logicalId} is FIFO; the local runtime supports standard queues only`);
+  const attributes: Record<string, string> = {};
+  for (const [property, attribute] of Object.entries(QUEUE_ATTRIBUTES)) {
+    const value = props[property];
+    if (typeof value === 'number' || typeof value === 'string') attributes[attribute] = String(value);
+  }
+  return { logicalId, name: typeof props.QueueName === 'string' ? props.QueueName : logicalId, attributes };
+}
+
+function tableModel(resources: Record<string, CloudFormationResource>, logicalId: string): TableModel {
+  const props = resourceOf(resources, logicalId, TYPE.TABLE).Properties ?? {};
+  const ttl = props.TimeToLiveSpecification as { AttributeName?: string; Enabled?: boolean } | undefined;
+  const gsis = (props.GlobalSecondaryIndexes ?? []) as TableModel['globalSecondaryIndexes'];
+  return {
+    logicalId,
+    name: typeof props.TableName === 'string' ? props.TableName : logicalId,
+    keySchema: (props.KeySchema ?? []) as TableModel['keySchema'],
+    attributeDefinitions: (props.AttributeDefinitions ?? []) as TableModel['attributeDefinitions'],
+    globalSecondaryIndexes: gsis.map((gsi) => ({ IndexName: gsi.IndexName, KeySchema: gsi.KeySchema, Projection: gsi.Projection })),
+    billingMode: props.BillingMode === 'PROVISIONED' ? 'PROVISIONED' : 'PAY_PER_REQUEST',
+    ...(ttl?.Enabled === true && typeof ttl.AttributeName === 'string' ? { ttlAttribute: ttl.AttributeName } : {}),
+  };
+}
+
+/** CDK's own helper functions (custom resource providers, log retention, auto-delete). */
+function isCdkSupportFunction(logicalId: string, resource: CloudFormationResource): boolean {
+  const handler = resource.Properties?.Handler;
+  return /^(CustomResourceProvider|LogRetention|AWS679f53fac002430cb0da5b7982bd2287|CustomS3AutoDeleteObjects|BucketNotificationsHandler)/.test(logicalId) || handler === '__entrypoint__.handler';
+}
+
+function busNameOf(nameOrArn: string): string {
+  const match = /^arn:[^:]+:events:[^:]*:\d*:event-bus\/(.+)$/.exec(nameOrArn);
+  return match?.[1] ?? nameOrArn;
+}
+
+function resourceOf(resources: Record<string, CloudFormationResource>, logicalId: string, type: string): CloudFormationResource {
+  const resource = resources[logicalId];
+  if (resource === undefined) throw new Error(`the template has no resource ${logicalId}`);
+  if (resource.Type !== type) throw new Error(`resource ${logicalId} is a ${resource.Type}, expected ${type}`);
+  return resource;
+}
+
+function refTarget(value: unknown, where: string): string {
+  if (isRecord(value) && typeof value.Ref === 'string') return value.Ref;
+  throw new Error(`${where}: expected a Ref to a resource of the template, got ${JSON.stringify(value)}`);
+}
+
+function getAttTarget(value: unknown, where: string): string {
+  if (isRecord(value)) {
+    const argument = value['Fn::GetAtt'];
+    if (Array.isArray(argument) && typeof argument[0] === 'string') return argument[0];
+    if (typeof argument === 'string') return argument.split('.')[0]!;
+  }
+  throw new Error(`${where}: expected Fn::GetAtt of a resource of the template, got ${JSON.stringify(value)}`);
+}
+
+function numberOr(value: unknown, fallback: number): number {
+  if (typeof value === 'number') return value;
+  if (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
+  return fallback;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
