@@ -33,6 +33,12 @@ export interface OrchestratorConfig {
   readonly logRetentionDays?: number;
   readonly removalPolicy?: 'retain' | 'destroy';
   readonly jobRetentionDays?: number;
+  /** Largest final output carried inline in events (bytes); larger ones go to S3. */
+  readonly maxInlineOutputBytes?: number;
+  /** Polls per state machine execution before a hand-over to a successor (continue-as-new). */
+  readonly maxPollsPerExecution?: number;
+  /** Minutes between sweeps for jobs left unfinished past their deadline. */
+  readonly sweepIntervalMinutes?: number;
 }
 
 type Kind = 'string' | 'arn' | 'positiveNumber' | 'positiveInteger' | 'logRetention' | 'removalPolicy';
@@ -55,6 +61,9 @@ const KEYS: Readonly<Record<keyof OrchestratorConfig, Kind>> = {
   logRetentionDays: 'logRetention',
   removalPolicy: 'removalPolicy',
   jobRetentionDays: 'positiveInteger',
+  maxInlineOutputBytes: 'positiveInteger',
+  maxPollsPerExecution: 'positiveInteger',
+  sweepIntervalMinutes: 'positiveInteger',
 };
 
 /** The context keys understood, flat spelling (for documentation and error messages). */

@@ -76,5 +76,8 @@ export function toOrchestratorProps(scope: Construct, config: OrchestratorConfig
     logRetention: config.logRetentionDays as logs.RetentionDays | undefined,
     removalPolicy: config.removalPolicy === undefined ? undefined : config.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
     jobRetention: config.jobRetentionDays === undefined ? undefined : Duration.days(config.jobRetentionDays),
+    maxInlineOutputBytes: config.maxInlineOutputBytes,
+    maxPollsPerExecution: config.maxPollsPerExecution,
+    sweepInterval: config.sweepIntervalMinutes === undefined ? undefined : Duration.minutes(config.sweepIntervalMinutes),
   };
 }

@@ -277,12 +277,25 @@ class IntrinsicResolver {
     const { partition, region, account, urlSuffix } = FAKE_ENVIRONMENT;
     const arn = (service: string, resourcePart: string, regional = true): string =>
       `arn:${partition}:${service}:${regional ? region : ''}:${account}:${resourcePart}`;
+    // A resource given an explicit physical name (e.g. the poll loop's StateMachineName, from
+    // which the poll Lambda builds its own state machine's ARN) is faked under that name.
+    const named = (property: string): string => {
+      const value = (resource.Properties as Record<string, unknown> | undefined)?.[property];
+      return typeof value === 'string' ? value : id;
+    };
+    const stateMachineName = named('StateMachineName');
+    const bucketName = named('BucketName').toLowerCase();
     const values: Record<string, Record<string, string>> = {
       'AWS::Lambda::Function': { Ref: id, Arn: fakeFunctionArn(id) },
       'AWS::SQS::Queue': { Ref: `https://sqs.${region}.${urlSuffix}/${account}/${id}`, Arn: arn('sqs', id), QueueName: id, QueueUrl: `https://sqs.${region}.${urlSuffix}/${account}/${id}` },
       'AWS::DynamoDB::Table': { Ref: id, Arn: arn('dynamodb', `table/${id}`), StreamArn: arn('dynamodb', `table/${id}/stream/1970-01-01T00:00:00.000`) },
       'AWS::Events::EventBus': { Ref: id, Name: id, Arn: arn('events', `event-bus/${id}`) },
-      'AWS::StepFunctions::StateMachine': { Ref: arn('states', `stateMachine:${id}`), Arn: arn('states', `stateMachine:${id}`), Name: id },
+      'AWS::StepFunctions::StateMachine': {
+        Ref: arn('states', `stateMachine:${stateMachineName}`),
+        Arn: arn('states', `stateMachine:${stateMachineName}`),
+        Name: stateMachineName,
+      },
+      'AWS::S3::Bucket': { Ref: bucketName, Arn: `arn:${partition}:s3:::${bucketName}`, DomainName: `${bucketName}.s3.${urlSuffix}` },
       'AWS::SecretsManager::Secret': { Ref: arn('secretsmanager', `secret:${id}-AbCdEf`), Id: arn('secretsmanager', `secret:${id}-AbCdEf`) },
       'AWS::Logs::LogGroup': { Ref: id, Arn: arn('logs', `log-group:${id}:*`) },
       'AWS::IAM::Role': { Ref: id, Arn: arn('iam', `role/${id}`, false), RoleId: `AROA${id.toUpperCase().slice(0, 17)}` },

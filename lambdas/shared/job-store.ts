@@ -470,7 +470,8 @@ function toItem(fields: object): Record<string, unknown> {
   return item;
 }
 
-function fromItem(item: Record<string, unknown>): JobRecord {
+/** Decodes a raw job-table item (as read without the store, e.g. by a Scan) into a record. */
+export function fromItem(item: Record<string, unknown>): JobRecord {
   const record: Record<string, unknown> = { ...item };
   for (const [field, attribute] of Object.entries(JSON_ATTRIBUTES)) {
     const raw = record[attribute];

@@ -30,7 +30,7 @@ import { DynamoDBDocumentClient, GetCommand, ScanCommand } from '@aws-sdk/lib-dy
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import type { OrchestratorConfig } from '../../lib/config';
 import { ENV } from '../../lambdas/shared/constants';
-import type { JobRecord } from '../../lambdas/shared/job-store';
+import { fromItem, type JobRecord } from '../../lambdas/shared/job-store';
 import { FAKE_ENVIRONMENT, synthesizeTemplate, type CloudFormationTemplate } from '../asl';
 import { startSimulator, type Simulator, type SimulatorOptions } from '../simulator/server';
 import { startAwsJsonServer } from './aws-json-server';
@@ -362,14 +362,14 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       },
       async getJob(jobId) {
         const result = await documentClient.send(new GetCommand({ TableName: model.table.name, Key: { [tableKey]: jobId }, ConsistentRead: true }));
-        return result.Item as JobRecord | undefined;
+        return result.Item === undefined ? undefined : fromItem(result.Item);
       },
       async scanJobs() {
         const items: JobRecord[] = [];
         let startKey: Record<string, unknown> | undefined;
         do {
           const page = await documentClient.send(new ScanCommand({ TableName: model.table.name, ConsistentRead: true, ExclusiveStartKey: startKey }));
-          items.push(...((page.Items ?? []) as JobRecord[]));
+          items.push(...(page.Items ?? []).map((item) => fromItem(item)));
           startKey = page.LastEvaluatedKey;
         } while (startKey !== undefined);
         return items;

@@ -257,7 +257,11 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
   const secretValue = startEnv[ENV.WATERFLAI_API_KEY_SECRET_ID];
   const apiKeySecretId = typeof secretValue === 'string' ? secretValue : fakeSecretArn(refTarget(secretValue, ENV.WATERFLAI_API_KEY_SECRET_ID));
 
-  const stateMachineArn = `arn:aws:states:${region}:${account}:stateMachine:${machineId}`;
+  // The poll Lambda builds its own state machine's ARN from the StateMachineName (to start
+  // successor executions), so the local state machine must live under that same name.
+  const machineName = resourceOf(resources, machineId, TYPE.STATE_MACHINE).Properties?.StateMachineName;
+  const stateMachineName = typeof machineName === 'string' ? machineName : machineId;
+  const stateMachineArn = `arn:aws:states:${region}:${account}:stateMachine:${stateMachineName}`;
   const otherFunctions = Object.entries(resources)
     .filter(([id, resource]) => resource.Type === TYPE.FUNCTION && roleOf[id] === undefined && !isCdkSupportFunction(id, resource))
     .map(([id]) => id);
@@ -277,7 +281,7 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
     table,
     eventBusName,
     apiKeySecretId,
-    stateMachine: { logicalId: machineId, arn: stateMachineArn, name: machineId, definition, taskRoles },
+    stateMachine: { logicalId: machineId, arn: stateMachineArn, name: stateMachineName, definition, taskRoles },
   };
 }
 

@@ -37,6 +37,11 @@ export interface Scenario {
   output?: Record<string, unknown>;
   /** `error_message` of a failed execution. @default 'Simulated failure in node-N' */
   error_message?: string;
+  /**
+   * How long a finished execution is kept before it is cleaned up (GET, DELETE and the
+   * stream then answer 404). @default the simulator's `retentionMs` (24 h)
+   */
+  retention_ms?: number;
 }
 
 export const SCENARIO_OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
@@ -71,6 +76,7 @@ export const scenarioSchema = z
     cancel_after_ms: milliseconds,
     output: z.record(z.string(), z.unknown()),
     error_message: z.string().min(1).max(10_000),
+    retention_ms: milliseconds,
   })
   .partial()
   .refine((s) => s.output === undefined || s.output_bytes === undefined, {
@@ -305,6 +311,11 @@ export class SimulatedExecution {
   subscribe(wake: () => void): () => void {
     this.subscribers.add(wake);
     return () => this.subscribers.delete(wake);
+  }
+
+  /** True once the execution has ended and its retention (`cleanup_after`) has passed: it is gone. */
+  isCleanedUpAt(t: number): boolean {
+    return this.isTerminalAt(t) && t > this.endAt() + this.retentionMs;
   }
 
   /** The status body as observed at time `t`. */

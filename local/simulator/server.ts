@@ -366,7 +366,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
         ...(scenario.cancel_after_ms === undefined ? {} : { cancelAfterMs: scenario.cancel_after_ms * timeScale }),
       },
       buildFinalOutput(scenario, id, chatbotId),
-      retentionMs,
+      scenario.retention_ms === undefined ? retentionMs : scenario.retention_ms * timeScale,
     );
     executions.set(id, execution);
     stats.executions_created += 1;
@@ -550,7 +550,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       return;
     }
     const execution = executions.get(param);
-    if (execution === undefined) {
+    if (execution === undefined || execution.isCleanedUpAt(now())) {
       sendJson(res, 404, { detail: `Execution ${JSON.stringify(param)} not found` });
       return;
     }

@@ -1139,3 +1139,33 @@ describe('CLI arguments', () => {
     expect(parseSimulatorArgs(['--help'], {})).toEqual({ help: true });
   });
 });
+
+describe('cleanup after retention_ms', () => {
+  it('answers 404 for a finished execution once its cleanup_after has passed, and not before', async () => {
+    // Prepare
+    const sim = await startSimulator({ timeScale: 1 });
+    try {
+      const headers = { 'x-api-key': sim.apiKey, 'content-type': 'application/json' };
+      const started = await fetch(`${sim.url}/v1/executions/bot/async`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ input_data: { simulate: { duration_ms: 20, queue_ms: 0, nodes: 1, retention_ms: 150 } } }),
+      });
+      const { execution_id: id } = (await started.json()) as { execution_id: string };
+      await new Promise((resolve) => setTimeout(resolve, 60));
+
+      // Act
+      const whileKept = await fetch(`${sim.url}/v1/executions/${id}`, { headers });
+      const body = (await whileKept.json()) as { status: string; cleanup_after: string };
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, Date.parse(body.cleanup_after) - Date.now()) + 30));
+      const afterCleanup = await fetch(`${sim.url}/v1/executions/${id}`, { headers });
+
+      // Assess
+      expect(whileKept.status).toBe(200);
+      expect(body.status).toBe('COMPLETED');
+      expect(afterCleanup.status).toBe(404);
+    } finally {
+      await sim.close();
+    }
+  });
+});
