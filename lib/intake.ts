@@ -6,6 +6,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/shared/constants';
+import { JOB_REQUEST_LIMITS } from '../lambdas/shared/job-request';
 import { createHandlerFunction, HANDLER_ENTRY, type HandlerFunctionOverrides } from './handler-function';
 
 /** Defaults of {@link IntakeProps}. */
@@ -152,6 +153,9 @@ export class Intake extends Construct {
     this.queue = new sqs.Queue(this, 'Queue', {
       removalPolicy,
       ...props.queueProps,
+      // SQS refuses larger bodies at send time: a message the start function would refuse
+      // anyway (and whose copy plus reason could not fit the DLQ) never enters the queue.
+      maxMessageSizeBytes: JOB_REQUEST_LIMITS.MAX_MESSAGE_BYTES,
       visibilityTimeout,
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,

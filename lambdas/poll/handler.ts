@@ -1,16 +1,19 @@
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
-import { dynamoDocumentClient, s3, stepFunctions } from '../shared/aws-clients';
-import { DEFAULT_MAX_INLINE_OUTPUT_BYTES, positiveIntEnv, readPollSettings, requireEnv } from '../shared/config';
+import { cachedApiKey } from '../shared/api-key';
+import { dynamoDocumentClient, s3, secretsManager, stepFunctions } from '../shared/aws-clients';
+import { DEFAULT_MAX_INLINE_OUTPUT_BYTES, positiveIntEnv, readPollSettings, readWaterflaiSettings, requireEnv } from '../shared/config';
 import { ENV } from '../shared/constants';
+import { listenToExecution } from '../shared/execution-stream';
 import { JobStore } from '../shared/job-store';
 import { createLogger } from '../shared/logger';
 import { OutputStore } from '../shared/output-store';
+import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS } from '../shared/poll-strategy';
 import { startSuccessorExecution } from '../shared/successor';
 import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
 import type { PollState } from '../shared/workflow';
-import { JobPoller } from './poll-job';
+import { JobPoller, readTimeScale, type ExecutionStreamListener } from './poll-job';
 
 /** Polls per execution before a hand-over: 1,500 x 9 history events leaves room for retries under 25,000. */
 export const DEFAULT_MAX_POLLS_PER_EXECUTION = 1_500;
@@ -19,12 +22,25 @@ export const DEFAULT_MAX_POLLS_PER_EXECUTION = 1_500;
 const logger = createLogger();
 const outputBucket = process.env[ENV.OUTPUT_BUCKET_NAME];
 const stateMachineArn = requireEnv(ENV.STATE_MACHINE_ARN);
+const waterflai = waterflaiClientFromEnv();
+// The stream is opened outside the client (it is read as it arrives), with the same key.
+const streamApiKey = cachedApiKey(secretsManager(), readWaterflaiSettings().apiKeySecretId);
+const pollSettings = readPollSettings();
+
+/** The execution's SSE stream, for the strategy's stream finish. */
+const stream: ExecutionStreamListener = {
+  listen: (executionId, options) => listenToExecution({ url: waterflai.streamUrl(executionId), apiKey: streamApiKey, ...options }),
+};
 
 const poller = new JobPoller({
   store: new JobStore(dynamoDocumentClient(), requireEnv(ENV.JOB_TABLE_NAME)),
-  waterflai: waterflaiClientFromEnv(),
+  waterflai,
   logger,
-  pollSettings: readPollSettings(),
+  pollSettings,
+  // Ours: pollIntervalSeconds is the first wait, pollMin/MaxSeconds the floor and cap.
+  strategy: adaptiveStrategy({ ...DEFAULT_ADAPTIVE_SETTINGS, ...pollSettings }),
+  stream,
+  timeScale: readTimeScale(),
   maxInlineOutputBytes: positiveIntEnv(ENV.MAX_INLINE_OUTPUT_BYTES, DEFAULT_MAX_INLINE_OUTPUT_BYTES),
   ...(outputBucket ? { outputs: new OutputStore(s3(), outputBucket) } : {}),
   maxPollsPerExecution: positiveIntEnv(ENV.MAX_POLLS_PER_EXECUTION, DEFAULT_MAX_POLLS_PER_EXECUTION),

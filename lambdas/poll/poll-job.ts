@@ -1,10 +1,11 @@
 import { ERROR_CODE, isTerminalStatus, JOB_STATUS, type JobStatus } from '../shared/constants';
-import { describeError, isRetryable, isTransientAwsError, TransientPollError, WaterflaiHttpError } from '../shared/errors';
+import { ConfigurationError, describeError, isRetryable, isTransientAwsError, TransientPollError, WaterflaiHttpError } from '../shared/errors';
 import { executionNameForGeneration } from '../shared/identifiers';
 import { isSettled, type JobStore, type StatusFields, type UpdateResult } from '../shared/job-store';
 import type { AppLogger } from '../shared/logger';
 import type { OutputStore } from '../shared/output-store';
-import { nextPollSeconds, type FixedIntervalSettings } from '../shared/poll-strategy';
+import { DEFAULT_STREAM_RESERVE_MS, listenBudgetSeconds, type ListenOutcome, type ListenResult, type StreamProgress } from '../shared/execution-stream';
+import { fixedIntervalStrategy, type FixedIntervalSettings, type JobObservation, type PollStrategy, type StrategyMemory, type StreamState } from '../shared/poll-strategy';
 import { mapExecutionStatus } from '../shared/status-mapping';
 import { requestTimeoutFor, type ExecutionStatus, type RequestOptions } from '../shared/waterflai-client';
 import type { PollState } from '../shared/workflow';
@@ -12,6 +13,19 @@ import type { PollState } from '../shared/workflow';
 export interface WaterflaiStatusReader {
   getExecution(executionId: string, options?: RequestOptions): Promise<ExecutionStatus>;
   cancelExecution(executionId: string, options?: RequestOptions): Promise<unknown>;
+}
+
+/** Listens on an execution's event stream (see `listenToExecution`); never throws for server or network trouble. */
+export interface ExecutionStreamListener {
+  listen(
+    executionId: string,
+    options: {
+      readonly windowMs: number;
+      readonly onEvent: (event: StreamProgress) => void;
+      readonly keepListening: () => boolean;
+      readonly checkIntervalMs: number;
+    },
+  ): Promise<ListenResult>;
 }
 
 /** Starts the successor execution of a job's poll loop (continue-as-new); returns its ARN. */
@@ -37,7 +51,54 @@ export interface PollerDeps {
   readonly maxPollsPerExecution?: number;
   readonly successor?: SuccessorStarter;
   readonly now?: () => number;
+  /**
+   * Decides the waits and when to listen on the stream.
+   * @default fixedIntervalStrategy(pollSettings)
+   */
+  readonly strategy?: PollStrategy;
+  /** The execution's event stream. Without it the strategy never listens. */
+  readonly stream?: ExecutionStreamListener;
+  /** Random numbers for the strategy's jitter. @default Math.random */
+  readonly random?: () => number;
+  /**
+   * Time kept free at the end of the invocation after a listen, for the status read and
+   * the records that follow. @default DEFAULT_STREAM_RESERVE_MS (20 s)
+   */
+  readonly streamReserveMs?: number;
+  /**
+   * Local runtime only: the factor its waits are scaled by (0.1 = ten times faster). The
+   * strategy reasons in job time, so clock durations are divided by it and listen windows
+   * multiplied by it. @default 1
+   */
+  readonly timeScale?: number;
 }
+
+/**
+ * Local runtime only: the variable giving the factor the runtime scales waits by (0.1 =
+ * ten times faster), so the poll strategy can reason in job time. Unset (1) on AWS.
+ */
+export const LOCAL_TIME_SCALE_ENV = 'LOCAL_TIME_SCALE';
+
+/** Reads {@link LOCAL_TIME_SCALE_ENV}: a number from 0.001 to 100, default 1. */
+export function readTimeScale(env: Readonly<Record<string, string | undefined>> = process.env): number {
+  const raw = env[LOCAL_TIME_SCALE_ENV];
+  if (raw === undefined || raw.trim() === '') return 1;
+  const value = /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(value >= 0.001 && value <= 100)) throw new ConfigurationError(`environment variable ${LOCAL_TIME_SCALE_ENV} must be a number from 0.001 to 100, got "${raw}"`);
+  return value;
+}
+
+/** How often a listening poll asks the strategy whether listening is still worth it (job time). */
+const LISTEN_CHECK_MS = 5_000;
+
+/** What one status read of a poll led to. */
+type ReadResult =
+  /** The poll is over: a terminal or settled state, or the expired-output failure. */
+  | { readonly kind: 'done'; readonly state: PollState }
+  /** Waterflai answered 429: wait as asked. */
+  | { readonly kind: 'rate-limited'; readonly retryAfterSeconds: number | undefined }
+  /** A non-terminal status, recorded if it changed. */
+  | { readonly kind: 'running'; readonly next: PollState; readonly execution: ExecutionStatus; readonly atMs: number };
 
 const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
@@ -58,13 +119,14 @@ const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
  */
 export class JobPoller {
   private readonly now: () => number;
+  private readonly fixed: PollStrategy;
 
   constructor(private readonly deps: PollerDeps) {
     this.now = deps.now ?? Date.now;
+    this.fixed = fixedIntervalStrategy(deps.pollSettings);
   }
 
   async poll(state: PollState, remainingMs: () => number): Promise<PollState> {
-    const { waterflai, logger, pollSettings } = this.deps;
     const pollCount = state.poll_count + 1;
     const executionPolls = (state.execution_polls ?? 0) + 1;
     const nowMs = this.now();
@@ -72,55 +134,196 @@ export class JobPoller {
 
     if (nowMs >= Date.parse(state.deadline_at)) return this.timeOut(state, pollCount, observedAt, remainingMs);
 
+    const counted: PollState = { ...state, poll_count: pollCount, execution_polls: executionPolls };
+    const first = await this.read(state, counted, remainingMs, nowMs);
+    if (first.kind === 'done') return first.state;
+    if (first.kind === 'rate-limited') return this.rateLimited(counted, state.poll_memo, first.retryAfterSeconds, 'available');
+
+    // Ask the strategy; maybe listen on the stream until the end (or until it is not worth it).
+    let memory = this.strategy.observe(state.poll_memo, this.observation(state, first.execution, first.atMs));
+    let plan = this.strategy.plan(memory, {
+      now: this.jobSeconds(state, this.now()),
+      pollCount,
+      stream: this.deps.stream === undefined ? 'off' : 'available',
+      maxListenSeconds: this.deps.stream === undefined ? 0 : this.listenBudget(state, remainingMs),
+      random: this.random,
+    });
+    memory = plan.memory;
+    let next = first.next;
+    if (plan.listenSeconds > 0 && this.deps.stream !== undefined) {
+      const heard = await this.listen(state, memory, plan.listenSeconds, remainingMs);
+      memory = heard.memory;
+      // Whatever the stream said, the status read decides (and records) the outcome.
+      const second = await this.read(first.next, first.next, remainingMs);
+      if (second.kind === 'done') return second.state;
+      if (second.kind === 'rate-limited') return this.rateLimited(first.next, memory, second.retryAfterSeconds, 'listened');
+      memory = this.strategy.observe(memory, this.observation(state, second.execution, second.atMs));
+      // A stream that closed although the job goes on is not trusted for a while.
+      const failed = isStreamFailure(heard.outcome) || heard.outcome === 'closed';
+      memory = failed ? this.strategy.streamFailed(memory, this.jobSeconds(state, this.now())) : this.strategy.streamWorked(memory);
+      next = second.next;
+      plan = this.strategy.plan(memory, {
+        now: this.jobSeconds(state, this.now()),
+        pollCount,
+        stream: failed ? 'off' : 'listened',
+        maxListenSeconds: 0,
+        random: this.random,
+      });
+      memory = plan.memory;
+    }
+    this.deps.logger.debug('next poll planned', { job_id: state.job_id, poll_count: pollCount, wait_seconds: plan.waitSeconds });
+    return this.continueLoop(withMemory({ ...next, next_poll_seconds: plan.waitSeconds }, memory));
+  }
+
+  private get strategy(): PollStrategy {
+    return this.deps.strategy ?? this.fixed;
+  }
+
+  private get random(): () => number {
+    return this.deps.random ?? Math.random;
+  }
+
+  private get timeScale(): number {
+    const scale = this.deps.timeScale ?? 1;
+    return Number.isFinite(scale) && scale > 0 ? scale : 1;
+  }
+
+  private get streamReserveMs(): number {
+    return this.deps.streamReserveMs ?? DEFAULT_STREAM_RESERVE_MS;
+  }
+
+  /**
+   * Seconds of job time this invocation can listen: what is left before the Lambda's
+   * timeout (and the job's deadline), minus the reserve. The limits hold in clock time and
+   * also in job time, so a time-scaled local run listens as long, in job time, as it would
+   * on AWS (where the scale is 1 and both are the same).
+   */
+  private listenBudget(state: PollState, remainingMs: () => number): number {
+    const budgetMs = Math.min(remainingMs(), Date.parse(state.deadline_at) - this.now() + this.streamReserveMs);
+    return Math.min(listenBudgetSeconds(budgetMs, this.streamReserveMs), listenBudgetSeconds(budgetMs, this.streamReserveMs, this.timeScale));
+  }
+
+  /** Job time (seconds since acceptance, divided by the time scale) of a clock reading. */
+  private jobSeconds(state: PollState, ms: number): number {
+    return (ms - Date.parse(state.accepted_at)) / 1000 / this.timeScale;
+  }
+
+  private observation(state: PollState, execution: ExecutionStatus, atMs: number): JobObservation {
+    const startedMs = execution.started_at === null ? Number.NaN : Date.parse(execution.started_at);
+    return {
+      at: this.jobSeconds(state, atMs),
+      status: execution.known_status ?? execution.status,
+      progress: execution.progress,
+      completedNodes: execution.completed_nodes,
+      totalNodes: execution.total_nodes,
+      startedAt: Number.isFinite(startedMs) ? this.jobSeconds(state, startedMs) : null,
+      currentNode: execution.current_node,
+    };
+  }
+
+  /** A 429: no listen, wait at least as long as asked. */
+  private rateLimited(counted: PollState, memory: StrategyMemory | undefined, retryAfterSeconds: number | undefined, stream: StreamState): Promise<PollState> {
+    this.deps.logger.info('Waterflai asked us to slow down', { job_id: counted.job_id, retry_after_seconds: retryAfterSeconds });
+    const plan = this.strategy.plan(memory, {
+      now: this.jobSeconds(counted, this.now()),
+      pollCount: counted.poll_count,
+      stream: stream === 'available' ? 'off' : stream,
+      maxListenSeconds: 0,
+      random: this.random,
+      ...(retryAfterSeconds === undefined ? { retryAfterSeconds: 0 } : { retryAfterSeconds }),
+    });
+    return this.continueLoop(withMemory({ ...counted, next_poll_seconds: plan.waitSeconds }, plan.memory));
+  }
+
+  /** Listens on the stream for up to `seconds` of job time, folding its events into the memory. */
+  private async listen(state: PollState, start: StrategyMemory, seconds: number, remainingMs: () => number): Promise<{ memory: StrategyMemory; outcome: ListenOutcome }> {
+    const stream = this.deps.stream!;
+    let memory = start;
+    const windowMs = Math.min(seconds * 1000 * this.timeScale, remainingMs() - this.streamReserveMs, Date.parse(state.deadline_at) - this.now());
+    if (!(windowMs >= 1)) return { memory, outcome: 'window' };
+    const result = await stream.listen(state.execution_id, {
+      windowMs,
+      checkIntervalMs: Math.max(10, LISTEN_CHECK_MS * this.timeScale),
+      onEvent: (event) => {
+        memory = this.strategy.observe(memory, {
+          at: this.jobSeconds(state, event.receivedAtMs),
+          exact: true,
+          status: event.status,
+          progress: event.progress,
+          completedNodes: event.completedNodes,
+          totalNodes: event.totalNodes,
+          currentNode: event.type === 'node_started' ? event.nodeId : null,
+        });
+      },
+      keepListening: () => this.strategy.keepListening(memory, this.jobSeconds(state, this.now())),
+    });
+    this.deps.logger.info('listened on the execution stream', {
+      job_id: state.job_id,
+      outcome: result.outcome,
+      events: result.events,
+      malformed: result.malformed,
+      listened_ms: result.elapsedMs,
+      ...(result.reason === undefined ? {} : { reason: result.reason }),
+    });
+    return { memory, outcome: result.outcome };
+  }
+
+  /**
+   * One status read: records a change (status, progress or current node) with a
+   * conditional, monotonic write. `compare` is the state the change is judged against;
+   * `counted` carries the poll counts of this poll.
+   */
+  private async read(compare: PollState, counted: PollState, remainingMs: () => number, nowMs: number = this.now()): Promise<ReadResult> {
+    const { waterflai, logger } = this.deps;
+    const pollCount = counted.poll_count;
+    const observedAt = new Date(nowMs).toISOString();
     let execution: ExecutionStatus;
     try {
-      execution = await waterflai.getExecution(state.execution_id, { timeoutMs: requestTimeoutFor(remainingMs()) });
+      execution = await waterflai.getExecution(compare.execution_id, { timeoutMs: requestTimeoutFor(remainingMs()) });
     } catch (error) {
-      if (error instanceof WaterflaiHttpError && error.status === 429) {
-        logger.info('Waterflai asked us to slow down', { job_id: state.job_id, retry_after_seconds: error.retryAfterSeconds });
-        const retryAfter = error.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: error.retryAfterSeconds };
-        return this.continueLoop({ ...state, poll_count: pollCount, execution_polls: executionPolls, next_poll_seconds: nextPollSeconds(pollSettings, retryAfter) });
-      }
-      if (error instanceof WaterflaiHttpError && error.status === 404 && isPast(state.cleanup_after, nowMs)) {
-        return this.settle(state, pollCount, JOB_STATUS.FAILED, {
-          finished_at: observedAt,
-          error_code: ERROR_CODE.OUTPUT_EXPIRED,
-          error_message: `Waterflai no longer knows the execution: its result was cleaned up at ${state.cleanup_after}`,
-        }, observedAt);
+      if (error instanceof WaterflaiHttpError && error.status === 429) return { kind: 'rate-limited', retryAfterSeconds: error.retryAfterSeconds };
+      if (error instanceof WaterflaiHttpError && error.status === 404 && isPast(compare.cleanup_after, nowMs)) {
+        return {
+          kind: 'done',
+          state: await this.settle(counted, JOB_STATUS.FAILED, {
+            finished_at: observedAt,
+            error_code: ERROR_CODE.OUTPUT_EXPIRED,
+            error_message: `Waterflai no longer knows the execution: its result was cleaned up at ${compare.cleanup_after}`,
+          }, observedAt),
+        };
       }
       if (isRetryable(error)) throw new TransientPollError(describeError(error), { cause: error });
       throw error;
     }
 
     const mapped = mapExecutionStatus(execution, observedAt, this.deps.outputs ? (this.deps.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES) : this.deps.maxInlineOutputBytes);
-    const fields = await this.placeOutput(state, mapped.status, mapped.fields, mapped.outputBytes);
+    const fields = await this.placeOutput(compare, mapped.status, mapped.fields, mapped.outputBytes);
     const progress = fields.progress ?? null;
     const currentNode = fields.current_node ?? null;
     const next: PollState = {
-      ...state,
+      ...counted,
       status: mapped.status,
       progress,
       current_node: currentNode,
-      poll_count: pollCount,
-      execution_polls: executionPolls,
       cleanup_after: execution.cleanup_after,
-      next_poll_seconds: nextPollSeconds(pollSettings),
     };
-    const changed = mapped.status !== state.status || progress !== state.progress || currentNode !== state.current_node;
-    if (!changed && !isTerminalStatus(mapped.status)) return this.continueLoop(next);
+    const changed = mapped.status !== compare.status || progress !== compare.progress || currentNode !== compare.current_node;
+    if (!changed && !isTerminalStatus(mapped.status)) return { kind: 'running', next, execution, atMs: nowMs };
 
-    const result = await this.record(state.job_id, mapped.status, { ...fields, polls: pollCount }, observedAt);
-    if (result.applied) return this.continueLoop(next);
+    const result = await this.record(compare.job_id, mapped.status, { ...fields, polls: pollCount }, observedAt);
+    if (result.applied) {
+      return isTerminalStatus(mapped.status) ? { kind: 'done', state: withoutNextPoll(next, counted) } : { kind: 'running', next, execution, atMs: nowMs };
+    }
 
     const current = result.record;
     if (current && isSettled(current)) {
       // Someone settled the job first (a cancel request, the sweeper): finish with their outcome.
-      logger.info('job already settled; finishing with the recorded outcome', { job_id: state.job_id, status: current.status });
-      return { ...next, status: current.status };
+      logger.info('job already settled; finishing with the recorded outcome', { job_id: compare.job_id, status: current.status });
+      return { kind: 'done', state: { ...withoutNextPoll(next, counted), status: current.status } };
     }
     // A stale or backwards observation (e.g. RUNNING after a recorded later status): keep the recorded state.
-    logger.warn('status update refused as stale', { job_id: state.job_id, observed: mapped.status, recorded: current?.status });
-    return this.continueLoop({ ...state, poll_count: pollCount, execution_polls: executionPolls, next_poll_seconds: next.next_poll_seconds, ...(current ? { status: current.status } : {}) });
+    logger.warn('status update refused as stale', { job_id: compare.job_id, observed: mapped.status, recorded: current?.status });
+    return { kind: 'running', next: { ...compare, poll_count: counted.poll_count, execution_polls: counted.execution_polls, ...(current ? { status: current.status } : {}) }, execution, atMs: nowMs };
   }
 
   /** A COMPLETED output over the inline limit goes to S3; the record keeps its location. */
@@ -148,18 +351,18 @@ export class JobPoller {
       this.deps.logger.error('could not cancel a timed-out execution in Waterflai', { job_id: state.job_id, error: describeError(error) });
     }
     this.deps.logger.warn('job passed its deadline; cancelled', { job_id: state.job_id, deadline_at: state.deadline_at });
-    return this.settle(state, pollCount, JOB_STATUS.FAILED, {
+    return this.settle({ ...state, poll_count: pollCount, execution_polls: (state.execution_polls ?? 0) + 1 }, JOB_STATUS.FAILED, {
       finished_at: at,
       error_code: ERROR_CODE.TIMED_OUT,
       error_message: `the job did not finish by its deadline ${state.deadline_at}; the execution was cancelled`,
     }, at);
   }
 
-  /** Settles the job (unless someone else did first) and returns the terminal loop state. */
-  private async settle(state: PollState, pollCount: number, status: JobStatus, fields: StatusFields, at: string): Promise<PollState> {
-    const result = await this.record(state.job_id, status, { ...fields, polls: pollCount }, at);
+  /** Settles the job (unless someone else did first) and returns the terminal loop state. `counted` carries this poll's counts. */
+  private async settle(counted: PollState, status: JobStatus, fields: StatusFields, at: string): Promise<PollState> {
+    const result = await this.record(counted.job_id, status, { ...fields, polls: counted.poll_count }, at);
     const settledStatus = result.record && isSettled(result.record) ? result.record.status : status;
-    return { ...state, status: settledStatus, poll_count: pollCount, execution_polls: (state.execution_polls ?? 0) + 1 };
+    return { ...counted, status: settledStatus };
   }
 
   private async record(jobId: string, status: JobStatus, fields: StatusFields, at: string): Promise<UpdateResult> {
@@ -193,6 +396,24 @@ export class JobPoller {
     }
     return { ...next, handed_over: true };
   }
+}
+
+function isStreamFailure(outcome: ListenOutcome): boolean {
+  return outcome === 'unavailable' || outcome === 'failed' || outcome === 'silent';
+}
+
+/** The state with the strategy's memory, left out while it is empty (the fixed strategy keeps none). */
+function withMemory(state: PollState, memory: StrategyMemory | undefined): PollState {
+  if (memory === undefined || Object.keys(memory).length === 0) {
+    const { poll_memo: _memo, ...rest } = state;
+    return rest;
+  }
+  return { ...state, poll_memo: memory };
+}
+
+/** A terminal state keeps the wait it came in with (the loop does not wait again). */
+function withoutNextPoll(next: PollState, counted: PollState): PollState {
+  return { ...next, next_poll_seconds: counted.next_poll_seconds };
 }
 
 function isPast(isoTime: string | null | undefined, nowMs: number): boolean {

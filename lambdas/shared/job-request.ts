@@ -142,14 +142,16 @@ export function parseIntakeMessage(body: string, messageId: string): IntakeMessa
         delivery: 'eventbridge',
       });
     }
-    request = envelope.data.detail;
+    request = parsed.detail as Record<string, unknown>; // the parsed object, not zod's copy (see below)
     delivery = 'eventbridge';
     defaultJobId = envelope.data.id;
   }
 
   if (request.action === CANCEL_ACTION) {
     const cancel = cancelRequestSchema.safeParse(request);
-    if (!cancel.success) throw new InvalidMessageError(`invalid cancel request: ${formatIssues(cancel.error)}`, { delivery });
+    if (!cancel.success) {
+      throw new InvalidMessageError(`invalid cancel request: ${formatIssues(cancel.error)}`, { ...optional('jobId', jobIdOf(request, undefined)), delivery });
+    }
     return { kind: 'cancel', job_id: cancel.data.job_id, delivery };
   }
 
@@ -168,8 +170,10 @@ export function parseIntakeMessage(body: string, messageId: string): IntakeMessa
     request: {
       job_id: data.job_id ?? defaultJobId,
       chatbot_id: data.chatbot_id,
-      input_data: data.input_data,
-      metadata: data.metadata ?? {},
+      // The objects as parsed, not zod's copies: a copy loses keys such as "__proto__", and
+      // input_data must reach Waterflai unchanged.
+      input_data: request.input_data as Record<string, unknown>,
+      metadata: (request.metadata as Record<string, unknown> | undefined) ?? {},
       ...optional('timeout_seconds', data.timeout_seconds),
       delivery,
     },
@@ -199,9 +203,9 @@ function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]
 }
 
 /** The job id to report for a request object: its own valid `job_id`, else the default. */
-function jobIdOf(request: Record<string, unknown>, fallback: string): string | undefined {
+function jobIdOf(request: Record<string, unknown>, fallback: string | undefined): string | undefined {
   const own = request.job_id;
-  if (own === undefined) return JOB_ID_PATTERN.test(fallback) ? fallback : undefined;
+  if (own === undefined) return fallback !== undefined && JOB_ID_PATTERN.test(fallback) ? fallback : undefined;
   return typeof own === 'string' && JOB_ID_PATTERN.test(own) ? own : undefined;
 }
 

@@ -1,10 +1,13 @@
 import { ERROR_CODE, JOB_STATUS, type JobStatus } from './constants';
+import { jsonDepth } from './job-request';
 import type { StatusFields } from './job-store';
 import type { ExecutionStatus } from './waterflai-client';
 
 /** Longest error message and node name stored (they flow into DynamoDB and events). */
 export const MAX_ERROR_MESSAGE_CHARS = 4_096;
 export const MAX_NODE_NAME_CHARS = 256;
+/** Deepest `final_output` accepted (serialising deeper JSON could overflow the stack). */
+export const MAX_OUTPUT_DEPTH = 512;
 
 /** A Waterflai status mapped onto the orchestrator's job model. */
 export interface MappedStatus {
@@ -43,6 +46,18 @@ export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: strin
       return { status: execution.known_status, fields: progressFields };
     case 'COMPLETED': {
       const output = execution.final_output === undefined ? null : execution.final_output;
+      const depth = jsonDepth(output);
+      if (depth > MAX_OUTPUT_DEPTH) {
+        return {
+          status: JOB_STATUS.FAILED,
+          fields: {
+            ...progressFields,
+            finished_at: finishedAt,
+            error_code: ERROR_CODE.OUTPUT_TOO_LARGE,
+            error_message: `the execution completed but its final_output is nested ${depth} levels deep, over the limit of ${MAX_OUTPUT_DEPTH}`,
+          },
+        };
+      }
       if (output === null && execution.cleanup_after !== null && Date.parse(execution.cleanup_after) <= Date.parse(finishedAt)) {
         return {
           status: JOB_STATUS.FAILED,

@@ -1,4 +1,5 @@
 import type { JobStatus } from './constants';
+import type { StrategyMemory } from './poll-strategy';
 
 /**
  * The state that flows through the poll loop (state machine input, the poll Lambda's
@@ -34,6 +35,12 @@ export interface PollState {
   readonly cleanup_after?: string | null;
   /** Set by the poll that handed the job over to a successor execution: this execution ends. */
   readonly handed_over?: boolean;
+  /**
+   * What the poll strategy remembers between polls (run start, last progress changes,
+   * stream health, history budget): a handful of short numeric fields, absent for
+   * strategies that remember nothing. See `StrategyMemory` in poll-strategy.ts.
+   */
+  readonly poll_memo?: StrategyMemory;
 }
 
 /** The error the state machine's Catch puts at `$.error` before the failure-recording step. */

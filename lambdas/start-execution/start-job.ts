@@ -216,7 +216,11 @@ export class JobStarter {
       if ((job.claim_expires_at ?? 0) > nowMs) throw new JobBusyError(job.job_id);
       const taken = await store.takeOverClaim(job.job_id, job.claim_expires_at, nowMs + this.deps.settings.claimLeaseMs, iso(nowMs));
       if (!taken) throw new JobBusyError(job.job_id);
-      logger.warn('took over an expired claim; a previous attempt may have started a Waterflai execution', { job_id: job.job_id });
+      if (job.claim_expires_at === 0) {
+        logger.info('retrying a start whose previous attempt failed before Waterflai accepted it', { job_id: job.job_id });
+      } else {
+        logger.warn('took over an expired claim; a previous attempt may have started a Waterflai execution', { job_id: job.job_id });
+      }
       job = taken;
     }
 
@@ -372,7 +376,7 @@ export class JobStarter {
   private async sendToDeadLetterQueue(message: SQSRecord, code: string, reason: string, jobId: string | undefined): Promise<void> {
     const attributes: Record<string, { DataType: 'String'; StringValue: string }> = {
       [DLQ_ATTRIBUTE.ERROR_CODE]: { DataType: 'String', StringValue: code },
-      [DLQ_ATTRIBUTE.ERROR_MESSAGE]: { DataType: 'String', StringValue: reason.slice(0, 1024) || code },
+      [DLQ_ATTRIBUTE.ERROR_MESSAGE]: { DataType: 'String', StringValue: sqsSafe(reason.slice(0, 1024)) || code },
       [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: { DataType: 'String', StringValue: message.messageId },
       [DLQ_ATTRIBUTE.FAILED_AT]: { DataType: 'String', StringValue: iso(this.now()) },
     };
@@ -422,6 +426,15 @@ export class JobStarter {
   private expiresAt(nowMs: number): number {
     return Math.floor(nowMs / 1000) + this.deps.settings.retentionDays * 86_400;
   }
+}
+
+/**
+ * SQS attribute values may only hold #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD |
+ * #x10000-#x10FFFF; anything else (a NUL in an unknown key an error message names, say)
+ * would make SendMessage fail. Replaced by U+FFFD.
+ */
+export function sqsSafe(text: string): string {
+  return text.replace(/[^\t\n\r\u0020-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/gu, '\uFFFD');
 }
 
 /**

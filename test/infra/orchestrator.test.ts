@@ -52,6 +52,7 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     template.resourceCountIs('AWS::SQS::Queue', 2);
     template.hasResourceProperties('AWS::SQS::Queue', {
       VisibilityTimeout: 360, // 6 x the 60 s start function timeout
+      MaximumMessageSize: 262_144, // bodies the start function would refuse are refused at send time
       SqsManagedSseEnabled: true,
       RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('DeadLetterQueue'), 'Arn'] }, maxReceiveCount: 5 },
     });
@@ -121,18 +122,22 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     });
   });
 
-  it('runs the five functions on nodejs22.x or newer, on arm64, with 256 MB and the planned timeouts', () => {
-    const functions = Object.values(lambdaFunctions(template));
+  it('runs the five functions on nodejs22.x or newer, on arm64, with the planned memory and timeouts', () => {
+    const functions = Object.entries(lambdaFunctions(template));
     expect(functions).toHaveLength(5);
-    for (const fn of functions) {
+    for (const [id, fn] of functions) {
       const runtime = String(fn.Properties.Runtime);
       expect(runtime).toMatch(/^nodejs\d+\.x$/);
       expect(Number(/^nodejs(\d+)/.exec(runtime)?.[1])).toBeGreaterThanOrEqual(22);
       expect(fn.Properties.Architectures).toEqual(['arm64']);
-      expect(fn.Properties.MemorySize).toBe(256);
+      // The poll function mostly waits on the network (status reads, the stream finish): 128 MB.
+      expect(fn.Properties.MemorySize).toBe(id.includes('PollFunction') ? 128 : 256);
       expect(fn.Properties.Handler).toBe('index.handler');
     }
-    expect(functions.map((fn) => Number(fn.Properties.Timeout)).sort((a, b) => a - b)).toEqual([30, 30, 60, 60, 300]);
+    // The poll function's 10 minutes leave room for listening on the execution's stream.
+    const poll = functions.find(([id]) => id.includes('PollFunction'));
+    expect(Number(poll?.[1].Properties.Timeout)).toBe(600);
+    expect(functions.map(([, fn]) => Number(fn.Properties.Timeout)).sort((a, b) => a - b)).toEqual([30, 60, 60, 300, 600]);
   });
 
   it('gives each function its own log group with one month retention', () => {

@@ -194,3 +194,23 @@ describe('jsonDepth', () => {
     expect(jsonDepth(value)).toBe(depth);
   });
 });
+
+describe('parseIntakeMessage: data passes through unchanged', () => {
+  it('keeps a "__proto__" key in input_data and metadata (as JSON.parse gives it), directly and in an EventBridge envelope', () => {
+    const direct = '{"chatbot_id":"b","input_data":{"__proto__":{"x":1},"q":"hi"},"metadata":{"__proto__":{"m":2}}}';
+    const routed = `{"id":"e1","detail-type":"x","source":"s","detail":${direct}}`;
+
+    for (const body of [direct, routed]) {
+      const request = parseJobMessage(body, MESSAGE_ID);
+      expect(JSON.stringify(request.input_data)).toBe('{"__proto__":{"x":1},"q":"hi"}');
+      expect(JSON.stringify(request.metadata)).toBe('{"__proto__":{"m":2}}');
+    }
+  });
+
+  it('reports the job id of a malformed cancel request (for the DLQ attributes)', () => {
+    const error = parseError(JSON.stringify({ action: 'cancel', job_id: 'ab', extra: 1 }));
+
+    expect(error.message).toMatch(/invalid cancel request/);
+    expect(error.jobId).toBe('ab');
+  });
+});

@@ -10,7 +10,7 @@ import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/
 import { JobStore } from '../../lambdas/shared/job-store';
 import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
 import type { PollState } from '../../lambdas/shared/workflow';
-import { JobBusyError, JobStarter, type StarterSettings, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
+import { JobBusyError, JobStarter, sqsSafe, type StarterSettings, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 
 const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:poll-loop';
@@ -440,5 +440,20 @@ describe('JobStarter: permanent failures are not retried', () => {
     const ids = new Set(publishedDetails().map((event) => event.detail.event_id));
     expect([...ids]).toEqual(['job-1:failed']);
     expect(sqsMock).toHaveReceivedCommandTimes(SendMessageCommand, 1);
+  });
+});
+
+describe('sqsSafe', () => {
+  it.each([
+    ['NUL and other control characters', 'a\u0000b\u0007c\u001fd', 'a\uFFFDb\uFFFDc\uFFFDd'],
+    ['non-characters', 'x\uFFFEy\uFFFF', 'x\uFFFDy\uFFFD'],
+    ['a lone surrogate', 'a\uD800b', 'a\uFFFDb'],
+  ])('replaces %s that SQS refuses in attribute values', (_name, given, expected) => {
+    expect(sqsSafe(given)).toBe(expected);
+  });
+
+  it('keeps tabs, newlines, non-ASCII text and astral characters', () => {
+    const text = 'tab\tnl\ncr\r é ü 中文 😀';
+    expect(sqsSafe(text)).toBe(text);
   });
 });

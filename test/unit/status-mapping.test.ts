@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ERROR_CODE, JOB_STATUS, WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/shared/constants';
-import { MAX_ERROR_MESSAGE_CHARS, MAX_NODE_NAME_CHARS, mapExecutionStatus } from '../../lambdas/shared/status-mapping';
+import { MAX_ERROR_MESSAGE_CHARS, MAX_NODE_NAME_CHARS, MAX_OUTPUT_DEPTH, mapExecutionStatus } from '../../lambdas/shared/status-mapping';
 import type { ExecutionStatus } from '../../lambdas/shared/waterflai-client';
 
 const OBSERVED_AT = '2025-03-01T12:00:00.000Z';
@@ -208,5 +208,22 @@ describe('mapExecutionStatus', () => {
       expect(mapped.status).toBe(JOB_STATUS.FAILED);
       expect(mapped.fields.error_code).toBe(ERROR_CODE.OUTPUT_TOO_LARGE);
     });
+  });
+});
+
+describe('mapExecutionStatus: outputs too deep to serialise', () => {
+  it('settles a COMPLETED output nested deeper than MAX_OUTPUT_DEPTH as FAILED OUTPUT_TOO_LARGE instead of overflowing the stack', () => {
+    // Prepare
+    let deep: unknown = 'leaf';
+    for (let i = 0; i < 20_000; i += 1) deep = [deep];
+    const given = execution({ status: 'COMPLETED', known_status: WATERFLAI_STATUS.COMPLETED, final_output: deep });
+
+    // Act
+    const mapped = mapExecutionStatus(given, OBSERVED_AT, LIMIT);
+
+    // Assess
+    expect(mapped.status).toBe(JOB_STATUS.FAILED);
+    expect(mapped.fields.error_code).toBe(ERROR_CODE.OUTPUT_TOO_LARGE);
+    expect(mapped.fields.error_message).toMatch(new RegExp(`nested 20000 levels deep, over the limit of ${MAX_OUTPUT_DEPTH}`));
   });
 });
