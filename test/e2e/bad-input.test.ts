@@ -126,14 +126,6 @@ const ROWS: readonly Row[] = [
   { name: 'a JSON number', body: () => '42', expect: noJobId(/must be a JSON object, got a number/) },
   { name: 'a JSON string (a double-encoded request)', body: (ctx) => json(json(request(ctx))), expect: noJobId(/must be a JSON object, got a string/) },
   { name: 'JSON true', body: () => 'true', expect: noJobId(/must be a JSON object, got a boolean/) },
-  // (Refused by size before parsing. A JSON object this large that holds a job_id gets no Failed
-  // event either: reported separately, so this row is not a JSON object.)
-  {
-    name: 'a whole body over 256 KiB',
-    body: (ctx) => `${ctx.bot} ${'x'.repeat(JOB_REQUEST_LIMITS.MAX_MESSAGE_BYTES)}`,
-    expect: noJobId(/^message body is 262155 bytes, over the 262144 byte limit$/),
-  },
-
   // Missing fields and wrong types: the job id is still readable.
   { name: 'an empty object (the SQS message id becomes the job id)', body: () => '{}', expect: failed(/^chatbot_id: .*; input_data: /, { jobId: { kind: 'message-id' }, keepsChatbot: false, keepsMetadata: false }) },
   { name: 'chatbot_id missing', body: (ctx) => json(request(ctx, { chatbot_id: undefined })), expect: failed(/^chatbot_id: Invalid input: expected string, received undefined/, { keepsChatbot: false }) },
@@ -497,6 +489,21 @@ describe('the bad-input catalogue', () => {
     });
     const outcomes = runtime.eventBridge.events().filter((event) => event.source === 'waterflai.orchestrator');
     expect(outcomes.map((event) => (event.detail as { job_id: string }).job_id).sort()).toEqual(expected.sort());
+  });
+
+  it('refuses a body over 256 KiB at send time: the producer gets the error, nothing reaches the handler or Waterflai', async () => {
+    // Prepare
+    const before = runtime.simulator!.stats().total_requests;
+    const body = JSON.stringify({ job_id: 'too-big', chatbot_id: 'too-big-bot', input_data: { blob: 'x'.repeat(JOB_REQUEST_LIMITS.MAX_MESSAGE_BYTES) } });
+
+    // Act
+    const sent = await sqs.send(new SendMessageBatchCommand({ QueueUrl: runtime.intakeQueueUrl, Entries: [{ Id: 'big', MessageBody: body }] }));
+
+    // Assess
+    expect(sent.Successful ?? []).toEqual([]);
+    expect(sent.Failed?.[0]?.SenderFault).toBe(true);
+    expect(runtime.simulator!.stats().total_requests).toBe(before);
+    expect(await runtime.getJob('too-big')).toBeUndefined();
   });
 
   it('keeps a job cancelled before it arrived from ever reaching Waterflai', async () => {
