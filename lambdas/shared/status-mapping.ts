@@ -1,4 +1,4 @@
-import { ERROR_CODE, JOB_STATUS, type JobStatus } from './constants';
+import { CANCEL_REASON, ERROR_CODE, JOB_STATUS, type ErrorCode, type JobStatus } from './constants';
 import { jsonDepth } from './job-request';
 import type { StatusFields } from './job-store';
 import type { ExecutionStatus } from './waterflai-client';
@@ -38,6 +38,10 @@ export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: strin
     upstream_started_at: execution.started_at,
     cleanup_after: execution.cleanup_after,
   };
+  const failed = (code: ErrorCode, message: string): MappedStatus => ({
+    status: JOB_STATUS.FAILED,
+    fields: { ...progressFields, finished_at: finishedAt, error_code: code, error_message: message.slice(0, MAX_ERROR_MESSAGE_CHARS) },
+  });
   switch (execution.known_status) {
     case null:
       return { status: JOB_STATUS.UNKNOWN, fields: progressFields };
@@ -48,52 +52,20 @@ export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: strin
       const output = execution.final_output === undefined ? null : execution.final_output;
       const depth = jsonDepth(output);
       if (depth > MAX_OUTPUT_DEPTH) {
-        return {
-          status: JOB_STATUS.FAILED,
-          fields: {
-            ...progressFields,
-            finished_at: finishedAt,
-            error_code: ERROR_CODE.OUTPUT_TOO_LARGE,
-            error_message: `the execution completed but its final_output is nested ${depth} levels deep, over the limit of ${MAX_OUTPUT_DEPTH}`,
-          },
-        };
+        return failed(ERROR_CODE.OUTPUT_TOO_LARGE, `the execution completed but its final_output is nested ${depth} levels deep, over the limit of ${MAX_OUTPUT_DEPTH}`);
       }
       if (output === null && execution.cleanup_after !== null && Date.parse(execution.cleanup_after) <= Date.parse(finishedAt)) {
-        return {
-          status: JOB_STATUS.FAILED,
-          fields: {
-            ...progressFields,
-            finished_at: finishedAt,
-            error_code: ERROR_CODE.OUTPUT_EXPIRED,
-            error_message: `the execution completed but Waterflai already cleaned up its output (cleanup_after ${execution.cleanup_after})`,
-          },
-        };
+        return failed(ERROR_CODE.OUTPUT_EXPIRED, `the execution completed but Waterflai already cleaned up its output (cleanup_after ${execution.cleanup_after})`);
       }
       const bytes = Buffer.byteLength(JSON.stringify(output) ?? 'null', 'utf8');
       if (bytes > maxOutputBytes) {
-        return {
-          status: JOB_STATUS.FAILED,
-          fields: {
-            ...progressFields,
-            finished_at: finishedAt,
-            error_code: ERROR_CODE.OUTPUT_TOO_LARGE,
-            error_message: `the execution completed but its final_output is ${bytes} bytes, over the ${maxOutputBytes} byte limit`,
-          },
-        };
+        return failed(ERROR_CODE.OUTPUT_TOO_LARGE, `the execution completed but its final_output is ${bytes} bytes, over the ${maxOutputBytes} byte limit`);
       }
       return { status: JOB_STATUS.COMPLETED, fields: { ...progressFields, finished_at: finishedAt, final_output: output }, outputBytes: bytes };
     }
     case 'FAILED':
-      return {
-        status: JOB_STATUS.FAILED,
-        fields: {
-          ...progressFields,
-          finished_at: finishedAt,
-          error_code: ERROR_CODE.EXECUTION_FAILED,
-          error_message: (execution.error_message ?? 'Waterflai reported the execution as FAILED without an error message').slice(0, MAX_ERROR_MESSAGE_CHARS),
-        },
-      };
+      return failed(ERROR_CODE.EXECUTION_FAILED, execution.error_message ?? 'Waterflai reported the execution as FAILED without an error message');
     case 'CANCELLED':
-      return { status: JOB_STATUS.CANCELLED, fields: { ...progressFields, finished_at: finishedAt, cancel_reason: 'remote' } };
+      return { status: JOB_STATUS.CANCELLED, fields: { ...progressFields, finished_at: finishedAt, cancel_reason: CANCEL_REASON.REMOTE } };
   }
 }
