@@ -5,6 +5,7 @@ import { cachedApiKey } from '../shared/api-key';
 import { dynamoDocumentClient, s3, secretsManager, stepFunctions } from '../shared/aws-clients';
 import { DEFAULT_MAX_INLINE_OUTPUT_BYTES, positiveIntEnv, readPollSettings, readWaterflaiSettings, requireEnv } from '../shared/config';
 import { ENV } from '../shared/constants';
+import { ConfigurationError } from '../shared/errors';
 import { listenToExecution } from '../shared/execution-stream';
 import { JobStore } from '../shared/job-store';
 import { createLogger } from '../shared/logger';
@@ -32,14 +33,21 @@ const stream: ExecutionStreamListener = {
   listen: (executionId, options) => listenToExecution({ url: waterflai.streamUrl(executionId), apiKey: streamApiKey, ...options }),
 };
 
+/**
+ * `POLL_STRATEGY`: `adaptive` (the default: progress-based waits and the stream finish) or
+ * `fixed` (every pollIntervalSeconds, no stream): an operator's escape hatch, e.g. when the
+ * stream misbehaves in some deployment. Set it through `functionProps.environment`.
+ */
+const strategyName = process.env.POLL_STRATEGY?.trim() || 'adaptive';
+if (strategyName !== 'adaptive' && strategyName !== 'fixed') throw new ConfigurationError(`environment variable POLL_STRATEGY must be adaptive or fixed, got "${strategyName}"`);
+
 const poller = new JobPoller({
   store: new JobStore(dynamoDocumentClient(), requireEnv(ENV.JOB_TABLE_NAME)),
   waterflai,
   logger,
   pollSettings,
   // Ours: pollIntervalSeconds is the first wait, pollMin/MaxSeconds the floor and cap.
-  strategy: adaptiveStrategy({ ...DEFAULT_ADAPTIVE_SETTINGS, ...pollSettings }),
-  stream,
+  ...(strategyName === 'adaptive' ? { strategy: adaptiveStrategy({ ...DEFAULT_ADAPTIVE_SETTINGS, ...pollSettings }), stream } : {}),
   timeScale: readTimeScale(),
   maxInlineOutputBytes: positiveIntEnv(ENV.MAX_INLINE_OUTPUT_BYTES, DEFAULT_MAX_INLINE_OUTPUT_BYTES),
   ...(outputBucket ? { outputs: new OutputStore(s3(), outputBucket) } : {}),

@@ -5,7 +5,7 @@ import { isSettled, type JobStore, type StatusFields, type UpdateResult } from '
 import type { AppLogger } from '../shared/logger';
 import type { OutputStore } from '../shared/output-store';
 import { DEFAULT_STREAM_RESERVE_MS, listenBudgetSeconds, type ListenOutcome, type ListenResult, type StreamProgress } from '../shared/execution-stream';
-import { fixedIntervalStrategy, type FixedIntervalSettings, type JobObservation, type PollStrategy, type StrategyMemory, type StreamState } from '../shared/poll-strategy';
+import { fixedIntervalStrategy, MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings, type JobObservation, type PollStrategy, type StrategyMemory, type StreamState } from '../shared/poll-strategy';
 import { mapExecutionStatus } from '../shared/status-mapping';
 import { requestTimeoutFor, type ExecutionStatus, type RequestOptions } from '../shared/waterflai-client';
 import type { PollState } from '../shared/workflow';
@@ -98,7 +98,9 @@ type ReadResult =
   /** Waterflai answered 429: wait as asked. */
   | { readonly kind: 'rate-limited'; readonly retryAfterSeconds: number | undefined }
   /** A non-terminal status, recorded if it changed. */
-  | { readonly kind: 'running'; readonly next: PollState; readonly execution: ExecutionStatus; readonly atMs: number };
+  | { readonly kind: 'running'; readonly next: PollState; readonly execution: ExecutionStatus; readonly atMs: number }
+  /** CANCELLED, not recorded (asked for by `deferCancelled`). */
+  | { readonly kind: 'cancel-deferred' };
 
 const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
@@ -138,6 +140,7 @@ export class JobPoller {
     const first = await this.read(state, counted, remainingMs, nowMs);
     if (first.kind === 'done') return first.state;
     if (first.kind === 'rate-limited') return this.rateLimited(counted, state.poll_memo, first.retryAfterSeconds, 'available');
+    if (first.kind === 'cancel-deferred') throw new Error('a first status read never defers a cancel');
 
     // Ask the strategy; maybe listen on the stream until the end (or until it is not worth it).
     let memory = this.strategy.observe(state.poll_memo, this.observation(state, first.execution, first.atMs));
@@ -154,7 +157,15 @@ export class JobPoller {
       const heard = await this.listen(state, memory, plan.listenSeconds, remainingMs);
       memory = heard.memory;
       // Whatever the stream said, the status read decides (and records) the outcome.
-      const second = await this.read(first.next, first.next, remainingMs);
+      const second = await this.read(first.next, first.next, remainingMs, this.now(), { deferCancelled: true });
+      if (second.kind === 'cancel-deferred') {
+        // A Lambda invocation outlives a StopExecution: if an operator stopped this execution
+        // while it listened, the CANCELLED it heard is the reconciler's upstream cancel, which
+        // the reconciler records as `stopped`. The next poll (there is none after a stop)
+        // records a genuine remote cancel.
+        this.deps.logger.info('execution cancelled while listening; the next poll records it', { job_id: state.job_id });
+        return this.continueLoop(withMemory({ ...first.next, next_poll_seconds: 1 }, memory));
+      }
       if (second.kind === 'done') return second.state;
       if (second.kind === 'rate-limited') return this.rateLimited(first.next, memory, second.retryAfterSeconds, 'listened');
       memory = this.strategy.observe(memory, this.observation(state, second.execution, second.atMs));
@@ -171,8 +182,19 @@ export class JobPoller {
       });
       memory = plan.memory;
     }
-    this.deps.logger.debug('next poll planned', { job_id: state.job_id, poll_count: pollCount, wait_seconds: plan.waitSeconds });
-    return this.continueLoop(withMemory({ ...next, next_poll_seconds: plan.waitSeconds }, memory));
+    const wait = this.capAtDeadline(state, plan.waitSeconds);
+    this.deps.logger.debug('next poll planned', { job_id: state.job_id, poll_count: pollCount, wait_seconds: wait, poll_memo: memory });
+    return this.continueLoop(withMemory({ ...next, next_poll_seconds: wait }, memory));
+  }
+
+  /**
+   * The wait, shortened so that the first poll after the job's deadline comes right after
+   * it (that poll cancels the execution upstream). `atLeast` is a wait the server asked for.
+   */
+  private capAtDeadline(state: PollState, waitSeconds: number, atLeast = 1): number {
+    const untilDeadline = Math.ceil((Date.parse(state.deadline_at) - this.now()) / 1000 / this.timeScale);
+    if (!Number.isFinite(untilDeadline)) return waitSeconds;
+    return Math.max(1, Math.ceil(atLeast), Math.min(waitSeconds, Math.max(1, untilDeadline)));
   }
 
   private get strategy(): PollStrategy {
@@ -232,7 +254,8 @@ export class JobPoller {
       random: this.random,
       ...(retryAfterSeconds === undefined ? { retryAfterSeconds: 0 } : { retryAfterSeconds }),
     });
-    return this.continueLoop(withMemory({ ...counted, next_poll_seconds: plan.waitSeconds }, plan.memory));
+    const wait = this.capAtDeadline(counted, plan.waitSeconds, Math.min(retryAfterSeconds ?? 0, MAX_RETRY_AFTER_SECONDS));
+    return this.continueLoop(withMemory({ ...counted, next_poll_seconds: wait }, plan.memory));
   }
 
   /** Listens on the stream for up to `seconds` of job time, folding its events into the memory. */
@@ -273,7 +296,7 @@ export class JobPoller {
    * conditional, monotonic write. `compare` is the state the change is judged against;
    * `counted` carries the poll counts of this poll.
    */
-  private async read(compare: PollState, counted: PollState, remainingMs: () => number, nowMs: number = this.now()): Promise<ReadResult> {
+  private async read(compare: PollState, counted: PollState, remainingMs: () => number, nowMs: number = this.now(), options: { deferCancelled?: boolean } = {}): Promise<ReadResult> {
     const { waterflai, logger } = this.deps;
     const pollCount = counted.poll_count;
     const observedAt = new Date(nowMs).toISOString();
@@ -297,6 +320,7 @@ export class JobPoller {
     }
 
     const mapped = mapExecutionStatus(execution, observedAt, this.deps.outputs ? (this.deps.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES) : this.deps.maxInlineOutputBytes);
+    if (options.deferCancelled === true && mapped.status === JOB_STATUS.CANCELLED) return { kind: 'cancel-deferred' };
     const fields = await this.placeOutput(compare, mapped.status, mapped.fields, mapped.outputBytes);
     const progress = fields.progress ?? null;
     const currentNode = fields.current_node ?? null;

@@ -83,6 +83,8 @@ export class SseParser {
   #eventType = '';
   #lastId = '';
   #dropping = false;
+  /** The current line passed the limit: the rest of it is discarded up to its end. */
+  #skippingLine = false;
   #sawCr = false;
   #started = false;
 
@@ -110,7 +112,8 @@ export class SseParser {
         start = i + 1;
         continue;
       }
-      this.#line(this.#buffer + text.slice(start, i));
+      if (this.#skippingLine) this.#skippingLine = false;
+      else this.#line(this.#buffer + text.slice(start, i));
       this.#buffer = '';
       this.#sawCr = code === 13;
       if (code === 13 && text.charCodeAt(i + 1) === 10) {
@@ -121,10 +124,11 @@ export class SseParser {
     }
     if (start < text.length) {
       this.#sawCr = false;
-      this.#buffer += text.slice(start);
+      if (!this.#skippingLine) this.#buffer += text.slice(start);
       if (this.#buffer.length > this.#maxLine) {
-        // A runaway line: drop it and the event it belongs to.
+        // A runaway line: drop it (up to its end) and the event it belongs to.
         this.#buffer = '';
+        this.#skippingLine = true;
         this.#dropping = true;
       }
     }
@@ -373,10 +377,15 @@ export async function listenToExecution(options: ListenOptions): Promise<ListenR
   const stopped = new Promise<void>((resolve) => {
     wake = resolve;
   });
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  // Stopping aborts the request and cancels the reader, which settles a pending read: the
+  // read loop needs no race (a race per read against a long-pending promise would keep
+  // every chunk alive until the end of the listen).
   const halt = (why: Stop): void => {
     if (stop !== undefined) return;
     stop = why;
     controller.abort();
+    reader?.cancel().catch(() => undefined);
     wake();
   };
   const onCallerAbort = (): void => halt({ outcome: 'aborted' });
@@ -438,7 +447,6 @@ export async function listenToExecution(options: ListenOptions): Promise<ListenR
     { maxEventBytes: options.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES, maxLineBytes: options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES },
   );
 
-  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   try {
     const responsePromise = doFetch(options.url, {
       method: 'GET',
@@ -463,8 +471,9 @@ export async function listenToExecution(options: ListenOptions): Promise<ListenR
     reader = response.body.getReader();
     const decoder = new TextDecoder('utf-8');
     for (;;) {
-      const chunk = await Promise.race([reader.read(), stopped.then(() => undefined)]);
-      if (chunk === undefined || stop !== undefined) break;
+      if (stop !== undefined) break;
+      const chunk = await reader.read();
+      if (stop !== undefined) break;
       if (chunk.done) {
         // An unterminated last event is discarded, as the SSE format requires.
         parser.push(decoder.decode());

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { InvalidMessageError, type InvalidMessageContext } from './errors';
 import { JOB_ID_MAX_LENGTH, JOB_ID_PATTERN, URL_IDENTIFIER_MAX_LENGTH, URL_IDENTIFIER_PATTERN } from './identifiers';
 

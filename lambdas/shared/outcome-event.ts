@@ -1,5 +1,5 @@
 import { PutEventsCommand, type EventBridgeClient } from '@aws-sdk/client-eventbridge';
-import { z } from 'zod';
+import * as z from 'zod';
 import { CANCEL_REASON, DETAIL_TYPE, EVENT_SOURCE, JOB_STATUS, type DetailType, type TerminalStatus } from './constants';
 import type { JobRecord } from './job-store';
 

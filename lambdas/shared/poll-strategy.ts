@@ -109,10 +109,13 @@ export interface StrategyMemory {
   s?: number;
   /** Total nodes, when reported. */
   n?: number;
-  /** The previous progress change: [seconds since acceptance, percent]. */
-  a?: [number, number];
-  /** The latest progress change: [seconds since acceptance, percent]. */
-  b?: [number, number];
+  /**
+   * The previous progress change: [earliest it can have happened, percent, latest it can
+   * have happened] (seconds since acceptance; earliest = latest for a stream event).
+   */
+  a?: [number, number, number];
+  /** The latest progress change, like `a`. */
+  b?: [number, number, number];
   /** Pace of the step before the latest one (from `a` back to the change before it), in seconds per percent. */
   g?: number;
   /** When the job was last observed (seconds since acceptance). */
@@ -261,6 +264,12 @@ export interface AdaptiveSettings extends FixedIntervalSettings {
   readonly spread: number;
   /** Exponent of the acceleration extrapolated from the last two steps (0: none). */
   readonly trend: number;
+  /**
+   * Before the first progress change: each of the other steps is assumed to take at least
+   * this share of the time the first one has taken so far (0.5 covers progress that
+   * speeds up linearly, like the simulator's back_loaded shape).
+   */
+  readonly firstStepShare: number;
   /** Without progress information: the current node lasts at least this share of the average node. */
   readonly nodeSafety: number;
   /** Share of the earliest plausible end slept before looking again. */
@@ -296,12 +305,13 @@ export const DEFAULT_ADAPTIVE_SETTINGS: AdaptiveSettings = {
   ...DEFAULT_POLL_SETTINGS,
   spread: 1.0,
   trend: 0.5,
+  firstStepShare: 0.5,
   nodeSafety: 0.8,
-  fraction: 0.8,
+  fraction: 0.6,
   listenLeadSeconds: 60,
   minListenSeconds: 10,
   pollOnlyFraction: 0.2,
-  blindListenSeconds: 3600,
+  blindListenSeconds: 300,
   blindFraction: 0.25,
   streamBackoffSeconds: 60,
   budgetPerHour: 20,
@@ -311,7 +321,7 @@ export const DEFAULT_ADAPTIVE_SETTINGS: AdaptiveSettings = {
 /** Checks adaptive settings once and says what is wrong. */
 export function validateAdaptiveSettings(settings: AdaptiveSettings): AdaptiveSettings {
   validatePollSettings(settings);
-  const positive: Array<keyof AdaptiveSettings> = ['spread', 'nodeSafety', 'fraction', 'listenLeadSeconds', 'minListenSeconds', 'pollOnlyFraction', 'blindFraction', 'streamBackoffSeconds', 'budgetPerHour', 'budgetBurst'];
+  const positive: Array<keyof AdaptiveSettings> = ['spread', 'firstStepShare', 'nodeSafety', 'fraction', 'listenLeadSeconds', 'minListenSeconds', 'pollOnlyFraction', 'blindFraction', 'streamBackoffSeconds', 'budgetPerHour', 'budgetBurst'];
   for (const name of positive) {
     const value = settings[name];
     if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new RangeError(`adaptive setting ${name} must be a positive number, got ${String(value)}`);
@@ -320,48 +330,61 @@ export function validateAdaptiveSettings(settings: AdaptiveSettings): AdaptiveSe
     const value = settings[name];
     if (!Number.isFinite(value) || value < 0) throw new RangeError(`adaptive setting ${name} must be a number >= 0, got ${String(value)}`);
   }
-  for (const name of ['nodeSafety', 'fraction', 'pollOnlyFraction'] as const) {
+  for (const name of ['firstStepShare', 'nodeSafety', 'fraction', 'pollOnlyFraction'] as const) {
     if (settings[name] > 1) throw new RangeError(`adaptive setting ${name} must not exceed 1, got ${settings[name]}`);
   }
   if (settings.budgetBurst < 1) throw new RangeError(`adaptive setting budgetBurst must be at least 1, got ${settings.budgetBurst}`);
   return settings;
 }
 
-const round1 = (value: number): number => Math.round(value * 10) / 10;
-const round3 = (value: number): number => Number(value.toPrecision(3));
+/** Times beyond this (seconds since acceptance, ~31 years) are treated as invalid. */
+const MAX_JOB_SECONDS = 1e9;
+
+function isJobTime(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 && value <= MAX_JOB_SECONDS;
+}
+
+/** Rounded for the memory (`+ 0` turns -0 into 0, which JSON cannot keep apart). */
+const round1 = (value: number): number => Math.round(value * 10) / 10 + 0;
+const round3 = (value: number): number => Number(value.toPrecision(3)) + 0;
 
 /**
- * Ours, the shipped default. It remembers (in {@link StrategyMemory}, a few numbers) when
- * the job started running `s`, the last two progress changes `a = (t_a, p_a)` and
- * `b = (t_b, p_b)`, the pace of the step before them `g`, and, for jobs that report no
- * progress, node changes `c = (t_c, count)`. A change seen by a status read is dated at
- * the previous observation (the earliest it can have happened); one seen on the stream at
- * the moment it arrived. With `q = 100 - p_b` the percent still to do, `d` the size of one
- * step (100 / total nodes, else the last step), `silence = now - t_b` and
- * `safety(k) = exp(-spread / sqrt(k))`:
+ * Ours, the shipped default. It remembers ({@link StrategyMemory}: a few numbers in the
+ * loop state) when the job started running `s`, the last two progress changes
+ * `a` and `b` (each `[earliest, percent, latest]`: a status read only shows that a change
+ * happened since the previous observation; a stream event dates it exactly), the pace of
+ * the step before the last one `g`, and, for jobs that report no progress, node changes
+ * `c = [when, count]` seen through `current_node` / `node_started`.
  *
- * - pace (seconds per percent): `last = (t_b - t_a) / (p_b - p_a)`, `avg = (t_b - s) / p_b`,
- *   `fast = min(last, g) x min(1, last / g)^trend` (accelerating progress extrapolated,
- *   slowing progress not, so a stall cannot make it optimistic);
+ * With `p` the progress of `b`, `q = 100 - p` the percent still to do, `d` the size of one
+ * step (100 / total nodes, else the last step), `mid(x)` the middle of a change's interval,
+ * `silence = now - earliest(b)` and `safety(k) = exp(-spread / sqrt(k))`:
+ *
+ * - paces (seconds per percent): `last = (mid(b) - mid(a)) / (p - p_a)`,
+ *   `avg = (mid(b) - s) / p`, `g` the step before; `fast = min(last, g) x min(1, last / g)^trend`
+ *   (speeding up is extrapolated, slowing down is not: after a stalled step the pace of
+ *   the steps before it is used);
  * - earliest plausible end:
  *   `lo = max(0, safety(1) x d x fast - silence) + safety(k) x (q - d) x fast`, `k = (q - d) / d`;
- *   before the first change: `lo = safety(n - 1) x (n - 1) x running` (the first of `n`
- *   steps has taken `running` so far, the others are assumed no faster);
- *   no progress but node changes: `lo = max(0, nodeSafety x node - silence)` with
- *   `node = (t_c - s) / count` (the job can only end when a node ends);
+ *   before the first change: `lo = safety(n - 1) x firstStepShare x (n - 1) x running` (the
+ *   first of `n` steps has taken `running` so far);
+ *   no progress at all but node changes: `lo = max(0, nodeSafety x node - silence)`,
+ *   `node = (t_c - s) / count` (a job can only end when a node ends);
  * - central estimate: `mid = max(lo, max(0, d x avg - silence) + (q - d) x avg)`.
  *
  * Plan: `sleep = max(fraction x lo, lo - listenLead)`. When `sleep < listenLead` the end
- * may be near and a loop iteration would cost more than listening: the poll listens on the
- * stream (as long as the invocation allows, re-checking after each event and every few
- * seconds, and stopping as soon as `sleep` grows past `listenLead` again); after a listen
- * the next poll comes after `minSeconds`. Otherwise it sleeps `sleep`. Without any
- * estimate (no progress, no node change yet) it listens while the job is younger than
- * `blindListenSeconds`, then sleeps `blindFraction x running`. Every wait is a whole
- * number within [minSeconds, maxSeconds], raised to Retry-After (no listen then). A
- * failing stream is left alone for `streamBackoffSeconds` (doubling), polls only, sleeping
- * `pollOnlyFraction x mid` near the end. A token bucket (`budgetBurst`, `budgetPerHour`)
- * bounds the polls per hour, and so the history events.
+ * may be near and another loop iteration would cost more than listening: the poll listens
+ * on the stream for as long as the invocation allows, asking {@link PollStrategy.keepListening}
+ * after each event and every few seconds, and stops as soon as `sleep` grows past
+ * `listenLead` again; the next poll then comes after `minSeconds`. Otherwise the Wait
+ * state sleeps `sleep`. Without any estimate (no progress, no node change yet) it listens
+ * while the job is younger than `blindListenSeconds`, then sleeps `blindFraction x running`.
+ * Every wait is a whole number within [minSeconds, maxSeconds] (the deployment's
+ * pollMinSeconds/pollMaxSeconds), raised to a Retry-After (and no listen then). A failing
+ * stream is left alone for `streamBackoffSeconds` (doubling per failure), polling
+ * `pollOnlyFraction x mid` near the end. A token bucket (`budgetBurst` polls,
+ * `budgetPerHour` sustained) bounds the polls, and so the history events, per hour: when
+ * a poll would come too soon, the poll before it listens longer instead.
  */
 export function adaptiveStrategy(settings: AdaptiveSettings = DEFAULT_ADAPTIVE_SETTINGS, name = 'ours (adaptive + stream)'): PollStrategy {
   validateAdaptiveSettings(settings);
@@ -373,6 +396,7 @@ export function adaptiveStrategy(settings: AdaptiveSettings = DEFAULT_ADAPTIVE_S
     keepListening: (memory, now) => keepListeningAdaptive(settings, memory ?? {}, now),
     streamFailed: (memory, at) => {
       const failures = Math.min((memory?.e ?? 0) + 1, 6);
+      if (!isJobTime(at)) return { ...memory, e: failures };
       return { ...memory, e: failures, x: round1(at + settings.streamBackoffSeconds * 2 ** (failures - 1)) };
     },
     streamWorked: (memory) => withoutStreamFailure(memory),
@@ -402,7 +426,7 @@ function fnv1a(text: string): number {
 function observeJob(memory: StrategyMemory, observation: JobObservation): StrategyMemory {
   const next: StrategyMemory = { ...memory };
   const at = observation.at;
-  if (typeof at !== 'number' || !Number.isFinite(at) || at < 0) return next;
+  if (!isJobTime(at)) return next;
   // A change a status read shows happened after the previous observation: date it at the
   // earliest moment it can have happened (the conservative choice: faster pace, longer
   // silence). A stream event is dated when it arrived.
@@ -410,7 +434,7 @@ function observeJob(memory: StrategyMemory, observation: JobObservation): Strate
   next.w = round1(Math.max(at, memory.w ?? 0));
   const started = observation.startedAt;
   if (next.s === undefined) {
-    if (typeof started === 'number' && Number.isFinite(started) && started >= 0 && started <= at) next.s = round1(started);
+    if (isJobTime(started) && started <= at) next.s = round1(started);
     else if (observation.status === 'RUNNING') next.s = round1(changedAt);
   }
   const total = observation.totalNodes;
@@ -424,22 +448,29 @@ function observeJob(memory: StrategyMemory, observation: JobObservation): Strate
   const percent = progressPercent(observation);
   if (percent === null) return next;
   if (next.s === undefined && percent > 0) next.s = round1(changedAt);
-  const at1 = round1(Math.max(changedAt, next.s ?? changedAt));
+  const earliest = round1(Math.max(changedAt, next.s ?? changedAt));
+  const latest = round1(Math.max(at, earliest));
   const rounded = round3(percent);
   const last = next.b;
   if (last === undefined) {
     // The first progress seen counts as a change only when there is some progress.
-    if (rounded > 0) next.b = [at1, rounded];
+    if (rounded > 0) next.b = [earliest, rounded, latest];
     return next;
   }
-  if (rounded <= last[1] || at1 <= last[0]) return next;
-  if (next.a !== undefined) {
-    const pace = (last[0] - next.a[0]) / (last[1] - next.a[1]);
-    if (Number.isFinite(pace) && pace > 0) next.g = round3(pace);
-  }
+  if (rounded <= last[1]) return next;
+  // The pace of the step that ends at `last` (from the run start for the first change).
+  const pace = next.a !== undefined ? (middle(last) - middle(next.a)) / (last[1] - next.a[1]) : (middle(last) - (next.s ?? middle(last))) / last[1];
+  if (Number.isFinite(pace) && pace > 0) next.g = round3(pace);
   next.a = last;
-  next.b = [at1, rounded];
+  next.b = [Math.max(earliest, last[0]), rounded, latest];
   return next;
+}
+
+/** The middle of the interval in which a change happened. */
+function middle(change: readonly [number, number, number] | readonly number[]): number {
+  const earliest = change[0] ?? 0;
+  const latest = change[2] ?? earliest;
+  return (earliest + latest) / 2;
 }
 
 /** `safety(k) = exp(-spread / sqrt(k))`: the least share of their fast-paced length `k` steps take. */
@@ -451,9 +482,9 @@ function safetyFor(settings: Pick<AdaptiveSettings, 'spread'>, steps: number): n
  * Earliest plausible end (`lo`) and central estimate (`mid`) of the seconds left at `now`,
  * or undefined when there is nothing to estimate from.
  */
-export function remainingEstimate(settings: Pick<AdaptiveSettings, 'spread' | 'trend' | 'nodeSafety'>, memory: StrategyMemory, now: number): { lo: number; mid: number } | undefined {
+export function remainingEstimate(settings: Pick<AdaptiveSettings, 'spread' | 'trend' | 'nodeSafety' | 'firstStepShare'>, memory: StrategyMemory, now: number): { lo: number; mid: number } | undefined {
   const start = memory.s;
-  if (start === undefined || !Number.isFinite(now)) return undefined;
+  if (start === undefined || !isJobTime(now)) return undefined;
   const running = Math.max(0, now - start);
   const last = memory.b;
   if (last === undefined && memory.c !== undefined && memory.n === undefined) {
@@ -470,14 +501,16 @@ export function remainingEstimate(settings: Pick<AdaptiveSettings, 'spread' | 't
     // No progress yet: the first step has taken `running` so far.
     if (step === undefined || step <= 0 || step >= 100) return undefined;
     const after = 100 / step - 1;
-    const lo = safetyFor(settings, after) * after * running;
+    const lo = safetyFor(settings, after) * settings.firstStepShare * after * running;
     return { lo, mid: Math.max(lo, after * running) };
   }
   const [changedAt, percent] = last;
   const remaining = Math.max(0, 100 - percent);
-  const average = (changedAt - start) / Math.max(percent, 1e-9);
+  // Paces (seconds per percent) from the middles of the change intervals; silence from the earliest.
+  const average = (middle(last) - start) / Math.max(percent, 1e-9);
   if (!Number.isFinite(average) || average <= 0) return undefined;
-  const lastPace = memory.a === undefined ? average : (changedAt - memory.a[0]) / Math.max(percent - memory.a[1], 1e-9);
+  const stepPace = memory.a === undefined ? Number.NaN : (middle(last) - middle(memory.a)) / Math.max(percent - memory.a[1], 1e-9);
+  const lastPace = Number.isFinite(stepPace) && stepPace > 0 ? stepPace : average;
   const previousPace = memory.g ?? lastPace;
   const trend = Math.min(1, lastPace / previousPace) ** settings.trend;
   const fast = Math.min(lastPace, previousPace) * (Number.isFinite(trend) && trend > 0 ? trend : 1);
@@ -509,9 +542,9 @@ function nextPollAllowedAt(settings: AdaptiveSettings, memory: StrategyMemory): 
 
 /** The memory with this poll's token taken from the history budget. */
 function spendToken(settings: AdaptiveSettings, memory: StrategyMemory, now: number): StrategyMemory {
-  const [tokens, at] = memory.k ?? [settings.budgetBurst, now];
+  const [tokens, at] = memory.k !== undefined && Number.isFinite(memory.k[0]) && isJobTime(memory.k[1]) ? memory.k : [settings.budgetBurst, now];
   const refilled = Math.min(settings.budgetBurst, tokens + (settings.budgetPerHour * Math.max(0, now - at)) / 3600);
-  return { ...memory, k: [Math.round((refilled - 1) * 1000) / 1000, round1(now)] };
+  return { ...memory, k: [Math.round((refilled - 1) * 1000) / 1000 + 0, round1(now)] };
 }
 
 function keepListeningAdaptive(settings: AdaptiveSettings, memory: StrategyMemory, now: number): boolean {
@@ -525,7 +558,7 @@ function keepListeningAdaptive(settings: AdaptiveSettings, memory: StrategyMemor
 function planAdaptive(settings: AdaptiveSettings, given: StrategyMemory, context: PlanContext): PollPlan {
   const { now, retryAfterSeconds } = context;
   // Each poll takes one token; the second plan of a poll (after a listen) does not.
-  const memory = context.stream === 'listened' ? given : spendToken(settings, given, now);
+  const memory = context.stream === 'listened' || !isJobTime(now) ? given : spendToken(settings, given, now);
   const allowedAt = nextPollAllowedAt(settings, memory);
   const streamOff = context.stream === 'off' || (memory.x !== undefined && now < memory.x);
   const maxListen = Number.isFinite(context.maxListenSeconds) ? Math.max(0, Math.floor(context.maxListenSeconds)) : 0;

@@ -11,7 +11,7 @@
  * - the API key never appears in an error message (it is redacted from server-supplied
  *   error text too).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { WATERFLAI_STATUS, type WaterflaiStatus } from './constants';
 import {
   ConfigurationError,

@@ -25,6 +25,9 @@ let s3: S3Client;
 let sqs: SQSClient;
 
 beforeAll(async () => {
+  // The hand-over test counts polls: use the fixed-interval strategy (the operator setting
+  // POLL_STRATEGY=fixed), not the adaptive default that may poll a 12 s job only a few times.
+  process.env.POLL_STRATEGY = 'fixed';
   runtime = await startLocalRuntime({
     timeScale: TIME_SCALE,
     stackConfig: {
