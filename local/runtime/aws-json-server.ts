@@ -28,6 +28,24 @@ export class AwsServiceError extends Error {
 
 export type AwsJsonOperation = (input: Record<string, unknown>) => unknown;
 
+/**
+ * A fault the endpoint answers instead of the operation's result (fault injection for
+ * chaos runs). With `afterApplying` the operation runs first and its result is thrown
+ * away: the caller gets an error although the request took effect (a lost response).
+ */
+export interface AwsFault {
+  readonly error: AwsServiceError;
+  /** Run the operation, then answer the error. @default false */
+  readonly afterApplying?: boolean;
+}
+
+/**
+ * Decides, per request, whether a fault strikes it. `operation` is `<prefix>.<Operation>`
+ * (e.g. `AWSStepFunctions.StartExecution`), `input` the parsed request body. Called only for
+ * requests the endpoint would serve (known service and operation, valid JSON).
+ */
+export type AwsFaultHook = (operation: string, input: Record<string, unknown>) => AwsFault | undefined;
+
 export interface AwsJsonService {
   /** Human-readable name, for logs. */
   readonly name: string;
@@ -45,6 +63,8 @@ export interface AwsJsonServerOptions {
   readonly maxBodyBytes?: number;
   /** One line per request. @default silent */
   readonly log?: (line: string) => void;
+  /** Fault injection (see {@link AwsFaultHook}); replaceable with `setFaultHook`. @default none */
+  readonly faultHook?: AwsFaultHook;
 }
 
 export interface AwsJsonServer {
@@ -52,6 +72,8 @@ export interface AwsJsonServer {
   readonly url: string;
   /** Requests answered, by `<prefix>.<operation>` (or `unknown`). */
   requestCounts(): Record<string, number>;
+  /** Replaces the fault hook (`undefined`: no faults). */
+  setFaultHook(hook: AwsFaultHook | undefined): void;
   close(): Promise<void>;
 }
 
@@ -63,6 +85,7 @@ export async function startAwsJsonServer(options: AwsJsonServerOptions): Promise
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
   const log = options.log ?? (() => undefined);
   const counts: Record<string, number> = {};
+  let faultHook = options.faultHook;
 
   const send = (res: ServerResponse, status: number, contentType: string, body: unknown, extraHeaders: Record<string, string> = {}): void => {
     const text = JSON.stringify(body ?? {});
@@ -124,8 +147,19 @@ export async function startAwsJsonServer(options: AwsJsonServerOptions): Promise
       sendError(res, contentType, new AwsServiceError('SerializationException', 'request body must be a JSON object'));
       return;
     }
+    const fault = faultHook?.(key, input as Record<string, unknown>);
+    if (fault !== undefined && fault.afterApplying !== true) {
+      log(`${key} -> ${fault.error.statusCode} ${fault.error.code} (injected)`);
+      sendError(res, contentType, fault.error);
+      return;
+    }
     try {
       const output = await operation(input as Record<string, unknown>);
+      if (fault !== undefined) {
+        log(`${key} -> applied, then ${fault.error.statusCode} ${fault.error.code} (injected)`);
+        sendError(res, contentType, fault.error);
+        return;
+      }
       log(`${key} -> 200`);
       send(res, 200, contentType, output);
     } catch (error) {
@@ -157,6 +191,9 @@ export async function startAwsJsonServer(options: AwsJsonServerOptions): Promise
   return {
     url: `http://${LOCAL_HOST}:${port}`,
     requestCounts: () => ({ ...counts }),
+    setFaultHook: (hook) => {
+      faultHook = hook;
+    },
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();

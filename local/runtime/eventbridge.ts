@@ -45,11 +45,36 @@ export interface ServiceEvent {
   readonly resources?: readonly string[];
 }
 
+/** A valid `PutEvents` entry, as the entry fault hook sees it. */
+export interface PutEventsEntry {
+  readonly source: string;
+  readonly detailType: string;
+  /** The parsed `Detail` (a JSON object). */
+  readonly detail: Record<string, unknown>;
+  readonly busName: string;
+}
+
+/** An entry-level PutEvents failure: the entry is not accepted and is reported with these codes. */
+export interface PutEventsEntryFault {
+  /** e.g. `InternalFailure`, `ThrottlingException`. */
+  readonly ErrorCode: string;
+  readonly ErrorMessage: string;
+}
+
+/**
+ * Decides, per valid entry of a `PutEvents` call, whether it fails (fault injection for chaos
+ * runs: a partial failure with `FailedEntryCount` > 0). Not called for events the runtime
+ * publishes itself (`publish`).
+ */
+export type PutEventsEntryFaultHook = (entry: PutEventsEntry) => PutEventsEntryFault | undefined;
+
 export interface LocalEventBridgeOptions {
   readonly region: string;
   readonly account: string;
   /** Buses that exist besides `default`. */
   readonly busNames: readonly string[];
+  /** Entry-level faults of `PutEvents`; replaceable with `setEntryFaultHook`. @default none */
+  readonly entryFaultHook?: PutEventsEntryFaultHook;
 }
 
 /** Largest entry EventBridge accepts. */
@@ -61,9 +86,16 @@ export class LocalEventBridge {
   readonly #listeners = new Set<EventListener>();
   readonly #buses: Set<string>;
   readonly #rules: LocalRule[] = [];
+  #entryFaultHook: PutEventsEntryFaultHook | undefined;
 
   constructor(private readonly options: LocalEventBridgeOptions) {
     this.#buses = new Set(['default', ...options.busNames]);
+    this.#entryFaultHook = options.entryFaultHook;
+  }
+
+  /** Replaces the entry fault hook (`undefined`: no faults). */
+  setEntryFaultHook(hook: PutEventsEntryFaultHook | undefined): void {
+    this.#entryFaultHook = hook;
   }
 
   /** Every event accepted so far, oldest first (copies). */
@@ -151,6 +183,8 @@ export class LocalEventBridge {
     const resources = Array.isArray(entry.Resources) ? entry.Resources.filter((item): item is string => typeof item === 'string') : [];
     const size = Buffer.byteLength(source) + Buffer.byteLength(detailType) + Buffer.byteLength(detailText) + resources.reduce((sum, item) => sum + Buffer.byteLength(item), 0);
     if (size > MAX_ENTRY_BYTES) return { ErrorCode: 'InvalidArgument', ErrorMessage: `Entry is ${size} bytes, over the ${MAX_ENTRY_BYTES} byte limit.` };
+    const fault = this.#entryFaultHook?.({ source, detailType, detail: detail as Record<string, unknown>, busName });
+    if (fault !== undefined) return { ErrorCode: fault.ErrorCode, ErrorMessage: fault.ErrorMessage };
     const time = typeof entry.Time === 'number' ? new Date(entry.Time * 1000) : new Date();
     const event = this.#accept(source, detailType, detail, busName, resources, time);
     return { EventId: event.id };

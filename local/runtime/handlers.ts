@@ -7,7 +7,7 @@
 import { devNull } from 'node:os';
 import { ENV } from '../../lambdas/shared/constants';
 import { fakeFunctionArn } from '../asl';
-import type { LambdaHandler, LocalFunction } from './lambda';
+import { ExecutionEnvironments, type LambdaHandler, type LocalFunction } from './lambda';
 import { resolveEnvironment, type FunctionRole, type LocalResourceValues, type RuntimeModel } from './template';
 
 /** Handler code of each role (the same files lib/handler-function.ts bundles). */
@@ -18,6 +18,24 @@ const HANDLER_MODULES: Readonly<Record<FunctionRole, () => Promise<{ handler: un
   reconcile: () => import('../../lambdas/reconcile/handler'),
   sweep: () => import('../../lambdas/sweep/handler'),
 };
+
+/**
+ * The same files, for further instances of a module (execution environments): imported
+ * with a distinct query, each is a separate module instance with its own module state.
+ */
+const HANDLER_FILES: Readonly<Record<FunctionRole, string>> = {
+  start: '../../lambdas/start-execution/handler.ts',
+  poll: '../../lambdas/poll/handler.ts',
+  finish: '../../lambdas/finish/handler.ts',
+  reconcile: '../../lambdas/reconcile/handler.ts',
+  sweep: '../../lambdas/sweep/handler.ts',
+};
+
+function handlerInstance(role: FunctionRole, instance: number): () => Promise<{ handler: unknown }> {
+  if (instance === 0) return HANDLER_MODULES[role];
+  const url = new URL(`${HANDLER_FILES[role]}?environment=${instance}`, import.meta.url).href;
+  return () => import(url) as Promise<{ handler: unknown }>;
+}
 
 /** Variables of the process that would point the SDK somewhere else, or carry secrets. */
 const SCRUBBED_VARIABLES = [
@@ -97,6 +115,12 @@ export interface LoadFunctionsOptions {
   readonly warn: (message: string) => void;
   /** Wraps each import (boot-step reporting). */
   readonly step: <T>(name: string, run: () => Promise<T>) => Promise<T>;
+  /**
+   * Execution environments per role: that many instances of the module, each running one
+   * invocation at a time (see `LocalFunction.environments`). Roles not listed get one
+   * instance shared by concurrent invocations. @default {}
+   */
+  readonly environments?: Readonly<Partial<Record<FunctionRole, number>>>;
 }
 
 /**
@@ -122,16 +146,29 @@ export async function loadFunctions(options: LoadFunctionsOptions): Promise<Loca
   for (const role of rolesOf(model)) {
     const environment = environments[role]!;
     const fn = model.functions[role]!;
-    for (const name of allVariables) delete process.env[name];
-    const loaded = await options.step(`the ${role} function (${fn.logicalId})`, () =>
-      importWithEnvironment(HANDLER_MODULES[role], environment, fills, (name, value) => {
-        environment[name] = value;
-        warn(`the ${role} function reads ${name}, which the synthesized template does not set for ${fn.logicalId}; the local runtime gives it ${value}`);
-      }),
-    );
-    const handler = loaded.handler;
-    if (typeof handler !== 'function') throw new Error(`the ${role} function's module exports no handler function`);
-    functions[role] = { name: fn.name, arn: fakeFunctionArn(fn.logicalId), timeoutMs: fn.timeoutSeconds * 1000, memorySize: fn.memorySize, handler: handler as LambdaHandler };
+    const count = Math.max(1, Math.floor(options.environments?.[role] ?? 1));
+    const handlers: LambdaHandler[] = [];
+    for (let instance = 0; instance < count; instance += 1) {
+      for (const name of allVariables) delete process.env[name];
+      const label = count === 1 ? `the ${role} function (${fn.logicalId})` : `the ${role} function (${fn.logicalId}), environment ${instance + 1} of ${count}`;
+      const loaded = await options.step(label, () =>
+        importWithEnvironment(handlerInstance(role, instance), environment, fills, (name, value) => {
+          environment[name] = value;
+          warn(`the ${role} function reads ${name}, which the synthesized template does not set for ${fn.logicalId}; the local runtime gives it ${value}`);
+        }),
+      );
+      const handler = loaded.handler;
+      if (typeof handler !== 'function') throw new Error(`the ${role} function's module exports no handler function`);
+      handlers.push(handler as LambdaHandler);
+    }
+    functions[role] = {
+      name: fn.name,
+      arn: fakeFunctionArn(fn.logicalId),
+      timeoutMs: fn.timeoutSeconds * 1000,
+      memorySize: fn.memorySize,
+      handler: handlers[0]!,
+      ...(count > 1 ? { environments: new ExecutionEnvironments(handlers) } : {}),
+    };
   }
   for (const role of [...rolesOf(model)].reverse()) Object.assign(process.env, environments[role]);
   return functions as LocalFunctions;

@@ -18,6 +18,50 @@ export interface LocalFunction<E = unknown, R = unknown> {
   readonly timeoutMs: number;
   readonly memorySize: number;
   readonly handler: LambdaHandler<E, R>;
+  /**
+   * Execution environments: separate instances of the handler module (the first one's
+   * handler is `handler`). When set, each invocation runs alone on an idle environment, as
+   * on Lambda, and waits while all are busy; a module may then keep state for the
+   * invocation under way (Powertools' `BatchProcessor` does). Without it, concurrent
+   * invocations share `handler`.
+   */
+  readonly environments?: ExecutionEnvironments<E, R>;
+}
+
+/**
+ * A fixed set of execution environments of one function: one invocation at a time on each.
+ * An environment is busy until its handler's promise settles, even after the invocation
+ * timed out (Lambda would recycle it; here the code keeps running until it ends).
+ */
+export class ExecutionEnvironments<E = unknown, R = unknown> {
+  readonly #idle: Array<LambdaHandler<E, R>>;
+  readonly #waiting: Array<(handler: LambdaHandler<E, R>) => void> = [];
+  readonly size: number;
+
+  constructor(handlers: ReadonlyArray<LambdaHandler<E, R>>) {
+    if (handlers.length === 0) throw new RangeError('at least one execution environment is needed');
+    this.#idle = [...handlers];
+    this.size = handlers.length;
+  }
+
+  /** Environments running an invocation right now. */
+  busy(): number {
+    return this.size - this.#idle.length;
+  }
+
+  /** Waits for an idle environment and takes it. */
+  acquire(): Promise<LambdaHandler<E, R>> {
+    const idle = this.#idle.shift();
+    if (idle !== undefined) return Promise.resolve(idle);
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  /** Gives an environment back (to the longest waiting invocation, if any). */
+  release(handler: LambdaHandler<E, R>): void {
+    const next = this.#waiting.shift();
+    if (next !== undefined) next(handler);
+    else this.#idle.push(handler);
+  }
 }
 
 /** A handler failure as Lambda reports it (`errorType` is the thrown error's `name`). */
@@ -78,9 +122,17 @@ export function overTheWire<T>(value: unknown): T {
  * @throws LambdaFunctionError when the handler throws or times out
  */
 export async function invokeFunction<E, R>(fn: LocalFunction<E, R>, event: E): Promise<R> {
+  const environments = fn.environments;
+  const handler = environments === undefined ? fn.handler : await environments.acquire();
   const startedAt = Date.now();
   const context = createLambdaContext(fn, startedAt);
-  const payload = overTheWire<E>(event);
+  let payload: E;
+  try {
+    payload = overTheWire<E>(event);
+  } catch (error) {
+    environments?.release(handler);
+    throw error;
+  }
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
@@ -88,7 +140,17 @@ export async function invokeFunction<E, R>(fn: LocalFunction<E, R>, event: E): P
     }, fn.timeoutMs);
   });
   try {
-    const result = await Promise.race([fn.handler(payload, context), timedOut]);
+    let running: Promise<R>;
+    try {
+      running = Promise.resolve(handler(payload, context));
+    } catch (error) {
+      running = Promise.reject(error);
+    }
+    if (environments !== undefined) {
+      const release = (): void => environments.release(handler);
+      running.then(release, release);
+    }
+    const result = await Promise.race([running, timedOut]);
     return overTheWire<R>(result);
   } catch (error) {
     if (error instanceof LambdaFunctionError) throw error;

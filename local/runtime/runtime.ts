@@ -27,21 +27,22 @@
 import { randomBytes } from 'node:crypto';
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient, GetCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
-import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { OrchestratorConfig } from '../../lib/config';
 import { ENV } from '../../lambdas/shared/constants';
 import { fromItem, type JobRecord } from '../../lambdas/shared/job-store';
 import { FAKE_ENVIRONMENT, synthesizeTemplate, type CloudFormationTemplate } from '../asl';
 import { startSimulator, type Simulator, type SimulatorOptions } from '../simulator/server';
-import { startAwsJsonServer } from './aws-json-server';
+import { startAwsJsonServer, type AwsFaultHook } from './aws-json-server';
 import { startLocalDynamoDb, type DynamoDbEngine, type DynamoDbEngineChoice } from './dynamodb';
-import { LocalEventBridge } from './eventbridge';
+import { startDynamoDbFaultProxy, type DynamoDbFaultHook, type DynamoDbResponseObserver } from './dynamodb-fault-proxy';
+import { LocalEventBridge, type PutEventsEntryFaultHook } from './eventbridge';
 import { applyAwsEnvironment, destroyHandlerClients, loadFunctions, type LocalFunctions } from './handlers';
 import { invokeFunction, type LocalFunction } from './lambda';
 import { installNetworkGuard, isLoopbackHost, type NetworkGuard, type NetworkGuardOptions } from './net-guard';
 import { LocalSecretsManager } from './secrets';
 import { startLocalSqs, type LocalSqs } from './sqs';
-import { SqsEventSource } from './sqs-event-source';
+import { SqsEventSource, type SqsEventSourceOptions } from './sqs-event-source';
 import { LocalStepFunctions, type TaskHandler } from './step-functions';
 import { localResourceValues, readRuntimeModel, type RuntimeModel } from './template';
 import { parseTimeScale } from './time-scale';
@@ -54,6 +55,26 @@ export interface ExternalWaterflai {
   /** Base URL (https, or http on a loopback host only; the Waterflai client enforces it). */
   readonly baseUrl: string;
   readonly apiKey: string;
+}
+
+/**
+ * Fault injection below the handlers, for chaos runs (`local/chaos/`). Every hook decides
+ * per request; the handlers are not touched and see only what AWS could answer.
+ */
+export interface LocalRuntimeFaults {
+  /** Whole-request errors of the local AWS endpoint (Step Functions, EventBridge, Secrets Manager), e.g. `ThrottlingException`. */
+  readonly aws?: AwsFaultHook;
+  /** Entry-level `PutEvents` failures (`FailedEntryCount` > 0). */
+  readonly putEventsEntries?: PutEventsEntryFaultHook;
+  /**
+   * Errors of DynamoDB: with this hook the handlers reach DynamoDB through a
+   * fault-injecting proxy (`dynamodb-fault-proxy.ts`); the runtime's own client does not.
+   */
+  readonly dynamodb?: DynamoDbFaultHook;
+  /** Told about every answer the proxy gave the handlers (with `dynamodb` only). */
+  readonly dynamodbResponses?: DynamoDbResponseObserver;
+  /** Duplicate deliveries of received intake messages (see `SqsEventSourceOptions.duplicateDelivery`). */
+  readonly duplicateDelivery?: (record: SQSRecord) => number | undefined;
 }
 
 export interface LocalRuntimeOptions {
@@ -89,12 +110,22 @@ export interface LocalRuntimeOptions {
   readonly onProgress?: (step: string) => void;
   /** Told about problems the runtime worked around (e.g. a variable missing from the template). @default silent */
   readonly onWarning?: (message: string) => void;
+  /** Fault injection for chaos runs. @default none */
+  readonly faults?: LocalRuntimeFaults;
+  /**
+   * Told when the intake queue's event source mapping fails: an invocation of the start
+   * function that failed as a whole (error or timeout: its batch comes back after the
+   * visibility timeout), or a receive or delete that failed. @default silent
+   */
+  readonly onEventSourceError?: SqsEventSourceOptions['onError'];
 }
 
 export interface LocalRuntimeEndpoints {
   /** fauxqs (SQS JSON protocol). */
   readonly sqs: string;
   readonly dynamodb: string;
+  /** Where the handlers reach DynamoDB: `dynamodb`, or the fault proxy in front of it (`faults.dynamodb`). */
+  readonly dynamodbForHandlers: string;
   /** EventBridge, Step Functions and Secrets Manager (AWS JSON protocols). */
   readonly aws: string;
   /** Base URL of Waterflai (the simulator, or the external server). */
@@ -215,6 +246,15 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     cleanups.push(() => dynamo.close());
     const { ttl } = await step('DynamoDB (job table)', () => dynamo.createTable(model.table));
     const documentClient = DynamoDBDocumentClient.from(dynamo.client, { marshallOptions: { removeUndefinedValues: true } });
+    let handlersDynamoEndpoint = dynamo.endpoint;
+    const dynamoFaults = options.faults?.dynamodb;
+    if (dynamoFaults !== undefined) {
+      const proxy = await step('DynamoDB fault proxy', () =>
+        startDynamoDbFaultProxy({ target: dynamo.endpoint, hook: dynamoFaults, ...(options.faults?.dynamodbResponses ? { onResponse: options.faults.dynamodbResponses } : {}) }),
+      );
+      cleanups.push(() => proxy.close());
+      handlersDynamoEndpoint = proxy.endpoint;
+    }
 
     const sqs = await step('SQS (fauxqs)', () =>
       startLocalSqs({
@@ -242,7 +282,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
 
     // One local AWS JSON endpoint: EventBridge, Step Functions, Secrets Manager.
     const busNames = new Set([model.eventBusName, ...model.rules.flatMap((rule) => (rule.eventBusName === undefined ? [] : [rule.eventBusName]))]);
-    const eventBridge = new LocalEventBridge({ region, account, busNames: [...busNames] });
+    const entryFaults = options.faults?.putEventsEntries;
+    const eventBridge = new LocalEventBridge({ region, account, busNames: [...busNames], ...(entryFaults === undefined ? {} : { entryFaultHook: entryFaults }) });
     const secrets = new LocalSecretsManager(region, account);
     secrets.put(model.apiKeySecretId, waterflai.apiKey);
     let functions: LocalFunctions | undefined;
@@ -262,7 +303,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
           stateMachines: [{ arn: model.stateMachine.arn, name: model.stateMachine.name, definition: model.stateMachine.definition, taskHandlers }],
         }),
     );
-    const aws = await step('the local AWS endpoint', () => startAwsJsonServer({ services: [eventBridge.service(), stepFunctions.service(), secrets.service()] }));
+    const awsFaults = options.faults?.aws;
+    const aws = await step('the local AWS endpoint', () =>
+      startAwsJsonServer({ services: [eventBridge.service(), stepFunctions.service(), secrets.service()], ...(awsFaults === undefined ? {} : { faultHook: awsFaults }) }),
+    );
     cleanups.push(() => aws.close());
 
     // The handlers, unchanged, with their template environments pointing at local resources.
@@ -270,7 +314,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       region,
       credentials,
       sqsEndpoint: sqs.endpoint,
-      dynamodbEndpoint: dynamo.endpoint,
+      dynamodbEndpoint: handlersDynamoEndpoint,
       awsEndpoint: aws.url,
       s3Endpoint: sqs.endpoint,
       logLevel: options.logLevel ?? process.env.POWERTOOLS_LOG_LEVEL ?? 'SILENT',
@@ -296,6 +340,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       },
       warn,
       step,
+      // The event source runs up to maxConcurrency invocations at once; on Lambda each has an
+      // execution environment of its own (the start handler keeps per-invocation state in
+      // Powertools' BatchProcessor), so it gets that many module instances.
+      environments: { start: model.eventSource.maxConcurrency },
     });
     functions = loaded;
     cleanups.push(() => destroyHandlerClients());
@@ -324,6 +372,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       maxBatchingWindowSeconds: model.eventSource.maxBatchingWindowSeconds,
       reportBatchItemFailures: model.eventSource.reportBatchItemFailures,
       invoke: (event) => invokeFunction(startFunction, event),
+      ...(options.faults?.duplicateDelivery === undefined ? {} : { duplicateDelivery: options.faults.duplicateDelivery }),
+      ...(options.onEventSourceError === undefined ? {} : { onError: options.onEventSourceError }),
     });
     eventSource.start();
     cleanups.push(() => eventSource.stop());
@@ -335,7 +385,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       account,
       credentials,
       timeScale,
-      endpoints: { sqs: sqs.endpoint, dynamodb: dynamo.endpoint, aws: aws.url, waterflai: waterflai.baseUrl },
+      endpoints: { sqs: sqs.endpoint, dynamodb: dynamo.endpoint, dynamodbForHandlers: handlersDynamoEndpoint, aws: aws.url, waterflai: waterflai.baseUrl },
       intakeQueueUrl: sqs.intakeQueue.url,
       deadLetterQueueUrl: sqs.deadLetterQueue.url,
       tableName: model.table.name,

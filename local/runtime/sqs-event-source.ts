@@ -34,6 +34,13 @@ export interface SqsEventSourceOptions {
   readonly waitTimeSeconds?: number;
   /** Invokes the function; throws when the invocation failed (error or timeout). */
   readonly invoke: (event: SQSEvent) => Promise<SQSBatchResponse | void | null | undefined>;
+  /**
+   * Duplicate deliveries (fault injection for chaos runs; SQS and the event source mapping
+   * deliver at least once): called for each received record; a number (ms) delivers that
+   * record a second time, in a separate invocation started after that delay and running
+   * concurrently with the first. Either invocation may delete the message. @default none
+   */
+  readonly duplicateDelivery?: (record: SQSRecord) => number | undefined;
   /** Told about invocation failures and poller errors. @default silent */
   readonly onError?: (error: unknown, context: { readonly phase: 'receive' | 'invoke' | 'delete'; readonly messageIds: readonly string[] }) => void;
 }
@@ -46,6 +53,8 @@ export interface SqsEventSourceStats {
   readonly failedRecords: number;
   /** Invocations that failed as a whole (error, timeout or invalid response). */
   readonly failedBatches: number;
+  /** Records delivered a second time by `duplicateDelivery`. */
+  readonly duplicateDeliveries: number;
 }
 
 export class SqsEventSource {
@@ -53,7 +62,7 @@ export class SqsEventSource {
   #abort = new AbortController();
   #workers: Array<Promise<void>> = [];
   #inFlight = 0;
-  #stats = { batches: 0, records: 0, deleted: 0, failedRecords: 0, failedBatches: 0 };
+  #stats = { batches: 0, records: 0, deleted: 0, failedRecords: 0, failedBatches: 0, duplicateDeliveries: 0 };
 
   constructor(private readonly options: SqsEventSourceOptions) {
     if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new RangeError('batchSize must be a positive integer');
@@ -101,11 +110,29 @@ export class SqsEventSource {
       // invisible until their visibility timeout otherwise).
       this.#inFlight += 1;
       try {
-        await this.#process(messages);
+        await Promise.all([this.#process(messages), ...this.#duplicates(messages)]);
       } finally {
         this.#inFlight -= 1;
       }
     }
+  }
+
+  /** The duplicate deliveries `duplicateDelivery` asks for: one invocation per delay. */
+  #duplicates(messages: Message[]): Array<Promise<void>> {
+    const hook = this.options.duplicateDelivery;
+    if (hook === undefined) return [];
+    const byDelay = new Map<number, Message[]>();
+    for (const message of messages) {
+      const delay = hook(toLambdaRecord(message, this.options.queueArn, this.options.region));
+      if (delay === undefined || !Number.isFinite(delay)) continue;
+      const key = Math.max(0, Math.round(delay));
+      byDelay.set(key, [...(byDelay.get(key) ?? []), message]);
+    }
+    return [...byDelay.entries()].map(async ([delay, duplicated]) => {
+      await sleep(delay);
+      this.#stats.duplicateDeliveries += duplicated.length;
+      await this.#process(duplicated);
+    });
   }
 
   async #receiveBatch(): Promise<Message[]> {

@@ -23,6 +23,8 @@ export interface QueuedMessage {
   readonly receiveCount: number;
   readonly sentTimestamp: number;
   readonly state: 'ready' | 'delayed' | 'inflight';
+  /** In flight: when it becomes visible again (epoch ms), unless deleted first. */
+  readonly visibleAt?: number;
 }
 
 export interface QueueSpec {
@@ -67,7 +69,7 @@ interface FauxqsStore {
         messages: {
           ready: FauxqsMessage[];
           delayed: FauxqsMessage[];
-          inflight: Array<{ message: FauxqsMessage }>;
+          inflight: Array<{ message: FauxqsMessage; visibilityDeadline?: number }>;
         };
       }
     | undefined;
@@ -135,18 +137,19 @@ export async function startLocalSqs(options: LocalSqsOptions): Promise<LocalSqs>
       messages(queueName) {
         const inspected = store.inspectQueue(queueName);
         if (inspected === undefined) return [];
-        const toMessage = (message: FauxqsMessage, state: QueuedMessage['state']): QueuedMessage => ({
+        const toMessage = (message: FauxqsMessage, state: QueuedMessage['state'], visibleAt?: number): QueuedMessage => ({
           messageId: message.messageId,
           body: message.body,
           messageAttributes: structuredClone(message.messageAttributes ?? {}),
           receiveCount: message.approximateReceiveCount,
           sentTimestamp: message.sentTimestamp,
           state,
+          ...(visibleAt === undefined ? {} : { visibleAt }),
         });
         return [
           ...inspected.messages.ready.map((message) => toMessage(message, 'ready')),
           ...inspected.messages.delayed.map((message) => toMessage(message, 'delayed')),
-          ...inspected.messages.inflight.map((entry) => toMessage(entry.message, 'inflight')),
+          ...inspected.messages.inflight.map((entry) => toMessage(entry.message, 'inflight', entry.visibilityDeadline)),
         ];
       },
       async createBucket(name) {

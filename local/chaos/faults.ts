@@ -1,0 +1,422 @@
+/**
+ * The chaos run's fault mix and the hooks that inject it into the local runtime, below the
+ * handlers (see `local/runtime/runtime.ts`, `LocalRuntimeFaults`):
+ *
+ * - Waterflai: the simulator's own seeded faults (`SimulatorOptions.faults`).
+ * - DynamoDB: a proxy in front of DynamoDB answers throttling and 500s in DynamoDB's exact
+ *   error shape, and sometimes loses the answer to a write that took effect.
+ * - Step Functions: `StartExecution` answers `ThrottlingException`.
+ * - EventBridge: `PutEvents` answers `ThrottlingException`, or fails single entries
+ *   (`FailedEntryCount` > 0, entry `ErrorCode`).
+ * - SQS: the event source mapping delivers some received messages twice (the producer side
+ *   of duplicates, messages sent twice, is in the plan).
+ *
+ * Every AWS-side decision is keyed (see {@link Dice}): the n-th request of a job for an
+ * operation gets the same fault on every run with the same seed. A "burst" makes the next
+ * few attempts of the same job and operation fail too, enough to exhaust the SDK's retries
+ * (or the outcome publisher's), so the handlers' own retry paths run as well.
+ */
+import type { SQSRecord } from 'aws-lambda';
+import { AwsServiceError, type AwsFault } from '../runtime/aws-json-server';
+import type { DynamoDbErrorCode, DynamoDbFault } from '../runtime/dynamodb-fault-proxy';
+import type { PutEventsEntry, PutEventsEntryFault } from '../runtime/eventbridge';
+import type { LocalRuntimeFaults } from '../runtime/runtime';
+import { FAULT_KINDS, type FaultSettings } from '../simulator/server';
+import { Dice } from './dice';
+
+/** Probabilities (0..1) of the AWS-side faults, per request (or per entry / per received record). */
+export interface AwsFaultRates {
+  readonly dynamodb: {
+    /** `ProvisionedThroughputExceededException` (400). */
+    readonly throughputExceeded: number;
+    /** `ThrottlingException` (400). */
+    readonly throttling: number;
+    /** `InternalServerError` (500), before the request is applied. */
+    readonly internalError: number;
+    /** A write (PutItem/UpdateItem/DeleteItem) is applied, then answered 500 or reset (a lost response). */
+    readonly lostResponse: number;
+    /** A throttle that lasts for the next {@link BURST_ATTEMPTS}.dynamodb attempts of the same job and operation. */
+    readonly burst: number;
+  };
+  readonly stepFunctions: {
+    /** `StartExecution` answers `ThrottlingException` (400). */
+    readonly throttling: number;
+    readonly burst: number;
+  };
+  readonly eventBridge: {
+    /** `PutEvents` answers `ThrottlingException` (400): nothing is accepted. */
+    readonly throttling: number;
+    /** One entry fails (`FailedEntryCount` 1, `ErrorCode` `InternalFailure` or `ThrottlingException`). */
+    readonly failedEntry: number;
+    /** An entry fails on the next {@link BURST_ATTEMPTS}.eventBridge attempts. */
+    readonly burst: number;
+  };
+  readonly sqs: {
+    /** A received record is delivered a second time, in another invocation, 0-300 ms later. */
+    readonly redelivery: number;
+  };
+}
+
+/** The whole fault mix: the simulator's settings plus the AWS-side rates. */
+export interface FaultMix {
+  readonly waterflai: FaultSettings;
+  readonly aws: AwsFaultRates;
+}
+
+/** Attempts a burst lasts: the SDK's `maxAttempts` (4) for AWS calls, the publisher's 5 for PutEvents entries. */
+export const BURST_ATTEMPTS = { dynamodb: 4, stepFunctions: 4, eventBridge: 5 } as const;
+
+/** The documented default fault mix (local/chaos/README.md). */
+export const DEFAULT_FAULT_MIX: FaultMix = {
+  waterflai: {
+    error5xx: 0.03,
+    rateLimit: 0.02,
+    reset: 0.015,
+    slow: 0.01,
+    hang: 0.002,
+    malformedJson: 0.015,
+    unknownStatus: 0.03,
+    statusRegression: 0.03,
+    acceptThenFail: 0.02,
+    retryAfterSeconds: 1,
+    slowMs: 1500,
+  },
+  aws: {
+    dynamodb: { throughputExceeded: 0.02, throttling: 0.01, internalError: 0.01, lostResponse: 0.004, burst: 0.003 },
+    stepFunctions: { throttling: 0.08, burst: 0.02 },
+    eventBridge: { throttling: 0.03, failedEntry: 0.08, burst: 0.02 },
+    sqs: { redelivery: 0.05 },
+  },
+};
+
+/** No faults at all (a baseline run). */
+export const NO_FAULTS: FaultMix = {
+  waterflai: {},
+  aws: {
+    dynamodb: { throughputExceeded: 0, throttling: 0, internalError: 0, lostResponse: 0, burst: 0 },
+    stepFunctions: { throttling: 0, burst: 0 },
+    eventBridge: { throttling: 0, failedEntry: 0, burst: 0 },
+    sqs: { redelivery: 0 },
+  },
+};
+
+/** Names of the AWS-side fault kinds, as counted and reported. */
+export const AWS_FAULT_KINDS = [
+  'dynamodb.throughputExceeded',
+  'dynamodb.throttling',
+  'dynamodb.internalError',
+  'dynamodb.lostResponse',
+  'dynamodb.burst',
+  'stepFunctions.throttling',
+  'stepFunctions.burst',
+  'eventBridge.throttling',
+  'eventBridge.failedEntry',
+  'eventBridge.burst',
+  'sqs.redelivery',
+] as const;
+export type AwsFaultKind = (typeof AWS_FAULT_KINDS)[number];
+
+/** Every fault kind of a run: the simulator's (prefixed `waterflai.`), the AWS-side ones, and the planned duplicate sends. */
+export const PLANNED_FAULT_KINDS = ['sqs.duplicateSend', 'sqs.lateDuplicateSend'] as const;
+export const ALL_FAULT_KINDS = [...FAULT_KINDS.map((kind) => `waterflai.${kind}` as const), ...AWS_FAULT_KINDS, ...PLANNED_FAULT_KINDS] as const;
+
+const WRITE_OPERATIONS = new Set(['PutItem', 'UpdateItem', 'DeleteItem']);
+
+interface Burst {
+  remaining: number;
+  error: DynamoDbErrorCode | 'ThrottlingException' | 'InternalFailure';
+}
+
+/** The job id a DynamoDB request is about (`Key` or `Item` `job_id`), if any. */
+export function dynamoJobId(input: Record<string, unknown>): string | undefined {
+  for (const field of ['Key', 'Item'] as const) {
+    const value = (input[field] as { job_id?: { S?: unknown } } | undefined)?.job_id?.S;
+    if (typeof value === 'string') return value;
+  }
+  return undefined;
+}
+
+/** The job id of a StartExecution request (from its input document), if any. */
+function startExecutionJobId(input: Record<string, unknown>): string {
+  if (typeof input.input === 'string') {
+    try {
+      const state = JSON.parse(input.input) as { job_id?: unknown };
+      if (typeof state.job_id === 'string') return state.job_id;
+    } catch {
+      // not JSON: keyed by name
+    }
+  }
+  return typeof input.name === 'string' ? input.name : '-';
+}
+
+/**
+ * Injects the AWS-side faults of a mix, counts what it injected, and watches DynamoDB's own
+ * answers (conditional-check failures are the races duplicates cause).
+ */
+export class ChaosFaults {
+  readonly #dice: Dice;
+  readonly #rates: AwsFaultRates;
+  readonly #counts = new Map<string, number>();
+  readonly #bursts = new Map<string, Burst>();
+  readonly #observed = new Map<string, number>();
+  readonly #trace = new Map<string, string[]>();
+  readonly #startedAt = Date.now();
+  #enabled = true;
+
+  constructor(mix: FaultMix, seed: number) {
+    this.#rates = mix.aws;
+    this.#dice = new Dice(seed);
+    for (const kind of AWS_FAULT_KINDS) this.#counts.set(kind, 0);
+  }
+
+  /**
+   * What happened to each job below the handlers: every injected fault and every
+   * conditional-check failure DynamoDB answered, with the time since the faults were
+   * created (`+12.345s DynamoDB UpdateItem[execution_id,status] lost response (reset)`).
+   */
+  trace(jobId: string): readonly string[] {
+    const at = (line: string): number => Number(/^\+([\d.]+)s/.exec(line)?.[1] ?? 0);
+    return [...(this.#trace.get(jobId) ?? [])].sort((a, b) => at(a) - at(b));
+  }
+
+  /** Adds a line to a job's trace (the run adds the simulator's lines). */
+  note(jobId: string, line: string, atMs: number = Date.now()): void {
+    const lines = this.#trace.get(jobId);
+    const entry = `+${((atMs - this.#startedAt) / 1000).toFixed(3)}s ${line}`;
+    if (lines === undefined) this.#trace.set(jobId, [entry]);
+    else lines.push(entry);
+  }
+
+  /** Stops injecting (the run is over; the checks read state without faults). */
+  disable(): void {
+    this.#enabled = false;
+  }
+
+  /** Faults injected so far, by kind. */
+  counts(): Record<AwsFaultKind, number> {
+    return Object.fromEntries(AWS_FAULT_KINDS.map((kind) => [kind, this.#counts.get(kind) ?? 0])) as Record<AwsFaultKind, number>;
+  }
+
+  /** DynamoDB error answers that were not injected, by error code (e.g. `ConditionalCheckFailedException`). */
+  observed(): Record<string, number> {
+    return Object.fromEntries(this.#observed);
+  }
+
+  /** The runtime hooks. */
+  hooks(): LocalRuntimeFaults {
+    return {
+      dynamodb: (operation, input) => this.#dynamodb(operation, input),
+      dynamodbResponses: (operation, _status, errorCode, injected, input) => {
+        if (errorCode === undefined) return;
+        const jobId = dynamoJobId(input);
+        if (!injected) this.#observed.set(errorCode, (this.#observed.get(errorCode) ?? 0) + 1);
+        if (jobId !== undefined) this.note(jobId, `DynamoDB ${describeDynamoRequest(operation, input)} -> ${errorCode}${injected ? ' (injected)' : ''}`);
+      },
+      aws: (operation, input) => this.#aws(operation, input),
+      putEventsEntries: (entry) => this.#putEventsEntry(entry),
+      duplicateDelivery: (record) => this.#redelivery(record),
+    };
+  }
+
+  #count(kind: AwsFaultKind): void {
+    this.#counts.set(kind, (this.#counts.get(kind) ?? 0) + 1);
+  }
+
+  /** Continues a running burst for `key`, if any. */
+  #burst(key: string): Burst | undefined {
+    const burst = this.#bursts.get(key);
+    if (burst === undefined) return undefined;
+    burst.remaining -= 1;
+    if (burst.remaining <= 0) this.#bursts.delete(key);
+    return burst;
+  }
+
+  #dynamodb(operation: string, input: Record<string, unknown>): DynamoDbFault | undefined {
+    if (!this.#enabled) return undefined;
+    const rates = this.#rates.dynamodb;
+    const jobId = dynamoJobId(input) ?? '-';
+    const burstKey = `dynamodb|${operation}|${jobId}`;
+    const running = this.#burst(burstKey);
+    if (running !== undefined) {
+      this.#count('dynamodb.throughputExceeded');
+      return { error: 'ProvisionedThroughputExceededException' };
+    }
+    const n = this.#dice.occurrence(burstKey);
+    const r = this.#dice.roll('dynamodb', `${burstKey}|${n}`);
+    let edge = rates.burst;
+    if (r < edge) {
+      this.#count('dynamodb.burst');
+      this.#count('dynamodb.throughputExceeded');
+      this.#bursts.set(burstKey, { remaining: BURST_ATTEMPTS.dynamodb - 1, error: 'ProvisionedThroughputExceededException' });
+      return { error: 'ProvisionedThroughputExceededException' };
+    }
+    if (r < (edge += rates.throughputExceeded)) {
+      this.#count('dynamodb.throughputExceeded');
+      return { error: 'ProvisionedThroughputExceededException' };
+    }
+    if (r < (edge += rates.throttling)) {
+      this.#count('dynamodb.throttling');
+      return { error: 'ThrottlingException' };
+    }
+    if (r < (edge += rates.internalError)) {
+      this.#count('dynamodb.internalError');
+      return { error: 'InternalServerError' };
+    }
+    if (WRITE_OPERATIONS.has(operation) && r < edge + rates.lostResponse) {
+      this.#count('dynamodb.lostResponse');
+      const reset = this.#dice.roll('dynamodb-lost-mode', `${burstKey}|${n}`) < 0.5;
+      if (jobId !== '-') this.note(jobId, `DynamoDB ${describeDynamoRequest(operation, input)} applied, then its answer lost (injected)`);
+      return { error: reset ? 'reset' : 'InternalServerError', afterApplying: true };
+    }
+    return undefined;
+  }
+
+  #aws(operation: string, input: Record<string, unknown>): AwsFault | undefined {
+    if (!this.#enabled) return undefined;
+    if (operation === 'AWSStepFunctions.StartExecution') {
+      const rates = this.#rates.stepFunctions;
+      const jobId = startExecutionJobId(input);
+      const key = `sfn|${jobId}|${typeof input.name === 'string' ? input.name : ''}`;
+      const throttled = (): AwsFault => {
+        this.note(jobId, `StartExecution ${String(input.name)} -> ThrottlingException (injected)`);
+        return { error: new AwsServiceError('ThrottlingException', 'Rate exceeded') };
+      };
+      if (this.#burst(key) !== undefined) {
+        this.#count('stepFunctions.throttling');
+        return throttled();
+      }
+      const n = this.#dice.occurrence(key);
+      const r = this.#dice.roll('stepFunctions', `${key}|${n}`);
+      if (r < rates.burst) {
+        this.#count('stepFunctions.burst');
+        this.#count('stepFunctions.throttling');
+        this.#bursts.set(key, { remaining: BURST_ATTEMPTS.stepFunctions - 1, error: 'ThrottlingException' });
+        return throttled();
+      }
+      if (r < rates.burst + rates.throttling) {
+        this.#count('stepFunctions.throttling');
+        return throttled();
+      }
+      return undefined;
+    }
+    if (operation === 'AWSEvents.PutEvents') {
+      const entries = Array.isArray(input.Entries) ? input.Entries : [];
+      const key = `events|${entries.map((entry) => jobIdOfEntry(entry)).join(',')}`;
+      const n = this.#dice.occurrence(key);
+      if (this.#dice.roll('eventBridge-request', `${key}|${n}`) < this.#rates.eventBridge.throttling) {
+        this.#count('eventBridge.throttling');
+        for (const eventId of key.slice('events|'.length).split(',')) {
+          const jobId = eventId.slice(0, eventId.lastIndexOf(':'));
+          if (jobId !== '') this.note(jobId, `PutEvents ${eventId} -> ThrottlingException (injected)`);
+        }
+        return { error: new AwsServiceError('ThrottlingException', 'Rate exceeded') };
+      }
+    }
+    return undefined;
+  }
+
+  #putEventsEntry(entry: PutEventsEntry): PutEventsEntryFault | undefined {
+    if (!this.#enabled) return undefined;
+    const rates = this.#rates.eventBridge;
+    const eventId = typeof entry.detail.event_id === 'string' ? entry.detail.event_id : `${entry.source}|${entry.detailType}`;
+    const key = `entry|${eventId}`;
+    const jobId = typeof entry.detail.job_id === 'string' ? entry.detail.job_id : undefined;
+    const failure = (code: string): PutEventsEntryFault => {
+      if (jobId !== undefined) this.note(jobId, `PutEvents entry ${eventId} -> ${code} (injected)`);
+      return { ErrorCode: code, ErrorMessage: code === 'ThrottlingException' ? 'Rate exceeded.' : 'An internal error occurred while processing the entry.' };
+    };
+    const running = this.#burst(key);
+    if (running !== undefined) {
+      this.#count('eventBridge.failedEntry');
+      return failure(running.error);
+    }
+    const n = this.#dice.occurrence(key);
+    const r = this.#dice.roll('eventBridge-entry', `${key}|${n}`);
+    const code = this.#dice.roll('eventBridge-entry-code', `${key}|${n}`) < 0.5 ? 'InternalFailure' : 'ThrottlingException';
+    if (r < rates.burst) {
+      this.#count('eventBridge.burst');
+      this.#count('eventBridge.failedEntry');
+      this.#bursts.set(key, { remaining: BURST_ATTEMPTS.eventBridge - 1, error: code });
+      return failure(code);
+    }
+    if (r < rates.burst + rates.failedEntry) {
+      this.#count('eventBridge.failedEntry');
+      return failure(code);
+    }
+    return undefined;
+  }
+
+  #redelivery(record: SQSRecord): number | undefined {
+    if (!this.#enabled) return undefined;
+    const deliveredJob = jobIdOfBody(record.body);
+    if (deliveredJob !== undefined) this.note(deliveredJob, `SQS message ${record.messageId} delivered (receive ${record.attributes.ApproximateReceiveCount})`);
+    const key = `${record.messageId}|${record.attributes.ApproximateReceiveCount}`;
+    if (this.#dice.roll('sqs-redelivery', key) >= this.#rates.sqs.redelivery) return undefined;
+    this.#count('sqs.redelivery');
+    const delay = Math.floor(this.#dice.roll('sqs-redelivery-delay', key) * 300);
+    if (deliveredJob !== undefined) this.note(deliveredJob, `SQS message ${record.messageId} (receive ${record.attributes.ApproximateReceiveCount}) delivered again after ${delay} ms (injected)`);
+    return delay;
+  }
+}
+
+/** A DynamoDB request, for traces: the operation and the attributes it sets (`UpdateItem[execution_id,status]`). */
+export function describeDynamoRequest(operation: string, input: Record<string, unknown>): string {
+  if (operation === 'UpdateItem') {
+    const values = Object.keys((input.ExpressionAttributeValues as Record<string, unknown> | undefined) ?? {});
+    const set = values.filter((name) => name.startsWith(':set_')).map((name) => name.slice(5));
+    return `UpdateItem[${set.join(',')}]`;
+  }
+  if (operation === 'PutItem') {
+    const status = (input.Item as { status?: { S?: unknown } } | undefined)?.status?.S;
+    return `PutItem[${typeof status === 'string' ? status : '?'}]`;
+  }
+  return operation;
+}
+
+/** The job id of an intake message body (direct or in an EventBridge envelope), if any. */
+export function jobIdOfBody(body: string): string | undefined {
+  try {
+    const parsed = JSON.parse(body) as { job_id?: unknown; detail?: { job_id?: unknown } };
+    const jobId = parsed.job_id ?? parsed.detail?.job_id;
+    return typeof jobId === 'string' ? jobId : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function jobIdOfEntry(entry: unknown): string {
+  if (typeof entry !== 'object' || entry === null) return '-';
+  const detail = (entry as { Detail?: unknown }).Detail;
+  if (typeof detail !== 'string') return '-';
+  try {
+    const parsed = JSON.parse(detail) as { event_id?: unknown };
+    return typeof parsed.event_id === 'string' ? parsed.event_id : '-';
+  } catch {
+    return '-';
+  }
+}
+
+/**
+ * `mix` plus one scheduled fault of every simulator kind (the simulator's `failNext`), so a
+ * short run is sure to meet each kind at least once, whatever the random draws.
+ */
+export function withEveryWaterflaiKind(mix: FaultMix): FaultMix {
+  return {
+    ...mix,
+    waterflai: {
+      ...mix.waterflai,
+      failNext: [
+        ...(mix.waterflai.failNext ?? []),
+        { kind: 'error5xx', route: 'start' },
+        { kind: 'malformedJson', route: 'start' },
+        { kind: 'acceptThenFail', route: 'start' },
+        { kind: 'rateLimit', route: 'get' },
+        { kind: 'reset', route: 'get' },
+        { kind: 'slow', route: 'get' },
+        { kind: 'hang', route: 'get' },
+        { kind: 'unknownStatus', route: 'get' },
+        { kind: 'statusRegression', route: 'get' },
+      ],
+    },
+  };
+}
