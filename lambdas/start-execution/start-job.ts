@@ -238,6 +238,12 @@ export class JobStarter {
     }
 
     const saved = await store.saveExecutionId(job.job_id, executionId, iso(this.now()));
+    if (!saved.applied && saved.record?.execution_id === executionId && !isSettled(saved.record)) {
+      // Our own save was applied but its answer was lost (the SDK's retry then failed the
+      // condition): the execution is this job's, not a superfluous one.
+      logger.info('Waterflai execution started (its save was answered late)', { job_id: job.job_id, execution_id: executionId });
+      return this.startStateMachine(saved.record);
+    }
     if (!saved.applied) {
       const current = saved.record;
       if (current?.execution_id !== undefined && current.execution_id !== executionId) {

@@ -457,3 +457,23 @@ describe('sqsSafe', () => {
     expect(sqsSafe(text)).toBe(text);
   });
 });
+
+describe('JobStarter: a lost answer to the execution id save', () => {
+  it('recognises its own saved execution id and starts the state machine instead of cancelling its own execution', async () => {
+    // Prepare: the save is applied, but the caller sees a failed condition (the SDK retried a write whose answer was lost)
+    const save = store.saveExecutionId.bind(store);
+    const spy = vi.spyOn(store, 'saveExecutionId').mockImplementationOnce(async (jobId, executionId, now) => {
+      const applied = await save(jobId, executionId, now);
+      return { applied: false, record: applied.record };
+    });
+
+    // Act
+    await starter.handleRecord(sqsRecord(job()), remaining);
+    spy.mockRestore();
+
+    // Assess
+    expect(waterflai.cancelExecution).not.toHaveBeenCalled();
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.PENDING, execution_id: 'exec_1' });
+  });
+});
