@@ -52,6 +52,13 @@ export interface JobRecord {
   readonly error_code?: string;
   readonly error_message?: string;
   readonly cancel_reason?: CancelReason;
+  /**
+   * Set by a producer's cancel request before the DELETE goes to Waterflai: whoever then
+   * records the job CANCELLED (the cancel itself, or the poll loop that sees Waterflai's
+   * CANCELLED first) records this reason.
+   */
+  readonly requested_cancel_reason?: CancelReason;
+  readonly cancel_requested_at?: string;
   /** Generation of the state machine execution following the job (0, then +1 per hand-over). */
   readonly generation?: number;
   /** Set when the job failed at intake (invalid message, rejected start): the message goes to the DLQ. */
@@ -225,8 +232,26 @@ export class JobStore {
       conditions.push('(attribute_not_exists(#observed_at) OR #observed_at <= :observed_at)');
       values[':observed_at'] = update.observedAt;
     }
-    const record = await this.conditionalUpdate(jobId, set, conditions.join(' AND '), values);
+    // A cancellation of a job a producer asked to cancel is that producer's, whoever records it.
+    const expressions: Record<string, (value: string) => string> =
+      update.status === JOB_STATUS.CANCELLED && set.cancel_reason !== undefined ? { cancel_reason: (value) => `if_not_exists(#requested_cancel_reason, ${value})` } : {};
+    const record = await this.conditionalUpdate(jobId, set, conditions.join(' AND '), values, expressions);
     return record ? { applied: true, record } : { applied: false, record: await this.get(jobId) };
+  }
+
+  /**
+   * Records that a producer asked to cancel the job (before the DELETE to Waterflai), so that
+   * the job's cancellation carries reason `requested` whoever records it. Returns false when
+   * the job is already terminal or unknown.
+   */
+  async markCancelRequested(jobId: string, now: string): Promise<boolean> {
+    const record = await this.conditionalUpdate(
+      jobId,
+      { requested_cancel_reason: CANCEL_REASON.REQUESTED, cancel_requested_at: now, updated_at: now },
+      'attribute_exists(#job_id) AND #status_rank < :terminal',
+      { ':terminal': TERMINAL_RANK },
+    );
+    return record !== undefined;
   }
 
   /**
@@ -420,6 +445,7 @@ export class JobStore {
     set: Record<string, unknown>,
     condition: string,
     conditionValues: Record<string, unknown>,
+    expressions: Readonly<Record<string, (value: string) => string>> = {},
   ): Promise<JobRecord | undefined> {
     const names: Record<string, string> = { '#version': 'version' };
     const values: Record<string, unknown> = { ...conditionValues, ':one': 1 };
@@ -428,10 +454,11 @@ export class JobStore {
       if (value === undefined) continue;
       names[`#${key}`] = key;
       values[`:set_${key}`] = value;
-      assignments.push(`#${key} = :set_${key}`);
+      const expression = expressions[key];
+      assignments.push(`#${key} = ${expression ? expression(`:set_${key}`) : `:set_${key}`}`);
     }
-    // DynamoDB rejects unused placeholders, so name exactly those the condition uses.
-    for (const [, name] of condition.matchAll(/#([a-z_]+)/g)) names[`#${name}`] = name!;
+    // DynamoDB rejects unused placeholders, so name exactly those the expressions use.
+    for (const [, name] of `${condition} ${assignments.join(' ')}`.matchAll(/#([a-z_]+)/g)) names[`#${name}`] = name!;
     try {
       const result = await this.client.send(
         new UpdateCommand({

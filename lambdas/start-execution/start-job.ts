@@ -155,6 +155,9 @@ export class JobStarter {
       }
       return;
     }
+    // Before the DELETE: the poll loop may see Waterflai's CANCELLED before this request
+    // records it, and must then record reason `requested`, not `remote`.
+    await store.markCancelRequested(jobId, at);
     if (job.execution_id !== undefined) {
       try {
         const result = await waterflai.cancelExecution(job.execution_id, { timeoutMs: requestTimeoutFor(remainingMs()) });

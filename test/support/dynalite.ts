@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import dynalite from 'dynalite';
 import { JOB_TABLE } from '../../lambdas/shared/constants';
@@ -53,7 +53,14 @@ export async function startLocalDynamo(): Promise<LocalDynamo> {
           ],
         }),
       );
-      return name;
+      // dynalite creates tables asynchronously even with createTableMs 0: wait for ACTIVE,
+      // or a loaded machine sees ResourceNotFoundException on the first write.
+      for (let attempt = 0; attempt < 100; attempt += 1) {
+        const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
+        if (Table?.TableStatus === 'ACTIVE' && (Table.GlobalSecondaryIndexes ?? []).every((index) => index.IndexStatus === 'ACTIVE')) return name;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      throw new Error(`dynalite table ${name} did not become ACTIVE`);
     },
     async close() {
       client.destroy();

@@ -40,6 +40,14 @@ import { JobPoller } from '../../lambdas/poll/poll-job';
 import { JobStarter, type StarterSettings } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 
+/** The record apart from the cancel-request marker a cancel leaves before its DELETE (and the bookkeeping of that write). */
+function withoutCancelMarker(record: object | undefined): object | undefined {
+  if (record === undefined) return undefined;
+  const { requested_cancel_reason: _reason, cancel_requested_at: _at, version: _version, updated_at: _updated, ...rest } = record as Record<string, unknown>;
+  return rest;
+}
+
+
 // ---------------------------------------------------------------------------------------
 // The scripted Waterflai
 // ---------------------------------------------------------------------------------------
@@ -441,7 +449,7 @@ describe.each(POLL_ROWS)('poll: Waterflai answers $response', (row) => {
         expect(outcome.thrown).toBeInstanceOf(behaviour.error.type);
         expect((outcome.thrown as WaterflaiError).code).toBe(behaviour.error.code);
         expect((outcome.thrown as WaterflaiError).retryable).toBe(false);
-        expect(record).toEqual(before);
+        expect(withoutCancelMarker(record)).toEqual(withoutCancelMarker(before));
         return;
       case 'transient: TransientPollError for the Retry':
         expect('thrown' in outcome).toBe(true);
@@ -452,7 +460,7 @@ describe.each(POLL_ROWS)('poll: Waterflai answers $response', (row) => {
         expect((outcome.thrown as TransientPollError).cause).toBeInstanceOf(behaviour.error.type);
         expect(((outcome.thrown as TransientPollError).cause as WaterflaiError).code).toBe(behaviour.error.code);
         expect((outcome.thrown as Error).message).not.toContain(API_KEY);
-        expect(record).toEqual(before);
+        expect(withoutCancelMarker(record)).toEqual(withoutCancelMarker(before));
         return;
       case 'wait: the next poll after Retry-After, no error':
         expect('next' in outcome).toBe(true);
@@ -460,7 +468,7 @@ describe.each(POLL_ROWS)('poll: Waterflai answers $response', (row) => {
         expect(outcome.next).toMatchObject({ status: JOB_STATUS.PENDING, poll_count: 1 });
         expect(outcome.next.next_poll_seconds).toBeGreaterThanOrEqual(behaviour.seconds);
         expect(outcome.next.next_poll_seconds).toBeLessThanOrEqual(MAX_RETRY_AFTER_SECONDS);
-        expect(record).toEqual(before);
+        expect(withoutCancelMarker(record)).toEqual(withoutCancelMarker(before));
         return;
       case 'recorded':
         expect('next' in outcome).toBe(true);
@@ -553,7 +561,7 @@ describe.each(CANCEL_ROWS)('cancel: Waterflai answers $response', (row) => {
         return;
       case 'left to the poll loop: Waterflai says it already finished':
         expect(outcome).toBeUndefined();
-        expect(record).toEqual(before);
+        expect(withoutCancelMarker(record)).toEqual(withoutCancelMarker(before));
         expect(published()).toEqual([]);
         expect(deadLetters()).toEqual([]);
         expect(visibilityChanges()).toEqual([]);
@@ -563,7 +571,7 @@ describe.each(CANCEL_ROWS)('cancel: Waterflai answers $response', (row) => {
         expect(outcome).toBeInstanceOf(behaviour.error.type);
         expect((outcome as WaterflaiError).code).toBe(behaviour.error.code);
         expect(visibilityChanges()).toEqual([behaviour.kind === 'retried: deferred by Retry-After' ? behaviour.seconds : BACKOFF_SECONDS]);
-        expect(record).toEqual(before);
+        expect(withoutCancelMarker(record)).toEqual(withoutCancelMarker(before));
         expect(published()).toEqual([]);
         expect(deadLetters()).toEqual([]);
         return;
@@ -571,7 +579,7 @@ describe.each(CANCEL_ROWS)('cancel: Waterflai answers $response', (row) => {
         expect(outcome).toBeUndefined();
         expect(deadLetters()).toEqual([expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: behaviour.code, [DLQ_ATTRIBUTE.JOB_ID]: 'job-1', [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-1' })]);
         expect(deadLetters()[0]?.[DLQ_ATTRIBUTE.ERROR_MESSAGE]).not.toContain(API_KEY);
-        expect(record).toEqual(before);
+        expect(withoutCancelMarker(record)).toEqual(withoutCancelMarker(before));
         expect(published()).toEqual([]);
         expect(visibilityChanges()).toEqual([]);
         return;
