@@ -87,7 +87,13 @@ export class JobStarter {
     try {
       message = parseIntakeMessage(record.body, record.messageId);
     } catch (error) {
-      if (error instanceof InvalidMessageError) return this.rejectInvalid(record, error);
+      if (error instanceof InvalidMessageError) {
+        // Recording, announcing and dead-lettering can meet transient AWS faults too: defer and
+        // retry like any start, and on the last receive at least dead-letter with the reason.
+        return this.withRetries(record, error.jobId ?? record.messageId, () => this.rejectInvalid(record, error), () =>
+          this.sendToDeadLetterQueue(record, error.code, error.message, error.jobId),
+        );
+      }
       throw error;
     }
     if (message.kind === 'cancel') {

@@ -477,3 +477,20 @@ describe('JobStarter: a lost answer to the execution id save', () => {
     expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.PENDING, execution_id: 'exec_1' });
   });
 });
+
+describe('JobStarter: transient faults while rejecting an invalid message', () => {
+  it('defers the message with backoff (instead of waiting out the visibility timeout), then dead-letters it on the next receive', async () => {
+    // Prepare: EventBridge keeps failing the Failed event during the first receive
+    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'ThrottlingException' }] });
+
+    // Act
+    await expect(starter.handleRecord(sqsRecord(job({ chatbot_id: 'a/b' })), remaining)).rejects.toThrow(/PutEvents failed/);
+    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e' }] });
+    await starter.handleRecord(sqsRecord(job({ chatbot_id: 'a/b' }), { receiveCount: 2 }), remaining);
+
+    // Assess
+    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { ReceiptHandle: 'receipt-msg-1-1' });
+    expect(sqsMock).toHaveReceivedCommandTimes(SendMessageCommand, 1);
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.INVALID_MESSAGE });
+  });
+});
