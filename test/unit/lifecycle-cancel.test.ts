@@ -1,7 +1,6 @@
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import { ChangeMessageVisibilityCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import type { SQSRecord } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -11,6 +10,7 @@ import { JobStore, type StatusFields } from '../../lambdas/shared/job-store';
 import { OutcomePublisher, outcomeDetailSchema } from '../../lambdas/shared/outcome-event';
 import { JobStarter, type StarterSettings, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+import { sqsRecord } from '../support/sqs-record';
 
 /** The record apart from the cancel-request marker a cancel leaves before its DELETE (and the bookkeeping of that write). */
 function withoutCancelMarker(record: object | undefined): object | undefined {
@@ -43,24 +43,6 @@ let clock: number;
 let waterflai: { startExecution: ReturnType<typeof vi.fn<WaterflaiStarter['startExecution']>>; cancelExecution: ReturnType<typeof vi.fn<WaterflaiStarter['cancelExecution']>> };
 let starter: JobStarter;
 
-function sqsRecord(body: string, options: { messageId?: string; receiveCount?: number } = {}): SQSRecord {
-  return {
-    messageId: options.messageId ?? 'msg-1',
-    receiptHandle: `receipt-${options.messageId ?? 'msg-1'}-${options.receiveCount ?? 1}`,
-    body,
-    attributes: {
-      ApproximateReceiveCount: String(options.receiveCount ?? 1),
-      SentTimestamp: '1764417600000',
-      SenderId: 'sender',
-      ApproximateFirstReceiveTimestamp: '1764417600000',
-    },
-    messageAttributes: {},
-    md5OfBody: '',
-    eventSource: 'aws:sqs',
-    eventSourceARN: 'arn:aws:sqs:us-east-1:123456789012:intake',
-    awsRegion: 'us-east-1',
-  };
-}
 
 const startBody = (overrides: Record<string, unknown> = {}): string =>
   JSON.stringify({ job_id: 'job-1', chatbot_id: 'bot-1', input_data: { query: 'q' }, metadata: { team: 'reports' }, ...overrides });

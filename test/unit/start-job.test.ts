@@ -1,7 +1,6 @@
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { ExecutionAlreadyExists, SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import { ChangeMessageVisibilityCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import type { SQSRecord } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -12,6 +11,7 @@ import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
 import type { PollState } from '../../lambdas/shared/workflow';
 import { JobBusyError, JobStarter, sqsSafe, type StarterSettings, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+import { sqsRecord } from '../support/sqs-record';
 
 const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:poll-loop';
 const settings: StarterSettings = {
@@ -36,24 +36,6 @@ let waterflai: { startExecution: ReturnType<typeof vi.fn<WaterflaiStarter['start
 let logs: Array<{ level: string; args: unknown[] }>;
 let starter: JobStarter;
 
-function sqsRecord(body: string, options: { messageId?: string; receiveCount?: number } = {}): SQSRecord {
-  return {
-    messageId: options.messageId ?? 'msg-1',
-    receiptHandle: `receipt-${options.messageId ?? 'msg-1'}-${options.receiveCount ?? 1}`,
-    body,
-    attributes: {
-      ApproximateReceiveCount: String(options.receiveCount ?? 1),
-      SentTimestamp: '1764417600000',
-      SenderId: 'sender',
-      ApproximateFirstReceiveTimestamp: '1764417600000',
-    },
-    messageAttributes: {},
-    md5OfBody: '',
-    eventSource: 'aws:sqs',
-    eventSourceARN: 'arn:aws:sqs:us-east-1:123456789012:intake',
-    awsRegion: 'us-east-1',
-  };
-}
 
 const job = (overrides: Record<string, unknown> = {}): string =>
   JSON.stringify({ job_id: 'job-1', chatbot_id: 'bot-1', input_data: { query: 'private question' }, metadata: { team: 'reports' }, ...overrides });
