@@ -6,7 +6,7 @@ import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { JobPoller, type SuccessorStarter, type WaterflaiStatusReader } from '../../lambdas/poll/poll-job';
 import { announceOutcome } from '../../lambdas/shared/announce';
-import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, WATERFLAI_STATUS, type JobStatus, type WaterflaiStatus } from '../../lambdas/shared/constants';
+import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, type JobStatus } from '../../lambdas/shared/constants';
 import { TransientPollError, WaterflaiHttpError } from '../../lambdas/shared/errors';
 import { executionNameForGeneration, EXECUTION_NAME_MAX_LENGTH } from '../../lambdas/shared/identifiers';
 import { JobStore } from '../../lambdas/shared/job-store';
@@ -17,6 +17,7 @@ import type { FixedIntervalSettings } from '../../lambdas/shared/poll-strategy';
 import type { ExecutionStatus, RequestOptions } from '../../lambdas/shared/waterflai-client';
 import type { PollState } from '../../lambdas/shared/workflow';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+import { execution } from '../support/execution-status';
 
 const ACCEPTED_AT = '2025-03-01T12:00:00.000Z';
 const DEADLINE_AT = '2025-03-01T13:00:00.000Z';
@@ -33,28 +34,6 @@ const at = (seconds: number): string => new Date(atMs(seconds)).toISOString();
 const s3Mock = mockClient(S3Client);
 const eventsMock = mockClient(EventBridgeClient);
 
-function execution(status: string, overrides: Partial<ExecutionStatus> = {}): ExecutionStatus {
-  const known = (Object.values(WATERFLAI_STATUS) as string[]).includes(status) ? (status as WaterflaiStatus) : null;
-  return {
-    execution_id: 'wf-exec',
-    status,
-    known_status: known,
-    progress: null,
-    current_node: null,
-    completed_nodes: null,
-    total_nodes: null,
-    final_output: undefined,
-    error_message: null,
-    created_at: null,
-    started_at: '2025-03-01T12:00:02.000Z',
-    completed_at: null,
-    retry_count: null,
-    execution_source: null,
-    is_temporary: null,
-    cleanup_after: null,
-    ...overrides,
-  };
-}
 
 /** A Waterflai stand-in answering status reads from a script; cancels succeed unless told otherwise. */
 class ScriptedWaterflai implements WaterflaiStatusReader {

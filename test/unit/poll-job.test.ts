@@ -1,6 +1,6 @@
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
-import { ERROR_CODE, JOB_STATUS, STATUS_RANK, WATERFLAI_STATUS, type JobStatus, type TerminalStatus, type WaterflaiStatus } from '../../lambdas/shared/constants';
+import { ERROR_CODE, JOB_STATUS, STATUS_RANK, type JobStatus, type TerminalStatus } from '../../lambdas/shared/constants';
 import {
   InvalidIdentifierError,
   TransientPollError,
@@ -16,6 +16,7 @@ import type { ExecutionStatus, RequestOptions } from '../../lambdas/shared/water
 import type { PollState } from '../../lambdas/shared/workflow';
 import { JobPoller, type WaterflaiStatusReader } from '../../lambdas/poll/poll-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+import { execution } from '../support/execution-status';
 
 const ACCEPTED_AT = '2025-03-01T12:00:00.000Z';
 const POLL_SETTINGS: FixedIntervalSettings = { intervalSeconds: 5, minSeconds: 1, maxSeconds: 60 };
@@ -26,28 +27,6 @@ const PLENTY_OF_TIME = () => 60_000;
 const atMs = (seconds: number): number => Date.parse(ACCEPTED_AT) + seconds * 1000;
 const at = (seconds: number): string => new Date(atMs(seconds)).toISOString();
 
-function execution(status: string, overrides: Partial<ExecutionStatus> = {}): ExecutionStatus {
-  const known = (Object.values(WATERFLAI_STATUS) as string[]).includes(status) ? (status as WaterflaiStatus) : null;
-  return {
-    execution_id: 'wf-exec',
-    status,
-    known_status: known,
-    progress: null,
-    current_node: null,
-    completed_nodes: null,
-    total_nodes: null,
-    final_output: undefined,
-    error_message: null,
-    created_at: null,
-    started_at: '2025-03-01T12:00:02.000Z',
-    completed_at: null,
-    retry_count: null,
-    execution_source: null,
-    is_temporary: null,
-    cleanup_after: null,
-    ...overrides,
-  };
-}
 
 /** A Waterflai stand-in that answers from a script: a status to return or an error to throw. */
 class ScriptedWaterflai implements WaterflaiStatusReader {
