@@ -81,8 +81,12 @@ export interface WaterflaiOrchestratorProps {
    */
   readonly pollMinSeconds?: number;
   /**
-   * Never wait more than this between polls (except to honour a Retry-After).
-   * @default 300
+   * Longest wait between polls while the job looks far from done: a job that fails or
+   * ends unexpectedly is noticed at most this much later. Waits can be longer only to
+   * honour a Retry-After or the history budget (at most 10 polls in any hour, so about
+   * 100 history events an hour; the budget holds polls back by up to 522 s, so values
+   * below that are raised to it when the budget binds).
+   * @default 600
    */
   readonly pollMaxSeconds?: number;
   /**

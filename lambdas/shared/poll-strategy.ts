@@ -24,7 +24,7 @@ export interface FixedIntervalSettings {
   readonly intervalSeconds: number;
   /** Never wait less than this. */
   readonly minSeconds: number;
-  /** Never wait more than this, except to honour a server's Retry-After. */
+  /** Never wait more than this, except to honour a server's Retry-After (or, in the adaptive strategy, its history budget). */
   readonly maxSeconds: number;
 }
 
@@ -40,7 +40,7 @@ export const MAX_RETRY_AFTER_SECONDS = 3600;
 export const DEFAULT_POLL_SETTINGS: FixedIntervalSettings = {
   intervalSeconds: 10,
   minSeconds: 1,
-  maxSeconds: 300,
+  maxSeconds: 600,
 };
 
 /** Checks settings once (at cold start or synth time) and says what is wrong. */
@@ -294,11 +294,19 @@ export interface AdaptiveSettings extends FixedIntervalSettings {
   readonly streamBackoffSeconds: number;
   /**
    * History budget (a token bucket): bursts of `budgetBurst` polls, `budgetPerHour`
-   * sustained. When a poll would come sooner, the poll before it listens longer instead
-   * (or, without a stream, waits longer within `maxSeconds`).
+   * sustained. A window of T seconds holds at most `budgetBurst + budgetPerHour x T / 3600`
+   * polls, so with a sum below 11 no hour holds more than 10: 90 history events, plus the
+   * start and finish events, under 100. When a poll would come sooner, the poll before it
+   * listens until then instead; without a stream it waits, even beyond `maxSeconds`.
    */
   readonly budgetPerHour: number;
   readonly budgetBurst: number;
+  /**
+   * A step with others after it that has been silent for `silence` seconds is assumed to
+   * go on for at least `stallShare x silence` more (a node that has run for an hour seldom
+   * ends in the next minute). Not applied to the last step, whose end is the job's end.
+   */
+  readonly stallShare: number;
 }
 
 export const DEFAULT_ADAPTIVE_SETTINGS: AdaptiveSettings = {
@@ -314,8 +322,9 @@ export const DEFAULT_ADAPTIVE_SETTINGS: AdaptiveSettings = {
   blindListenSeconds: 300,
   blindFraction: 0.25,
   streamBackoffSeconds: 60,
-  budgetPerHour: 20,
-  budgetBurst: 10,
+  budgetPerHour: 6.9,
+  budgetBurst: 4,
+  stallShare: 0.05,
 };
 
 /** Checks adaptive settings once and says what is wrong. */
@@ -326,7 +335,7 @@ export function validateAdaptiveSettings(settings: AdaptiveSettings): AdaptiveSe
     const value = settings[name];
     if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new RangeError(`adaptive setting ${name} must be a positive number, got ${String(value)}`);
   }
-  for (const name of ['trend', 'blindListenSeconds'] as const) {
+  for (const name of ['trend', 'blindListenSeconds', 'stallShare'] as const) {
     const value = settings[name];
     if (!Number.isFinite(value) || value < 0) throw new RangeError(`adaptive setting ${name} must be a number >= 0, got ${String(value)}`);
   }
@@ -482,7 +491,7 @@ function safetyFor(settings: Pick<AdaptiveSettings, 'spread'>, steps: number): n
  * Earliest plausible end (`lo`) and central estimate (`mid`) of the seconds left at `now`,
  * or undefined when there is nothing to estimate from.
  */
-export function remainingEstimate(settings: Pick<AdaptiveSettings, 'spread' | 'trend' | 'nodeSafety' | 'firstStepShare'>, memory: StrategyMemory, now: number): { lo: number; mid: number } | undefined {
+export function remainingEstimate(settings: Pick<AdaptiveSettings, 'spread' | 'trend' | 'nodeSafety' | 'firstStepShare' | 'stallShare'>, memory: StrategyMemory, now: number): { lo: number; mid: number } | undefined {
   const start = memory.s;
   if (start === undefined || !isJobTime(now)) return undefined;
   const running = Math.max(0, now - start);
@@ -513,11 +522,15 @@ export function remainingEstimate(settings: Pick<AdaptiveSettings, 'spread' | 't
   const lastPace = Number.isFinite(stepPace) && stepPace > 0 ? stepPace : average;
   const previousPace = memory.g ?? lastPace;
   const trend = Math.min(1, lastPace / previousPace) ** settings.trend;
-  const fast = Math.min(lastPace, previousPace) * (Number.isFinite(trend) && trend > 0 ? trend : 1);
+  // One change seen: no trend yet, so the steps after it may speed up as before the first change.
+  const speedUp = memory.a === undefined ? settings.firstStepShare : Number.isFinite(trend) && trend > 0 ? trend : 1;
+  const fast = Math.min(lastPace, previousPace) * speedUp;
   const d = Math.min(step ?? 0, remaining);
   const silence = Math.max(0, now - changedAt);
   const after = d > 0 ? Math.max(1, Math.round((remaining - d) / d)) : 1;
-  const lo = Math.max(0, safetyFor(settings, 1) * d * fast - silence) + safetyFor(settings, after) * (remaining - d) * fast;
+  const rest = safetyFor(settings, after) * (remaining - d) * fast;
+  // A step silent for long is likely to go on a while (only for a step with others after it).
+  const lo = Math.max(0, safetyFor(settings, 1) * d * fast - silence, rest > 0 ? settings.stallShare * silence : 0) + rest;
   const mid = Math.max(lo, Math.max(0, d * average - silence) + (remaining - d) * average);
   return Number.isFinite(lo) && Number.isFinite(mid) ? { lo, mid } : undefined;
 }
@@ -533,6 +546,11 @@ function farWait(settings: AdaptiveSettings, memory: StrategyMemory, now: number
   return { sleep, listen: sleep < settings.listenLeadSeconds, mid: estimate.mid };
 }
 
+/** Seconds the history budget takes to refill one poll: the longest it holds a poll back. */
+export function budgetRefillSeconds(settings: Pick<AdaptiveSettings, 'budgetPerHour'>): number {
+  return 3600 / settings.budgetPerHour;
+}
+
 /** When the history budget lets the next poll start. */
 function nextPollAllowedAt(settings: AdaptiveSettings, memory: StrategyMemory): number {
   if (memory.k === undefined) return -Infinity;
@@ -544,7 +562,8 @@ function nextPollAllowedAt(settings: AdaptiveSettings, memory: StrategyMemory): 
 function spendToken(settings: AdaptiveSettings, memory: StrategyMemory, now: number): StrategyMemory {
   const [tokens, at] = memory.k !== undefined && Number.isFinite(memory.k[0]) && isJobTime(memory.k[1]) ? memory.k : [settings.budgetBurst, now];
   const refilled = Math.min(settings.budgetBurst, tokens + (settings.budgetPerHour * Math.max(0, now - at)) / 3600);
-  return { ...memory, k: [Math.round((refilled - 1) * 1000) / 1000 + 0, round1(now)] };
+  // Rounded towards fewer tokens (count down, date up) so the rounding never adds a poll.
+  return { ...memory, k: [Math.floor((refilled - 1) * 1000) / 1000 + 0, Math.ceil(now * 10) / 10] };
 }
 
 function keepListeningAdaptive(settings: AdaptiveSettings, memory: StrategyMemory, now: number): boolean {
@@ -568,7 +587,9 @@ function planAdaptive(settings: AdaptiveSettings, given: StrategyMemory, context
   if (mayListenNow) {
     const padding = allowedAt - now - sleep;
     if (far.listen || padding >= settings.minListenSeconds) {
-      const listenSeconds = far.listen ? maxListen : Math.min(maxListen, Math.ceil(padding));
+      // Held back by the budget: listen until only the sleep is left before the next poll
+      // may come (keepListening decides with what the stream shows meanwhile).
+      const listenSeconds = far.listen ? maxListen : Math.min(maxListen, Math.ceil(allowedAt - now - settings.minSeconds));
       return { memory, listenSeconds, waitSeconds: boundedWait(sleep, settings, retryAfterSeconds) };
     }
   }
@@ -582,5 +603,9 @@ function planAdaptive(settings: AdaptiveSettings, given: StrategyMemory, context
   } else {
     wait = far.sleep;
   }
-  return { memory, listenSeconds: 0, waitSeconds: boundedWait(Math.max(wait, allowedAt - now), settings, retryAfterSeconds) };
+  const waitSeconds = boundedWait(wait, settings, retryAfterSeconds);
+  // The budget wins over maxSeconds. A well-formed bucket holds a poll back by at most one
+  // token's refill time; a damaged memory cannot park the job for longer.
+  const heldBack = isJobTime(now) ? Math.min(allowedAt - now, budgetRefillSeconds(settings)) : Number.NaN;
+  return { memory, listenSeconds: 0, waitSeconds: Number.isFinite(heldBack) ? Math.max(waitSeconds, Math.ceil(heldBack)) : waitSeconds };
 }

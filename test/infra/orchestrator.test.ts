@@ -185,7 +185,7 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
       expect(variables[ENV.MAX_JOB_DURATION_SECONDS]).toBe('86400');
       expect(variables[ENV.POLL_INTERVAL_SECONDS]).toBe('10');
       expect(variables[ENV.POLL_MIN_SECONDS]).toBe('1');
-      expect(variables[ENV.POLL_MAX_SECONDS]).toBe('300');
+      expect(variables[ENV.POLL_MAX_SECONDS]).toBe('600');
       expect(variables[ENV.JOB_RETENTION_DAYS]).toBe('90');
       expect(variables.NODE_OPTIONS).toBe('--enable-source-maps');
     }

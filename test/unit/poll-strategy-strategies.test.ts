@@ -6,6 +6,7 @@ import {
   DEFAULT_EXPONENTIAL_SETTINGS,
   exponentialStrategy,
   fixedIntervalStrategy,
+  budgetRefillSeconds,
   MAX_RETRY_AFTER_SECONDS,
   remainingEstimate,
   validateAdaptiveSettings,
@@ -14,6 +15,7 @@ import {
   type PlanContext,
   type PollStrategy,
   type StrategyMemory,
+  type StreamState,
 } from '../../lambdas/shared/poll-strategy';
 
 const FIXED = { intervalSeconds: 10, minSeconds: 1, maxSeconds: 300 };
@@ -118,7 +120,8 @@ describe('adaptiveStrategy (ours): invariants', () => {
           const retryAfter = ctx.retryAfterSeconds === undefined || Number.isNaN(ctx.retryAfterSeconds) ? 0 : Math.min(Math.ceil(ctx.retryAfterSeconds), MAX_RETRY_AFTER_SECONDS);
           expect(Number.isInteger(plan.waitSeconds)).toBe(true);
           expect(plan.waitSeconds).toBeGreaterThanOrEqual(Math.max(DEFAULT_ADAPTIVE_SETTINGS.minSeconds, retryAfter));
-          expect(plan.waitSeconds).toBeLessThanOrEqual(Math.max(DEFAULT_ADAPTIVE_SETTINGS.maxSeconds, retryAfter));
+          // The history budget may hold a poll back beyond maxSeconds, by at most one refill.
+          expect(plan.waitSeconds).toBeLessThanOrEqual(Math.max(DEFAULT_ADAPTIVE_SETTINGS.maxSeconds, retryAfter, Math.ceil(budgetRefillSeconds(DEFAULT_ADAPTIVE_SETTINGS))));
           expect(Number.isInteger(plan.listenSeconds)).toBe(true);
           expect(plan.listenSeconds).toBeGreaterThanOrEqual(0);
           if (plan.listenSeconds > 0) {
@@ -224,16 +227,22 @@ describe('adaptiveStrategy (ours): decisions', () => {
     expect(ours.plan(memory, context({ now: 3180 })).listenSeconds).toBeGreaterThan(0);
   });
 
-  it('during a stall, keeps looking often enough to catch the fast steps after it', () => {
+  it('during a stall, looks again before the fast steps after it could be done, and further apart as the stall goes on', () => {
     // Prepare: 6 steps of 60 s, the 4th stalled for 1,000 s so far
     const memory = progressed(ours, [[60, 1], [120, 2], [180, 3]], 6);
 
     // Act
-    const plan = ours.plan(memory, context({ now: 1180 }));
+    const early = ours.plan(memory, context({ now: 1180 }));
+    const later = ours.plan(memory, context({ now: 4180 }));
+    const withoutStallShare = adaptiveStrategy({ ...DEFAULT_ADAPTIVE_SETTINGS, stallShare: 0 }).plan(memory, context({ now: 4180 }));
 
-    // Assess: the 2 steps after the stalled one take ~120 s: it listens (or looks again sooner)
-    expect(plan.listenSeconds > 0 || plan.waitSeconds < 120).toBe(true);
-    expect(plan.listenSeconds).toBe(580);
+    // Assess: the 2 steps after the stalled one take ~120 s: it looks again sooner, without
+    // listening through the stall; a step silent for an hour is given longer
+    expect(early).toMatchObject({ listenSeconds: 0 });
+    expect(early.waitSeconds).toBeLessThan(120);
+    expect(later.listenSeconds).toBe(0);
+    expect(later.waitSeconds).toBeGreaterThan(early.waitSeconds);
+    expect(withoutStallShare.waitSeconds).toBeLessThan(later.waitSeconds);
   });
 
   it('dates a change a status read shows at the previous observation, and a stream event when it arrived', () => {
@@ -297,6 +306,49 @@ describe('adaptiveStrategy (ours): decisions', () => {
   });
 
   describe('the history budget', () => {
+    it('never lets more than 10 polls into any hour, whatever the job does and however the stream behaves', () => {
+      fc.assert(
+        fc.property(
+          fc.array(
+            fc.record({
+              progress: fc.option(fc.double({ min: 0, max: 100, noNaN: true })),
+              node: fc.option(fc.constantFrom('a', 'b', 'c')),
+              stream: fc.constantFrom<StreamState>('available', 'off'),
+              listened: fc.double({ min: 0, max: 1, noNaN: true }),
+              lateBy: fc.double({ min: 0, max: 5, noNaN: true }),
+              retryAfterSeconds: fc.option(fc.integer({ min: 1, max: 120 }), { nil: undefined }),
+            }),
+            { minLength: 1, maxLength: 80 },
+          ),
+          (polls) => {
+            // Act: a poll loop in job time; each poll observes, plans, maybe listens (for a
+            // share of its listen window), plans again, and the next comes after the wait
+            let memory: StrategyMemory | undefined;
+            let now = 10;
+            const pollTimes: number[] = [];
+            for (const poll of polls) {
+              pollTimes.push(now);
+              memory = ours.observe(memory, observation(now, { progress: poll.progress, currentNode: poll.node }));
+              const base = { now, pollCount: pollTimes.length, random: () => 0.5, retryAfterSeconds: poll.retryAfterSeconds };
+              let plan = ours.plan(memory, { ...base, stream: poll.stream, maxListenSeconds: 580 });
+              if (plan.listenSeconds > 0) {
+                now += plan.listenSeconds * poll.listened;
+                plan = ours.plan(plan.memory, { ...base, now, stream: 'listened', maxListenSeconds: 0 });
+              }
+              memory = plan.memory;
+              now += plan.waitSeconds + poll.lateBy;
+            }
+
+            // Assess
+            for (const [i, start] of pollTimes.entries()) {
+              expect(pollTimes.filter((at, j) => j >= i && at - start < 3600).length).toBeLessThanOrEqual(10);
+            }
+          },
+        ),
+        { numRuns: 200 },
+      );
+    });
+
     it('bounds the polls per hour: once the burst is spent, a poll listens until the next one may come', () => {
       // Prepare: a tight budget (2 polls, then 6 per hour) on a job with nothing to estimate
       const tight = adaptiveStrategy({ ...DEFAULT_ADAPTIVE_SETTINGS, budgetBurst: 2, budgetPerHour: 6, blindListenSeconds: 0 });
