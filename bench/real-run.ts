@@ -5,7 +5,6 @@
  * from argv[2]; prints one JSON line with what was counted for each job.
  */
 import '../local/polyfills';
-import { LOCAL_TIME_SCALE_ENV } from '../lambdas/poll/poll-job';
 import { STATE_NAME, TERMINAL_STATUSES } from '../lambdas/shared/constants';
 
 export interface RealRunJob {
@@ -47,8 +46,7 @@ export interface RealRunOutput {
 }
 
 const input = JSON.parse(process.argv[2] ?? '{}') as RealRunInput;
-// The poll Lambda reasons in job time: tell it the scale (read when the handler is imported).
-process.env[LOCAL_TIME_SCALE_ENV] = String(input.timeScale);
+// The runtime tells the poll function its time scale (it reasons in job time).
 const { startLocalRuntime } = await import('../local/runtime/runtime');
 
 const bootStart = Date.now();

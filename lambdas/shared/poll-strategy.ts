@@ -372,9 +372,12 @@ const round3 = (value: number): number => Number(value.toPrecision(3)) + 0;
  * - paces (seconds per percent): `last = (mid(b) - mid(a)) / (p - p_a)`,
  *   `avg = (mid(b) - s) / p`, `g` the step before; `fast = min(last, g) x min(1, last / g)^trend`
  *   (speeding up is extrapolated, slowing down is not: after a stalled step the pace of
- *   the steps before it is used);
+ *   the steps before it is used); with only one change seen there is no trend yet, and
+ *   `fast = last x firstStepShare` allows for the same speed-up as before the first change;
  * - earliest plausible end:
- *   `lo = max(0, safety(1) x d x fast - silence) + safety(k) x (q - d) x fast`, `k = (q - d) / d`;
+ *   `lo = max(0, safety(1) x d x fast - silence, stallShare x silence) + rest`,
+ *   `rest = safety(k) x (q - d) x fast`, `k = (q - d) / d` (the `stallShare` term only when
+ *   `rest > 0`: a step silent for long goes on a while, unless it is the last);
  *   before the first change: `lo = safety(n - 1) x firstStepShare x (n - 1) x running` (the
  *   first of `n` steps has taken `running` so far);
  *   no progress at all but node changes: `lo = max(0, nodeSafety x node - silence)`,
@@ -392,8 +395,11 @@ const round3 = (value: number): number => Number(value.toPrecision(3)) + 0;
  * pollMinSeconds/pollMaxSeconds), raised to a Retry-After (and no listen then). A failing
  * stream is left alone for `streamBackoffSeconds` (doubling per failure), polling
  * `pollOnlyFraction x mid` near the end. A token bucket (`budgetBurst` polls,
- * `budgetPerHour` sustained) bounds the polls, and so the history events, per hour: when
- * a poll would come too soon, the poll before it listens longer instead.
+ * `budgetPerHour` sustained; at most 10 polls in any hour with the defaults) bounds the
+ * polls, and so the history events, per hour: when a poll would come too soon, the poll
+ * before it listens, as long as its invocation allows, until only the sleep is left
+ * before the budget allows the next one; without a stream it waits that long, even
+ * beyond maxSeconds (by at most one refill, {@link budgetRefillSeconds}).
  */
 export function adaptiveStrategy(settings: AdaptiveSettings = DEFAULT_ADAPTIVE_SETTINGS, name = 'ours (adaptive + stream)'): PollStrategy {
   validateAdaptiveSettings(settings);

@@ -29,6 +29,7 @@ import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient, GetCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { OrchestratorConfig } from '../../lib/config';
+import { LOCAL_TIME_SCALE_ENV } from '../../lambdas/poll/poll-job';
 import { ENV } from '../../lambdas/shared/constants';
 import { fromItem, type JobRecord } from '../../lambdas/shared/job-store';
 import { FAKE_ENVIRONMENT, synthesizeTemplate, type CloudFormationTemplate } from '../asl';
@@ -325,6 +326,9 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       deadLetter: sqs.deadLetterQueue,
       stateMachineArn: model.stateMachine.arn,
     });
+    // The poll function reasons in job time: it reads the scale when it is imported, so a
+    // time-scaled run polls as often, in job time, as a deployment would.
+    process.env[LOCAL_TIME_SCALE_ENV] = String(timeScale);
     const loaded = await loadFunctions({
       model,
       values,

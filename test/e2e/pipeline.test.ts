@@ -13,6 +13,7 @@ import { ExecutionAlreadyExists, ListExecutionsCommand, SFNClient, StartExecutio
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, EVENT_SOURCE, JOB_STATUS, STATUS_RANK, TERMINAL_RANK } from '../../lambdas/shared/constants';
 import { installNetworkGuard, isLoopbackSocket, NonLoopbackConnectionError, processSockets, type NetworkGuard } from '../../local/runtime/net-guard';
+import { LOCAL_TIME_SCALE_ENV } from '../../lambdas/poll/poll-job';
 import { startLocalRuntime, type LocalRuntime } from '../../local/runtime/runtime';
 import { drainQueue, eventsFor, jobBody, waitFor } from './support';
 
@@ -74,6 +75,8 @@ describe('the local runtime', () => {
     expect(Object.keys(runtime.model.stateMachine.taskRoles).sort()).toEqual(expect.arrayContaining(['PollExecution', 'PublishOutcome', 'RecordPollFailure']));
     expect(runtime.intakeQueueUrl.startsWith('http://127.0.0.1:')).toBe(true);
     for (const url of Object.values(runtime.endpoints)) expect(new URL(url).hostname).toBe('127.0.0.1');
+    // The poll function plans in job time, as deployed: it is told the runtime's time scale.
+    expect(process.env[LOCAL_TIME_SCALE_ENV]).toBe(String(TIME_SCALE));
   });
 
   it('runs 60 jobs mixing outcomes and durations to exactly one terminal record and one outcome event each', async () => {
