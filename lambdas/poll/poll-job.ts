@@ -173,10 +173,11 @@ export class JobPoller {
       const failed = isStreamFailure(heard.outcome) || heard.outcome === 'closed';
       memory = failed ? this.strategy.streamFailed(memory, this.jobSeconds(state, this.now())) : this.strategy.streamWorked(memory);
       next = second.next;
+      // The plan after a listen (the poll is counted once; a failed stream is in the memory).
       plan = this.strategy.plan(memory, {
         now: this.jobSeconds(state, this.now()),
         pollCount,
-        stream: failed ? 'off' : 'listened',
+        stream: 'listened',
         maxListenSeconds: 0,
         random: this.random,
       });

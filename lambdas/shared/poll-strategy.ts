@@ -134,8 +134,10 @@ export interface StrategyMemory {
 
 /**
  * The stream's situation when a strategy plans: `available` (this poll may listen),
- * `listened` (this poll just listened and the stream worked: the next poll may listen
- * again), `off` (no stream: not configured, or it failed recently).
+ * `listened` (the second plan of a poll that just listened: the poll is already counted,
+ * and whether the stream worked is in the memory through {@link PollStrategy.streamWorked}
+ * or {@link PollStrategy.streamFailed}), `off` (no stream: not configured, or it failed
+ * recently).
  */
 export type StreamState = 'available' | 'listened' | 'off';
 

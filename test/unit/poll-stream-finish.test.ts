@@ -210,6 +210,9 @@ describe('JobPoller: the stream finish', () => {
     expect(first.poll_memo).toMatchObject({ e: 1, x: expect.any(Number) });
     expect(first.next_poll_seconds).toBeGreaterThanOrEqual(1);
     expect(second.poll_count).toBe(14);
+    // The failed listen and the status read after it are one poll in the history budget
+    expect(state.poll_memo?.k).toBeUndefined();
+    expect(first.poll_memo?.k?.[0]).toBe(DEFAULT_ADAPTIVE_SETTINGS.budgetBurst - 1);
   });
 
   it('does not settle a cancel heard while listening (the execution may have been stopped meanwhile): the next poll does', async () => {
