@@ -2,10 +2,10 @@ import { ChangeMessageVisibilityCommand, SendMessageCommand, type SQSClient } fr
 import { ExecutionAlreadyExists, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import type { SQSRecord } from 'aws-lambda';
 import { CANCEL_REASON, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../shared/constants';
-import { describeError, InvalidIdentifierError, InvalidMessageError, isRetryable, OrchestratorError, WaterflaiError, WaterflaiHttpError } from '../shared/errors';
+import { describeError, InvalidIdentifierError, InvalidMessageError, isRetryable, isTransientAwsError, OrchestratorError, WaterflaiError, WaterflaiHttpError } from '../shared/errors';
 import { executionNameForJob } from '../shared/identifiers';
 import { parseIntakeMessage, type IntakeMessage, type JobRequest } from '../shared/job-request';
-import { isSettled, type JobRecord, type JobStore } from '../shared/job-store';
+import { isSettled, type JobRecord, type JobStore, type UpdateResult } from '../shared/job-store';
 import { announceOutcome } from '../shared/announce';
 import type { OutcomePublisher } from '../shared/outcome-event';
 import type { AppLogger } from '../shared/logger';
@@ -44,6 +44,8 @@ export interface StarterDeps {
   readonly settings: StarterSettings;
   readonly now?: () => number;
   readonly random?: () => number;
+  /** Waits between in-process retries (tests pass a fake). @default setTimeout */
+  readonly sleep?: (ms: number) => Promise<void>;
 }
 
 /** Another delivery of the same job holds the claim; try again once it is done. Retryable. */
@@ -51,10 +53,19 @@ export class JobBusyError extends OrchestratorError {
   readonly retryable = true;
   readonly code = 'JOB_BUSY';
 
-  constructor(jobId: string) {
+  /** @param leaseSeconds seconds until the other delivery's claim expires, when known */
+  constructor(
+    jobId: string,
+    readonly leaseSeconds?: number,
+  ) {
     super(`job ${jobId} is being started by another delivery`);
   }
 }
+
+/** Seconds of jitter added to a busy job's retry, so duplicates do not come back together. */
+const BUSY_JITTER_SECONDS = 5;
+/** Pauses between the in-process attempts to save an accepted execution's id (ms). */
+const SAVE_RETRY_DELAYS_MS = [200, 1000, 3000];
 
 /** Backoff bounds for transient start failures (SQS visibility, seconds). */
 const BACKOFF_BASE_SECONDS = 5;
@@ -71,10 +82,12 @@ const MAX_VISIBILITY_SECONDS = 43_200;
 export class JobStarter {
   private readonly now: () => number;
   private readonly random: () => number;
+  private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(private readonly deps: StarterDeps) {
     this.now = deps.now ?? Date.now;
     this.random = deps.random ?? Math.random;
+    this.sleep = deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
   /**
@@ -222,7 +235,9 @@ export class JobStarter {
         }
         return this.startStateMachine(job);
       }
-      if ((job.claim_expires_at ?? 0) > nowMs) throw new JobBusyError(job.job_id);
+      const claimExpiresAt = job.claim_expires_at ?? 0;
+      // Retried once the lease is over, not sooner: a busy retry must not use up the receives.
+      if (claimExpiresAt > nowMs) throw new JobBusyError(job.job_id, Math.ceil((claimExpiresAt - nowMs) / 1000));
       const taken = await store.takeOverClaim(job.job_id, job.claim_expires_at, nowMs + this.deps.settings.claimLeaseMs, iso(nowMs));
       if (!taken) throw new JobBusyError(job.job_id);
       if (job.claim_expires_at === 0) {
@@ -240,13 +255,11 @@ export class JobStarter {
       });
       executionId = started.execution_id;
     } catch (error) {
-      if (isRetryable(error) && job.claim_expires_at !== undefined) {
-        await store.releaseClaim(job.job_id, job.claim_expires_at, iso(this.now())).catch(() => undefined);
-      }
+      if (isRetryable(error)) await this.releaseClaim(job);
       throw error;
     }
 
-    const saved = await store.saveExecutionId(job.job_id, executionId, iso(this.now()));
+    const saved = await this.saveExecutionId(job, executionId, remainingMs);
     if (!saved.applied && saved.record?.execution_id === executionId && !isSettled(saved.record)) {
       // Our own save was applied but its answer was lost (the SDK's retry then failed the
       // condition): the execution is this job's, not a superfluous one.
@@ -266,6 +279,59 @@ export class JobStarter {
     }
     logger.info('Waterflai execution started', { job_id: job.job_id, execution_id: executionId });
     await this.startStateMachine(saved.record);
+  }
+
+  /**
+   * Saves the id of an execution Waterflai accepted, retrying transient faults in-process:
+   * an accepted execution whose id is not saved is one nobody tracks. When the faults
+   * outlast the retries, a consistent read decides: the id was saved after all (a lost
+   * answer), or it was not, and the execution is cancelled and the claim released so the
+   * next receive starts the job afresh at once. Only when even the read fails is the
+   * execution left running (logged with its id for operators), as before.
+   */
+  private async saveExecutionId(job: JobRecord, executionId: string, remainingMs: () => number): Promise<UpdateResult> {
+    const { store, logger } = this.deps;
+    let lastError: unknown;
+    for (let attempt = 0; attempt <= SAVE_RETRY_DELAYS_MS.length; attempt += 1) {
+      try {
+        return await store.saveExecutionId(job.job_id, executionId, iso(this.now()));
+      } catch (error) {
+        if (!isRetryable(error) && !isTransientAwsError(error)) throw error;
+        lastError = error;
+        const delay = SAVE_RETRY_DELAYS_MS[attempt];
+        // Keep room for the read, the cancel and the release below.
+        if (delay === undefined || remainingMs() < delay + 2 * DEFAULT_REQUEST_TIMEOUT_MS) break;
+        logger.warn('saving the execution id failed; retrying', { job_id: job.job_id, execution_id: executionId, error: describeError(error) });
+        await this.sleep(delay);
+      }
+    }
+    let current: JobRecord | undefined;
+    try {
+      current = await store.get(job.job_id);
+    } catch (readError) {
+      logger.error('an accepted Waterflai execution could not be recorded; it may run untracked', {
+        job_id: job.job_id,
+        execution_id: executionId,
+        error: describeError(lastError),
+        read_error: describeError(readError),
+      });
+      throw lastError;
+    }
+    if (current?.execution_id === executionId) return { applied: false, record: current };
+    logger.warn('an accepted Waterflai execution could not be recorded; cancelling it', { job_id: job.job_id, execution_id: executionId, error: describeError(lastError) });
+    await this.cancelQuietly(executionId, remainingMs);
+    if (current !== undefined && current.execution_id === undefined && !isSettled(current)) await this.releaseClaim(current);
+    throw lastError;
+  }
+
+  /** Gives the claim back (the next receive may start at once); a failure is logged, and the lease runs out instead. */
+  private async releaseClaim(job: JobRecord): Promise<void> {
+    if (job.claim_expires_at === undefined || job.claim_expires_at === 0) return;
+    try {
+      await this.deps.store.releaseClaim(job.job_id, job.claim_expires_at, iso(this.now()));
+    } catch (error) {
+      this.deps.logger.warn('could not release the claim; the next attempt waits for the lease to expire', { job_id: job.job_id, error: describeError(error) });
+    }
   }
 
   /** Starts (or finds) the job's state machine execution; the input is rebuilt byte-identically from the record. */
@@ -403,11 +469,17 @@ export class JobStarter {
   }
 
   /**
-   * Delays the message's next delivery: the server's Retry-After when it sent one, else
-   * exponential backoff with full jitter on the receive count.
+   * Delays the message's next delivery: the server's Retry-After when it sent one, the
+   * rest of another delivery's claim when the job is busy, else exponential backoff with
+   * full jitter on the receive count.
    */
   private async deferMessage(message: SQSRecord, error: unknown, receiveCount: number): Promise<void> {
-    const retryAfter = error instanceof WaterflaiHttpError ? error.retryAfterSeconds : undefined;
+    const retryAfter =
+      error instanceof WaterflaiHttpError
+        ? error.retryAfterSeconds
+        : error instanceof JobBusyError && error.leaseSeconds !== undefined
+          ? error.leaseSeconds + this.random() * BUSY_JITTER_SECONDS
+          : undefined;
     const backoff = Math.min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** Math.max(0, receiveCount - 1));
     const seconds = Math.min(MAX_VISIBILITY_SECONDS, Math.max(1, Math.ceil(retryAfter ?? this.random() * backoff)));
     try {

@@ -96,6 +96,9 @@ beforeEach(async () => {
     settings,
     now: () => clock,
     random: () => 0.5,
+    sleep: async (ms) => {
+      clock += ms;
+    },
   });
 });
 
@@ -216,7 +219,7 @@ describe('JobStarter: duplicate deliveries', () => {
     expect((rejected[0] as PromiseRejectedResult).reason).toBeInstanceOf(JobBusyError);
   });
 
-  it('a delivery while another holds the claim fails only that item, with backoff, without calling Waterflai', async () => {
+  it('a delivery while another holds the claim fails only that item without calling Waterflai, and comes back when the claim runs out', async () => {
     await store.claim({
       job_id: 'job-1',
       chatbot_id: 'bot-1',
@@ -233,7 +236,8 @@ describe('JobStarter: duplicate deliveries', () => {
     await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toBeInstanceOf(JobBusyError);
 
     expect(waterflai.startExecution).not.toHaveBeenCalled();
-    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { VisibilityTimeout: 3 });
+    // The claim has 30 s left, plus jitter (random 0.5 x 5 s): a busy retry does not use up the receives
+    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { VisibilityTimeout: 33 });
   });
 
   it('takes over an expired claim left by a crashed attempt (the crash window) and starts the job', async () => {
@@ -474,5 +478,93 @@ describe('JobStarter: transient faults while rejecting an invalid message', () =
     expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { ReceiptHandle: 'receipt-msg-1-1' });
     expect(sqsMock).toHaveReceivedCommandTimes(SendMessageCommand, 1);
     expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.INVALID_MESSAGE });
+  });
+});
+
+describe('JobStarter: an accepted execution whose id cannot be saved', () => {
+  const throttled = (): Error => Object.assign(new Error('Rate of requests exceeds the allowed throughput.'), { name: 'ThrottlingException', $fault: 'client', $retryable: { throttling: true } });
+
+  it('retries the save in-process and starts the job with its one execution', async () => {
+    // Prepare: DynamoDB throttles the first two saves
+    const spy = vi.spyOn(store, 'saveExecutionId').mockRejectedValueOnce(throttled()).mockRejectedValueOnce(throttled());
+
+    // Act
+    await starter.handleRecord(sqsRecord(job()), remaining);
+    spy.mockRestore();
+
+    // Assess
+    expect(waterflai.startExecution).toHaveBeenCalledOnce();
+    expect(waterflai.cancelExecution).not.toHaveBeenCalled();
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.PENDING, execution_id: 'exec_1' });
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
+  });
+
+  it('when the faults outlast the retries, cancels the execution and releases the claim; the redelivery starts the job at once', async () => {
+    // Prepare: every save of the first attempt is throttled
+    const spy = vi.spyOn(store, 'saveExecutionId').mockRejectedValue(throttled());
+    waterflai.startExecution.mockResolvedValueOnce({ execution_id: 'exec_lost' });
+
+    // Act
+    await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toThrow(/throughput/);
+    const saves = spy.mock.calls.length;
+    spy.mockRestore();
+    const between = await store.get('job-1');
+    await starter.handleRecord(sqsRecord(job(), { receiveCount: 2 }), remaining);
+
+    // Assess: nothing runs untracked; the redelivery did not wait for a lease
+    expect(saves).toBe(4);
+    expect(waterflai.cancelExecution).toHaveBeenCalledExactlyOnceWith('exec_lost', expect.anything());
+    expect(between).toMatchObject({ status: JOB_STATUS.SUBMITTING, claim_expires_at: 0 });
+    expect(between?.execution_id).toBeUndefined();
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.PENDING, execution_id: 'exec_1' });
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
+  });
+
+  it('does not cancel an execution whose id was saved although every answer was lost', async () => {
+    // Prepare: the first save is applied, then its answer and every retry's answer are lost
+    const save = store.saveExecutionId.bind(store);
+    const spy = vi.spyOn(store, 'saveExecutionId').mockImplementation(async (jobId, executionId, now) => {
+      await save(jobId, executionId, now).catch(() => undefined);
+      throw throttled();
+    });
+
+    // Act
+    await starter.handleRecord(sqsRecord(job()), remaining);
+    spy.mockRestore();
+
+    // Assess
+    expect(waterflai.cancelExecution).not.toHaveBeenCalled();
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
+    expect(await store.get('job-1')).toMatchObject({ execution_id: 'exec_1' });
+  });
+
+  it('when even the read fails, leaves the execution alone (it may be saved) and logs its id for operators', async () => {
+    // Prepare
+    const saves = vi.spyOn(store, 'saveExecutionId').mockRejectedValue(throttled());
+    const reads = vi.spyOn(store, 'get').mockRejectedValue(throttled());
+
+    // Act
+    await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toThrow(/throughput/);
+    saves.mockRestore();
+    reads.mockRestore();
+
+    // Assess
+    expect(waterflai.cancelExecution).not.toHaveBeenCalled();
+    const logged = logs.find((log) => log.level === 'error' && String(log.args[0]).includes('untracked'));
+    expect(logged?.args[1]).toMatchObject({ job_id: 'job-1', execution_id: 'exec_1' });
+    expect(sqsMock).toHaveReceivedCommand(ChangeMessageVisibilityCommand);
+  });
+
+  it('a save that fails for good (not a transient fault) is not retried', async () => {
+    // Prepare
+    const spy = vi.spyOn(store, 'saveExecutionId').mockRejectedValue(new TypeError('broken'));
+
+    // Act
+    await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toThrow(/broken/);
+    const saves = spy.mock.calls.length;
+    spy.mockRestore();
+
+    // Assess
+    expect(saves).toBe(1);
   });
 });
