@@ -317,10 +317,13 @@ export class JobStarter {
       });
       throw lastError;
     }
-    if (current?.execution_id === executionId) return { applied: false, record: current };
+    // Saved after all, or saved by another delivery, or settled meanwhile: the caller
+    // handles these as it handles a refused save.
+    if (current !== undefined && (current.execution_id !== undefined || isSettled(current))) return { applied: false, record: current };
     logger.warn('an accepted Waterflai execution could not be recorded; cancelling it', { job_id: job.job_id, execution_id: executionId, error: describeError(lastError) });
     await this.cancelQuietly(executionId, remainingMs);
-    if (current !== undefined && current.execution_id === undefined && !isSettled(current)) await this.releaseClaim(current);
+    // Our own lease (conditional on it: a claim taken over meanwhile is not released).
+    await this.releaseClaim(job);
     throw lastError;
   }
 

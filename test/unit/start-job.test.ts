@@ -538,6 +538,24 @@ describe('JobStarter: an accepted execution whose id cannot be saved', () => {
     expect(await store.get('job-1')).toMatchObject({ execution_id: 'exec_1' });
   });
 
+  it('when another delivery saved its execution meanwhile, cancels ours and runs the job with theirs', async () => {
+    // Prepare: while our saves fail, another delivery saves its execution id
+    const save = store.saveExecutionId.bind(store);
+    const spy = vi.spyOn(store, 'saveExecutionId').mockImplementation(async (jobId, _executionId, now) => {
+      await save(jobId, 'exec_other', now).catch(() => undefined);
+      throw throttled();
+    });
+
+    // Act
+    await starter.handleRecord(sqsRecord(job()), remaining);
+    spy.mockRestore();
+
+    // Assess
+    expect(waterflai.cancelExecution).toHaveBeenCalledExactlyOnceWith('exec_1', expect.anything());
+    expect(await store.get('job-1')).toMatchObject({ execution_id: 'exec_other' });
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
+  });
+
   it('when even the read fails, leaves the execution alone (it may be saved) and logs its id for operators', async () => {
     // Prepare
     const saves = vi.spyOn(store, 'saveExecutionId').mockRejectedValue(throttled());
