@@ -33,6 +33,11 @@ export interface JobRecord {
   readonly delivery: 'sqs' | 'eventbridge';
   /** Epoch ms until which the claimant owns the Waterflai start (0: released). */
   readonly claim_expires_at?: number;
+  /**
+   * Random per start attempt: lets an attempt recognise its own claim when the answer to
+   * its write was lost (the SDK's retry then finds the record "already there").
+   */
+  readonly claim_token?: string;
   readonly execution_id?: string;
   readonly state_machine_execution_name?: string;
   readonly state_machine_execution_arn?: string;
@@ -80,6 +85,7 @@ export interface NewJob {
   readonly expires_at: number;
   readonly state_machine_execution_name: string;
   readonly claim_expires_at: number;
+  readonly claim_token?: string;
 }
 
 /** A failed job that never reached Waterflai (or that Waterflai refused). */
@@ -163,10 +169,10 @@ export class JobStore {
    * Takes over an expired claim (the previous claimant died before saving an execution id).
    * Succeeds for exactly one caller.
    */
-  async takeOverClaim(jobId: string, previousExpiresAt: number | undefined, newExpiresAt: number, now: string): Promise<JobRecord | undefined> {
+  async takeOverClaim(jobId: string, previousExpiresAt: number | undefined, newExpiresAt: number, now: string, claimToken?: string): Promise<JobRecord | undefined> {
     return this.conditionalUpdate(
       jobId,
-      { claim_expires_at: newExpiresAt, updated_at: now },
+      { claim_expires_at: newExpiresAt, updated_at: now, ...(claimToken === undefined ? {} : { claim_token: claimToken }) },
       previousExpiresAt === undefined
         ? 'attribute_not_exists(#claim_expires_at) AND attribute_not_exists(#execution_id) AND #status_rank < :terminal'
         : '#claim_expires_at = :previous AND attribute_not_exists(#execution_id) AND #status_rank < :terminal',

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { ChangeMessageVisibilityCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { ExecutionAlreadyExists, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import type { SQSRecord } from 'aws-lambda';
@@ -208,6 +209,7 @@ export class JobStarter {
   private async start(request: JobRequest, message: SQSRecord, remainingMs: () => number): Promise<void> {
     const { store, logger } = this.deps;
     const nowMs = this.now();
+    const claimToken = randomUUID();
     const claim = await store.claim({
       job_id: request.job_id,
       chatbot_id: request.chatbot_id,
@@ -219,10 +221,14 @@ export class JobStarter {
       expires_at: this.expiresAt(nowMs),
       state_machine_execution_name: executionNameForJob(request.job_id),
       claim_expires_at: nowMs + this.deps.settings.claimLeaseMs,
+      claim_token: claimToken,
     });
     let job = claim.record;
+    // Our own claim, whose answer was lost (the SDK's retry found the record "already there").
+    const ours = claim.kind === 'exists' && job.claim_token === claimToken && job.execution_id === undefined && !isSettled(job);
+    if (ours) logger.info('recognised its own claim (the answer to the claim was lost)', { job_id: job.job_id });
 
-    if (claim.kind === 'exists') {
+    if (claim.kind === 'exists' && !ours) {
       if (isSettled(job)) {
         if (this.isOwnUnfinishedRejection(job, message)) return this.completeRejection(job, message);
         logger.info('duplicate delivery of a finished job; ignored', { job_id: job.job_id, status: job.status });
@@ -236,9 +242,12 @@ export class JobStarter {
         return this.startStateMachine(job);
       }
       const claimExpiresAt = job.claim_expires_at ?? 0;
-      // Retried once the lease is over, not sooner: a busy retry must not use up the receives.
+      // The lease left goes with the error: the last receive waits it out (see deferMessage).
       if (claimExpiresAt > nowMs) throw new JobBusyError(job.job_id, Math.ceil((claimExpiresAt - nowMs) / 1000));
-      const taken = await store.takeOverClaim(job.job_id, job.claim_expires_at, nowMs + this.deps.settings.claimLeaseMs, iso(nowMs));
+      const taken =
+        (await store.takeOverClaim(job.job_id, job.claim_expires_at, nowMs + this.deps.settings.claimLeaseMs, iso(nowMs), claimToken)) ??
+        // A lost answer to our own takeover looks like a lost race: the token tells them apart.
+        (await store.get(job.job_id).then((current) => (current?.claim_token === claimToken && current.execution_id === undefined && !isSettled(current) ? current : undefined)));
       if (!taken) throw new JobBusyError(job.job_id);
       if (job.claim_expires_at === 0) {
         logger.info('retrying a start whose previous attempt failed before Waterflai accepted it', { job_id: job.job_id });
@@ -472,19 +481,20 @@ export class JobStarter {
   }
 
   /**
-   * Delays the message's next delivery: the server's Retry-After when it sent one, the
-   * rest of another delivery's claim when the job is busy, else exponential backoff with
-   * full jitter on the receive count.
+   * Delays the message's next delivery: the server's Retry-After when it sent one, else
+   * exponential backoff with full jitter on the receive count; a busy job's last receive
+   * comes only once the other delivery's claim has run out.
    */
   private async deferMessage(message: SQSRecord, error: unknown, receiveCount: number): Promise<void> {
-    const retryAfter =
-      error instanceof WaterflaiHttpError
-        ? error.retryAfterSeconds
-        : error instanceof JobBusyError && error.leaseSeconds !== undefined
-          ? error.leaseSeconds + this.random() * BUSY_JITTER_SECONDS
-          : undefined;
+    const retryAfter = error instanceof WaterflaiHttpError ? error.retryAfterSeconds : undefined;
     const backoff = Math.min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** Math.max(0, receiveCount - 1));
-    const seconds = Math.min(MAX_VISIBILITY_SECONDS, Math.max(1, Math.ceil(retryAfter ?? this.random() * backoff)));
+    let delay = retryAfter ?? this.random() * backoff;
+    if (error instanceof JobBusyError && error.leaseSeconds !== undefined && receiveCount + 1 >= this.deps.settings.maxReceiveCount) {
+      // The next receive is the last: it must not find the claim still held (a live holder
+      // is done long before; a dead one's lease has run out by then).
+      delay = Math.max(delay, error.leaseSeconds + this.random() * BUSY_JITTER_SECONDS);
+    }
+    const seconds = Math.min(MAX_VISIBILITY_SECONDS, Math.max(1, Math.ceil(delay)));
     try {
       await this.deps.sqs.send(
         new ChangeMessageVisibilityCommand({ QueueUrl: this.deps.settings.intakeQueueUrl, ReceiptHandle: message.receiptHandle, VisibilityTimeout: seconds }),

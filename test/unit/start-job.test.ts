@@ -219,7 +219,10 @@ describe('JobStarter: duplicate deliveries', () => {
     expect((rejected[0] as PromiseRejectedResult).reason).toBeInstanceOf(JobBusyError);
   });
 
-  it('a delivery while another holds the claim fails only that item without calling Waterflai, and comes back when the claim runs out', async () => {
+  it.each([
+    [1, 3],
+    [4, 33],
+  ])('a delivery while another holds the claim fails only that item without calling Waterflai (receive %i: back in %i s; the last receive waits out the claim)', async (receiveCount, visibility) => {
     await store.claim({
       job_id: 'job-1',
       chatbot_id: 'bot-1',
@@ -233,11 +236,12 @@ describe('JobStarter: duplicate deliveries', () => {
       claim_expires_at: clock + 30_000,
     });
 
-    await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toBeInstanceOf(JobBusyError);
+    await expect(starter.handleRecord(sqsRecord(job(), { receiveCount }), remaining)).rejects.toBeInstanceOf(JobBusyError);
 
     expect(waterflai.startExecution).not.toHaveBeenCalled();
-    // The claim has 30 s left, plus jitter (random 0.5 x 5 s): a busy retry does not use up the receives
-    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { VisibilityTimeout: 33 });
+    // Backoff (5 s x random 0.5 on the first receive); before the last receive (of 5), the
+    // 30 s the claim has left plus jitter (random 0.5 x 5 s), so the busy retries cannot use up the receives
+    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { VisibilityTimeout: visibility });
   });
 
   it('takes over an expired claim left by a crashed attempt (the crash window) and starts the job', async () => {
@@ -461,6 +465,75 @@ describe('JobStarter: a lost answer to the execution id save', () => {
     expect(waterflai.cancelExecution).not.toHaveBeenCalled();
     expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
     expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.PENDING, execution_id: 'exec_1' });
+  });
+});
+
+describe('JobStarter: a lost answer to its own claim', () => {
+  it('recognises its own claim (the retried write finds the record) and starts the job at once', async () => {
+    // Prepare: the claim is written, but the caller sees "already there"
+    const claim = store.claim.bind(store);
+    const spy = vi.spyOn(store, 'claim').mockImplementationOnce(async (newJob) => {
+      const written = await claim(newJob);
+      return { kind: 'exists', record: written.record };
+    });
+
+    // Act
+    await starter.handleRecord(sqsRecord(job()), remaining);
+    spy.mockRestore();
+
+    // Assess
+    expect(waterflai.startExecution).toHaveBeenCalledOnce();
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.PENDING, execution_id: 'exec_1' });
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
+  });
+
+  it('recognises its own takeover of an expired claim when the answer to it was lost', async () => {
+    // Prepare: an expired claim, and a takeover that is applied but answered "condition failed"
+    await store.claim({
+      job_id: 'job-1',
+      chatbot_id: 'bot-1',
+      metadata: {},
+      source_message_id: 'msg-0',
+      delivery: 'sqs',
+      accepted_at: new Date(clock).toISOString(),
+      deadline_at: new Date(clock + 3_600_000).toISOString(),
+      expires_at: 0,
+      state_machine_execution_name: 'job-1',
+      claim_expires_at: clock - 1,
+    });
+    const takeOver = store.takeOverClaim.bind(store);
+    const spy = vi.spyOn(store, 'takeOverClaim').mockImplementationOnce(async (...args) => {
+      await takeOver(...args);
+      return undefined;
+    });
+
+    // Act
+    await starter.handleRecord(sqsRecord(job(), { receiveCount: 2 }), remaining);
+    spy.mockRestore();
+
+    // Assess
+    expect(waterflai.startExecution).toHaveBeenCalledOnce();
+    expect(await store.get('job-1')).toMatchObject({ execution_id: 'exec_1' });
+  });
+
+  it('another attempt\'s live claim is still busy, whatever its token', async () => {
+    // Prepare
+    await store.claim({
+      job_id: 'job-2',
+      chatbot_id: 'bot-1',
+      metadata: {},
+      source_message_id: 'msg-0',
+      delivery: 'sqs',
+      accepted_at: new Date(clock).toISOString(),
+      deadline_at: new Date(clock + 3_600_000).toISOString(),
+      expires_at: 0,
+      state_machine_execution_name: 'job-2',
+      claim_expires_at: clock + 30_000,
+      claim_token: 'someone-else',
+    });
+
+    // Act / Assess
+    await expect(starter.handleRecord(sqsRecord(job({ job_id: 'job-2' })), remaining)).rejects.toBeInstanceOf(JobBusyError);
   });
 });
 
