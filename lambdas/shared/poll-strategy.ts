@@ -571,7 +571,7 @@ function spendToken(settings: AdaptiveSettings, memory: StrategyMemory, now: num
   const [tokens, at] = memory.k !== undefined && Number.isFinite(memory.k[0]) && isJobTime(memory.k[1]) ? memory.k : [settings.budgetBurst, now];
   const refilled = Math.min(settings.budgetBurst, tokens + (settings.budgetPerHour * Math.max(0, now - at)) / 3600);
   // Rounded towards fewer tokens (count down, date up) so the rounding never adds a poll.
-  return { ...memory, k: [Math.floor((refilled - 1) * 1000) / 1000 + 0, Math.ceil(now * 10) / 10] };
+  return { ...memory, k: [Math.floor((refilled - 1) * 1000) / 1000 + 0, Math.ceil(now * 10) / 10 + 0] };
 }
 
 function keepListeningAdaptive(settings: AdaptiveSettings, memory: StrategyMemory, now: number): boolean {

@@ -140,6 +140,12 @@ describe('adaptiveStrategy (ours): invariants', () => {
     );
   });
 
+  it('keeps a memory JSON gives back unchanged at time -0 (found by the property above)', () => {
+    const plan = ours.plan(undefined, context({ now: -0 }));
+
+    expect(JSON.parse(JSON.stringify(plan.memory))).toEqual(plan.memory);
+  });
+
   it('honours Retry-After: waits at least as long as asked (capped at an hour) and does not listen', () => {
     // Prepare: a job near its end, which would otherwise listen at once
     const memory = progressed(ours, [[100, 8], [200, 9]], 10);
