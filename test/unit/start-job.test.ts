@@ -6,7 +6,7 @@ import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../../lambdas/shared/constants';
 import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/errors';
-import { JobStore } from '../../lambdas/shared/job-store';
+import { JobStore, type NewJob } from '../../lambdas/shared/job-store';
 import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
 import type { PollState } from '../../lambdas/shared/workflow';
 import { JobBusyError, JobStarter, sqsSafe, type StarterSettings, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
@@ -56,6 +56,22 @@ function dlqAttributes(): Array<Record<string, string | undefined>> {
   return sqsMock.commandCalls(SendMessageCommand).map((call) =>
     Object.fromEntries(Object.entries(call.args[0].input.MessageAttributes ?? {}).map(([key, value]) => [key, value.StringValue])),
   );
+}
+
+/** A claim another start attempt holds (or held) on a job (job-1 unless overridden). */
+async function claimedElsewhere(overrides: Partial<NewJob> & Pick<NewJob, 'source_message_id' | 'claim_expires_at'>): Promise<void> {
+  const jobId = overrides.job_id ?? 'job-1';
+  await store.claim({
+    job_id: jobId,
+    chatbot_id: 'bot-1',
+    metadata: {},
+    delivery: 'sqs',
+    accepted_at: new Date(clock).toISOString(),
+    deadline_at: new Date(clock + 3_600_000).toISOString(),
+    expires_at: 0,
+    state_machine_execution_name: jobId,
+    ...overrides,
+  });
 }
 
 beforeAll(async () => {
@@ -223,18 +239,7 @@ describe('JobStarter: duplicate deliveries', () => {
     [1, 3],
     [4, 33],
   ])('a delivery while another holds the claim fails only that item without calling Waterflai (receive %i: back in %i s; the last receive waits out the claim)', async (receiveCount, visibility) => {
-    await store.claim({
-      job_id: 'job-1',
-      chatbot_id: 'bot-1',
-      metadata: {},
-      source_message_id: 'msg-0',
-      delivery: 'sqs',
-      accepted_at: new Date(clock).toISOString(),
-      deadline_at: new Date(clock + 3_600_000).toISOString(),
-      expires_at: 0,
-      state_machine_execution_name: 'job-1',
-      claim_expires_at: clock + 30_000,
-    });
+    await claimedElsewhere({ source_message_id: 'msg-0', claim_expires_at: clock + 30_000 });
 
     await expect(starter.handleRecord(sqsRecord(job(), { receiveCount }), remaining)).rejects.toBeInstanceOf(JobBusyError);
 
@@ -246,18 +251,7 @@ describe('JobStarter: duplicate deliveries', () => {
 
   it('takes over an expired claim left by a crashed attempt (the crash window) and starts the job', async () => {
     // Prepare: an attempt claimed the job and died before saving an execution id
-    await store.claim({
-      job_id: 'job-1',
-      chatbot_id: 'bot-1',
-      metadata: {},
-      source_message_id: 'msg-1',
-      delivery: 'sqs',
-      accepted_at: new Date(clock).toISOString(),
-      deadline_at: new Date(clock + 3_600_000).toISOString(),
-      expires_at: 0,
-      state_machine_execution_name: 'job-1',
-      claim_expires_at: clock + 60_000,
-    });
+    await claimedElsewhere({ source_message_id: 'msg-1', claim_expires_at: clock + 60_000 });
     clock += 61_000;
 
     // Act
@@ -489,18 +483,7 @@ describe('JobStarter: a lost answer to its own claim', () => {
 
   it('recognises its own takeover of an expired claim when the answer to it was lost', async () => {
     // Prepare: an expired claim, and a takeover that is applied but answered "condition failed"
-    await store.claim({
-      job_id: 'job-1',
-      chatbot_id: 'bot-1',
-      metadata: {},
-      source_message_id: 'msg-0',
-      delivery: 'sqs',
-      accepted_at: new Date(clock).toISOString(),
-      deadline_at: new Date(clock + 3_600_000).toISOString(),
-      expires_at: 0,
-      state_machine_execution_name: 'job-1',
-      claim_expires_at: clock - 1,
-    });
+    await claimedElsewhere({ source_message_id: 'msg-0', claim_expires_at: clock - 1 });
     const takeOver = store.takeOverClaim.bind(store);
     const spy = vi.spyOn(store, 'takeOverClaim').mockImplementationOnce(async (...args) => {
       await takeOver(...args);
@@ -518,19 +501,7 @@ describe('JobStarter: a lost answer to its own claim', () => {
 
   it('another attempt\'s live claim is still busy, whatever its token', async () => {
     // Prepare
-    await store.claim({
-      job_id: 'job-2',
-      chatbot_id: 'bot-1',
-      metadata: {},
-      source_message_id: 'msg-0',
-      delivery: 'sqs',
-      accepted_at: new Date(clock).toISOString(),
-      deadline_at: new Date(clock + 3_600_000).toISOString(),
-      expires_at: 0,
-      state_machine_execution_name: 'job-2',
-      claim_expires_at: clock + 30_000,
-      claim_token: 'someone-else',
-    });
+    await claimedElsewhere({ job_id: 'job-2', source_message_id: 'msg-0', claim_expires_at: clock + 30_000, claim_token: 'someone-else' });
 
     // Act / Assess
     await expect(starter.handleRecord(sqsRecord(job({ job_id: 'job-2' })), remaining)).rejects.toBeInstanceOf(JobBusyError);
