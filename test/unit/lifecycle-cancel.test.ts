@@ -8,9 +8,10 @@ import { CANCEL_REASON, DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS, STAT
 import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/errors';
 import { JobStore, type StatusFields } from '../../lambdas/shared/job-store';
 import { OutcomePublisher, outcomeDetailSchema } from '../../lambdas/shared/outcome-event';
-import { JobStarter, type StarterSettings, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
+import { JobStarter, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { sqsRecord } from '../support/sqs-record';
+import { answerLikeHealthyAws, STARTER_SETTINGS } from '../support/starter';
 
 /** The record apart from the cancel-request marker a cancel leaves before its DELETE (and the bookkeeping of that write). */
 function withoutCancelMarker(record: object | undefined): object | undefined {
@@ -20,17 +21,7 @@ function withoutCancelMarker(record: object | undefined): object | undefined {
 }
 
 
-const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:poll-loop';
-const settings: StarterSettings = {
-  stateMachineArn: STATE_MACHINE_ARN,
-  intakeQueueUrl: 'http://127.0.0.1:1/000000000000/intake',
-  deadLetterQueueUrl: 'http://127.0.0.1:1/000000000000/dlq',
-  maxJobDurationSeconds: 3600,
-  retentionDays: 30,
-  maxReceiveCount: 5,
-  firstPollSeconds: 10,
-  claimLeaseMs: 60_000,
-};
+const settings = STARTER_SETTINGS;
 const START_AT = '2026-11-29T12:00:00.000Z';
 
 const sfnMock = mockClient(SFNClient);
@@ -88,16 +79,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  sfnMock.reset();
-  sqsMock.reset();
-  eventsMock.reset();
-  sfnMock.on(StartExecutionCommand).callsFake((input: { name: string }) => ({
-    executionArn: `arn:aws:states:us-east-1:123456789012:execution:poll-loop:${input.name}`,
-    startDate: new Date(),
-  }));
-  sqsMock.on(SendMessageCommand).resolves({ MessageId: 'dlq-message' });
-  sqsMock.on(ChangeMessageVisibilityCommand).resolves({});
-  eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'event-1' }] });
+  answerLikeHealthyAws(sfnMock, sqsMock, eventsMock);
 
   store = new JobStore(dynamo.documentClient, await dynamo.createJobTable());
   clock = Date.parse(START_AT);

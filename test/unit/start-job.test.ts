@@ -9,21 +9,12 @@ import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/
 import { JobStore, type NewJob } from '../../lambdas/shared/job-store';
 import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
 import type { PollState } from '../../lambdas/shared/workflow';
-import { JobBusyError, JobStarter, sqsSafe, type StarterSettings, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
+import { JobBusyError, JobStarter, sqsSafe, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { sqsRecord } from '../support/sqs-record';
+import { answerLikeHealthyAws, STARTER_SETTINGS, STATE_MACHINE_ARN } from '../support/starter';
 
-const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:poll-loop';
-const settings: StarterSettings = {
-  stateMachineArn: STATE_MACHINE_ARN,
-  intakeQueueUrl: 'http://127.0.0.1:1/000000000000/intake',
-  deadLetterQueueUrl: 'http://127.0.0.1:1/000000000000/dlq',
-  maxJobDurationSeconds: 3600,
-  retentionDays: 30,
-  maxReceiveCount: 5,
-  firstPollSeconds: 10,
-  claimLeaseMs: 60_000,
-};
+const settings = STARTER_SETTINGS;
 
 const sfnMock = mockClient(SFNClient);
 const sqsMock = mockClient(SQSClient);
@@ -83,16 +74,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  sfnMock.reset();
-  sqsMock.reset();
-  eventsMock.reset();
-  sfnMock.on(StartExecutionCommand).callsFake((input: { name: string }) => ({
-    executionArn: `arn:aws:states:us-east-1:123456789012:execution:poll-loop:${input.name}`,
-    startDate: new Date(),
-  }));
-  sqsMock.on(SendMessageCommand).resolves({ MessageId: 'dlq-message' });
-  sqsMock.on(ChangeMessageVisibilityCommand).resolves({});
-  eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'event-1' }] });
+  answerLikeHealthyAws(sfnMock, sqsMock, eventsMock);
 
   store = new JobStore(dynamo.documentClient, await dynamo.createJobTable());
   clock = Date.parse('2026-11-29T12:00:00.000Z');

@@ -37,8 +37,9 @@ import { MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings } from '../../lambd
 import { WaterflaiClient } from '../../lambdas/shared/waterflai-client';
 import type { PollState } from '../../lambdas/shared/workflow';
 import { JobPoller } from '../../lambdas/poll/poll-job';
-import { JobStarter, type StarterSettings } from '../../lambdas/start-execution/start-job';
+import { JobStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+import { STARTER_SETTINGS, STATE_MACHINE_ARN } from '../support/starter';
 
 /** The record apart from the cancel-request marker a cancel leaves before its DELETE (and the bookkeeping of that write). */
 function withoutCancelMarker(record: object | undefined): object | undefined {
@@ -120,17 +121,7 @@ const requests: Array<{ method: string; url: string; apiKey: string | undefined 
 // The orchestrator under test
 // ---------------------------------------------------------------------------------------
 
-const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:poll-loop';
-const settings: StarterSettings = {
-  stateMachineArn: STATE_MACHINE_ARN,
-  intakeQueueUrl: 'http://127.0.0.1:1/000000000000/intake',
-  deadLetterQueueUrl: 'http://127.0.0.1:1/000000000000/dlq',
-  maxJobDurationSeconds: 3600,
-  retentionDays: 30,
-  maxReceiveCount: 5,
-  firstPollSeconds: 10,
-  claimLeaseMs: 60_000,
-};
+const settings = STARTER_SETTINGS;
 const POLL_SETTINGS: FixedIntervalSettings = { intervalSeconds: 5, minSeconds: 1, maxSeconds: 300 };
 
 const sfnMock = mockClient(SFNClient);
