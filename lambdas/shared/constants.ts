@@ -89,6 +89,11 @@ export const ERROR_CODE = {
   OUTPUT_EXPIRED: 'OUTPUT_EXPIRED',
   /** The job's state machine execution failed or timed out outside the poll loop's own handling. */
   ORCHESTRATION_FAILED: 'ORCHESTRATION_FAILED',
+  /**
+   * Waterflai answered 404 for an execution it had reported before, with no sign that its
+   * result was cleaned up (when cleanup is the likely cause the code is OUTPUT_EXPIRED).
+   */
+  EXECUTION_NOT_FOUND: 'EXECUTION_NOT_FOUND',
 } as const;
 export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
 
@@ -104,6 +109,20 @@ export const CANCEL_REASON = {
   STOPPED: 'stopped',
 } as const;
 export type CancelReason = (typeof CANCEL_REASON)[keyof typeof CANCEL_REASON];
+
+/**
+ * Whether the orchestrator made sure the Waterflai execution of a job it ended (deadline,
+ * given-up polling, stop, producer cancel) no longer runs: the `upstream_cancel` field of the
+ * job record and of the outcome event.
+ * - `confirmed`: Waterflai confirmed the cancellation, or reported the execution finished;
+ * - `unconfirmed`: every attempt failed; the sweeper keeps trying to cancel it.
+ * Absent when the execution ended on its own (nothing had to be cancelled).
+ */
+export const UPSTREAM_CANCEL = {
+  CONFIRMED: 'confirmed',
+  UNCONFIRMED: 'unconfirmed',
+} as const;
+export type UpstreamCancel = (typeof UPSTREAM_CANCEL)[keyof typeof UPSTREAM_CANCEL];
 
 /** Names of the DLQ message attributes written for permanently failed messages. */
 export const DLQ_ATTRIBUTE = {
@@ -163,4 +182,6 @@ export const ENV = {
   POLL_MAX_SECONDS: 'POLL_MAX_SECONDS',
   POLL_INTERVAL_SECONDS: 'POLL_INTERVAL_SECONDS',
   JOB_RETENTION_DAYS: 'JOB_RETENTION_DAYS',
+  /** Seconds a poll loop keeps retrying after Waterflai refuses the API key (401/403), within the deadline. */
+  AUTH_GRACE_SECONDS: 'AUTH_GRACE_SECONDS',
 } as const;

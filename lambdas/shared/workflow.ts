@@ -41,6 +41,28 @@ export interface PollState {
    * strategies that remember nothing. See `StrategyMemory` in poll-strategy.ts.
    */
   readonly poll_memo?: StrategyMemory;
+  /**
+   * The scale Waterflai's `progress` was found to use for this execution (`fraction`: 0..1,
+   * `percent`: 0..100), once the data decided it; absent while undecided. See progress-scale.ts.
+   */
+  readonly progress_scale?: 'fraction' | 'percent';
+  /**
+   * An upstream incident under way for this job (Waterflai unreachable, 5xx, key refused):
+   * the loop keeps polling with backoff until the deadline (auth: the grace period).
+   */
+  readonly incident?: PollIncident;
+}
+
+/** An upstream incident a poll loop is riding out (see `PollState.incident`). */
+export interface PollIncident {
+  /** `transient`: 5xx, 408, 429 without end, timeouts, resets; `auth`: 401/403 after a fresh key. */
+  readonly kind: 'transient' | 'auth';
+  /** When the first failed poll of the incident was made (ISO 8601). */
+  readonly since: string;
+  /** Failed polls in a row. */
+  readonly failures: number;
+  /** The last error, short and secret-free. */
+  readonly last_error: string;
 }
 
 /** The error the state machine's Catch puts at `$.error` before the failure-recording step. */
