@@ -6,8 +6,12 @@ import { EXECUTION_NAME_MAX_LENGTH, executionNameForJob, JOB_ID_PATTERN, URL_IDE
 const STEP_FUNCTIONS_FORBIDDEN = /[\s<>{}[\]?*"#%\\^|~`$&,;:/\u0000-\u001f\u007f-\u009f]/;
 
 describe('executionNameForJob', () => {
-  it('keeps a short job id made of safe characters as is', () => {
-    expect(executionNameForJob('job-42_a')).toBe('job-42_a');
+  it('keeps a short job id made of letters, digits and dashes as is', () => {
+    expect(executionNameForJob('job-42-a')).toBe('job-42-a');
+  });
+
+  it('hashes a job id with an underscore (the separator of hashed and successor names)', () => {
+    expect(executionNameForJob('job-42_a')).toMatch(/^job-42-a_h[0-9a-f]{24}$/);
   });
 
   it.each([
