@@ -17,7 +17,13 @@
  * The SSE parser is a small implementation of the WHATWG event-stream format: `data:`,
  * `event:`, `id:` and `retry:` fields, comment lines (`:`), CR, LF and CRLF line ends, a
  * leading BOM, multi-line data joined with `\n`.
+ *
+ * Progress may come as a fraction (0..1) or a percent (0..100, as in the contract's
+ * `{"type": "progress_update", "progress": 50.0}`): events report it as a percent, read
+ * with the scale decided so far ({@link ListenOptions.progressScale}, then each event's
+ * evidence, see progress-scale.ts), and the listen reports the scale it ends with.
  */
+import { inferProgressScale, toPercent, type ProgressScale } from './progress-scale';
 
 /** Keeps this much of the invocation free after a listen (the status read and records that follow). */
 export const DEFAULT_STREAM_RESERVE_MS = 20_000;
@@ -205,7 +211,16 @@ export interface StreamProgress {
   readonly receivedAtMs: number;
   readonly type: string;
   readonly status: string | null;
+  /**
+   * Percent (0..100): the event's `progress` read with {@link progressScale}, so a
+   * fraction server's 0.5 is 50 once its scale is known (undecided reads as a percent).
+   */
   readonly progress: number | null;
+  /**
+   * The progress scale decided with this event included (`undefined`: still undecided).
+   * Optional so that hand-made events (tests, fakes) need not carry it.
+   */
+  readonly progressScale?: ProgressScale;
   readonly completedNodes: number | null;
   readonly totalNodes: number | null;
   /** The node a `node_started` / `node_completed` event names, when it is a short string. */
@@ -245,6 +260,11 @@ export interface ListenResult {
   readonly progress: readonly StreamProgress[];
   /** How long the listen took, in ms. */
   readonly elapsedMs: number;
+  /**
+   * The progress scale decided by the end of the listen ({@link ListenOptions.progressScale}
+   * updated by every event), absent while undecided: store it with the poll state.
+   */
+  readonly progressScale?: ProgressScale;
 }
 
 export interface ListenOptions {
@@ -262,6 +282,12 @@ export interface ListenOptions {
   readonly maxEventBytes?: number;
   /** @default DEFAULT_MAX_LINE_BYTES */
   readonly maxLineBytes?: number;
+  /**
+   * The scale of this execution's `progress` decided before the listen (the poll state's
+   * `progress_scale`); events refine it (see progress-scale.ts).
+   * @default undefined (undecided)
+   */
+  readonly progressScale?: ProgressScale;
   /** Most progress events kept (the latest win). @default 200 */
   readonly maxProgressEvents?: number;
   /** Called with every valid event (execution_completed included), in order. */
@@ -292,8 +318,12 @@ function stringOrNull(value: unknown, maxLength = 64): string | null {
   return typeof value === 'string' && value.length > 0 && value.length <= maxLength ? value : null;
 }
 
-/** A Waterflai stream event read defensively from one SSE event, or undefined when it is not one. */
-export function parseStreamEvent(event: SseEvent, receivedAtMs: number): StreamProgress | undefined {
+/**
+ * A Waterflai stream event read defensively from one SSE event, or undefined when it is not
+ * one. `progressScale` is the scale decided before this event; the result carries the
+ * scale decided with it (`progressScale`) and its progress as a percent under that scale.
+ */
+export function parseStreamEvent(event: SseEvent, receivedAtMs: number, progressScale?: ProgressScale): StreamProgress | undefined {
   let json: unknown;
   try {
     json = JSON.parse(event.data);
@@ -304,15 +334,20 @@ export function parseStreamEvent(event: SseEvent, receivedAtMs: number): StreamP
   const body = json as Record<string, unknown>;
   const type = stringOrNull(body.type) ?? (event.event !== 'message' ? stringOrNull(event.event) : null);
   if (type === null) return undefined;
-  const progress = finiteOrNull(body.progress, 0, 100);
-  const totalNodes = countOrNull(body.total_nodes);
+  const raw = finiteOrNull(body.progress, 0, 100);
+  const total = countOrNull(body.total_nodes);
+  const totalNodes = total === 0 ? null : total;
+  const completedNodes = countOrNull(body.completed_nodes);
+  const status = stringOrNull(body.status);
+  const scale = inferProgressScale(progressScale, { progress: raw, completedNodes, totalNodes, status });
   return {
     receivedAtMs,
     type,
-    status: stringOrNull(body.status),
-    progress,
-    completedNodes: countOrNull(body.completed_nodes),
-    totalNodes: totalNodes === 0 ? null : totalNodes,
+    status,
+    progress: toPercent(raw, scale),
+    ...(scale === undefined ? {} : { progressScale: scale }),
+    completedNodes,
+    totalNodes,
     nodeId: stringOrNull(body.node_id, 256),
   };
 }
@@ -349,6 +384,7 @@ export async function listenToExecution(options: ListenOptions): Promise<ListenR
   const progress: StreamProgress[] = [];
   let events = 0;
   let malformed = 0;
+  let scale = options.progressScale;
 
   const result = (outcome: ListenOutcome, extra: { status?: string; reason?: string } = {}): ListenResult => ({
     outcome,
@@ -357,6 +393,7 @@ export async function listenToExecution(options: ListenOptions): Promise<ListenR
     malformed,
     progress,
     elapsedMs: Math.max(0, now() - startedAt),
+    ...(scale === undefined ? {} : { progressScale: scale }),
   });
 
   if (options.signal?.aborted) return result('aborted');
@@ -416,12 +453,13 @@ export async function listenToExecution(options: ListenOptions): Promise<ListenR
   const parser = new SseParser(
     {
       event(event) {
-        const parsed = parseStreamEvent(event, now());
+        const parsed = parseStreamEvent(event, now(), scale);
         if (parsed === undefined) {
           malformed += 1;
           return;
         }
         events += 1;
+        scale = parsed.progressScale;
         try {
           options.onEvent?.(parsed);
         } catch {

@@ -1,6 +1,7 @@
 import { CANCEL_REASON, ERROR_CODE, JOB_STATUS, type ErrorCode, type JobStatus } from './constants';
 import { jsonDepth } from './job-request';
 import type { StatusFields } from './job-store';
+import { toPercent, type ProgressScale } from './progress-scale';
 import type { ExecutionStatus } from './waterflai-client';
 
 /** Longest error message and node name stored (they flow into DynamoDB and events). */
@@ -25,13 +26,18 @@ export interface MappedStatus {
  * @param maxOutputBytes largest `final_output` (JSON bytes) the orchestrator accepts; a
  *   larger one settles the job FAILED with `OUTPUT_TOO_LARGE`. Outputs below it but too
  *   large to carry inline are the caller's to store elsewhere (see the poll Lambda).
+ * @param progressScale the scale of Waterflai's `progress` for this execution, decided with
+ *   this status included (`inferProgressScale(state.progress_scale, progressSampleOf(execution))`,
+ *   see progress-scale.ts); the recorded `progress` is always a percent (0..100, two
+ *   decimals). @default undefined: undecided, read as a percent
  *
  * A COMPLETED execution without an output whose `cleanup_after` has passed settles FAILED
  * with `OUTPUT_EXPIRED`: Waterflai already deleted the result.
  */
-export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: string, maxOutputBytes: number): MappedStatus {
+export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: string, maxOutputBytes: number, progressScale?: ProgressScale): MappedStatus {
+  const percent = toPercent(execution.progress, progressScale);
   const progressFields: StatusFields = {
-    progress: execution.progress === null ? null : Math.round(execution.progress * 100) / 100,
+    progress: percent === null ? null : Math.round(percent * 100) / 100,
     current_node: execution.current_node === null ? null : execution.current_node.slice(0, MAX_NODE_NAME_CHARS),
     completed_nodes: execution.completed_nodes,
     total_nodes: execution.total_nodes,
