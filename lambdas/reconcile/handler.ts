@@ -1,6 +1,7 @@
+import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
-import type { EventBridgeEvent } from 'aws-lambda';
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { dynamoDocumentClient, eventBridge } from '../shared/aws-clients';
 import { requireEnv } from '../shared/config';
 import { ENV } from '../shared/constants';
@@ -8,22 +9,33 @@ import { JobStore } from '../shared/job-store';
 import { createLogger } from '../shared/logger';
 import { OutcomePublisher } from '../shared/outcome-event';
 import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
-import { ExecutionReconciler, type ExecutionStatusChange, type ReconcileResult } from './reconcile-job';
+import { ExecutionReconciler } from './reconcile-job';
+import { StatusChangeRecordHandler, type StatusChangeRecordOutcome } from './status-change-record';
 
 /**
- * reconcile Lambda: target of a rule on the default bus for the poll state machine's
- * "Step Functions Execution Status Change" events (ABORTED, TIMED_OUT, FAILED).
- * EventBridge retries it when it throws.
+ * reconcile Lambda: fed by the reconcile queue (SQS event source with
+ * ReportBatchItemFailures), which a rule on the default bus fills with the poll state
+ * machine's "Step Functions Execution Status Change" events (ABORTED, TIMED_OUT, FAILED).
+ * Each record's body is one EventBridge event. A malformed body is logged and acknowledged;
+ * a record whose reconciliation fails is reported as a batch item failure, so SQS retries it
+ * and dead-letters it after maxReceiveCount.
  */
 const logger = createLogger();
-const reconciler = new ExecutionReconciler({
-  store: new JobStore(dynamoDocumentClient(), requireEnv(ENV.JOB_TABLE_NAME)),
-  publisher: new OutcomePublisher(eventBridge(), requireEnv(ENV.EVENT_BUS_NAME)),
-  waterflai: waterflaiClientFromEnv(),
+const records = new StatusChangeRecordHandler({
+  reconciler: new ExecutionReconciler({
+    store: new JobStore(dynamoDocumentClient(), requireEnv(ENV.JOB_TABLE_NAME)),
+    publisher: new OutcomePublisher(eventBridge(), requireEnv(ENV.EVENT_BUS_NAME)),
+    waterflai: waterflaiClientFromEnv(),
+    logger,
+  }),
   logger,
 });
 
-const lambdaHandler = async (event: EventBridgeEvent<'Step Functions Execution Status Change', ExecutionStatusChange>): Promise<ReconcileResult> =>
-  reconciler.reconcile(event.detail);
+const processor = new BatchProcessor(EventType.SQS);
+
+const recordHandler = (record: SQSRecord): Promise<StatusChangeRecordOutcome> => records.handleRecord(record);
+
+const lambdaHandler = async (event: SQSEvent, context: Context): Promise<SQSBatchResponse> =>
+  processPartialResponse(event, recordHandler, processor, { context, throwOnFullBatchFailure: false });
 
 export const handler = middy(lambdaHandler).use(injectLambdaContext(logger, { logEvent: false }));

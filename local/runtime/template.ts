@@ -1,9 +1,10 @@
 /**
  * Reads what the local runtime needs out of the project's own synthesized CloudFormation
- * template: the three functions (which code, timeout, environment), the intake queue and its
- * dead-letter queue (visibility timeout, redrive), the event source mapping (batch size,
- * concurrency), the job table (keys, indexes, TTL), the event bus, the API key secret and
- * the state machine (plain ASL, with each Task mapped to its function).
+ * template: the functions (which code, timeout, environment), the intake queue and its
+ * dead-letter queue (visibility timeout, redrive), the event source mappings (batch size,
+ * concurrency), the reconcile queue the status-change rule delivers to, the job table (keys,
+ * indexes, TTL), the event bus, the API key secret and the state machine (plain ASL, with
+ * each Task mapped to its function).
  *
  * Nothing is re-typed from `lib/`: every value comes from the template, so the local
  * runtime runs what `cdk deploy` would deploy.
@@ -22,12 +23,38 @@ import {
 /**
  * Which handler code a function of the template runs, inferred from how the template uses
  * it: `start` is the intake queue's event source mapping target, `poll` / `finish` are
- * invoked by the state machine's Tasks, `reconcile` is the target of a rule on Step
- * Functions execution status changes, `sweep` the target of a schedule.
+ * invoked by the state machine's Tasks, `reconcile` consumes the queue a rule on Step
+ * Functions execution status changes delivers to (or is that rule's direct target),
+ * `sweep` is the target of a schedule.
  */
 export type FunctionRole = 'start' | 'poll' | 'finish' | 'reconcile' | 'sweep';
 
-/** An EventBridge rule of the template whose targets are functions the runtime runs. */
+/** A rule target that is a function the runtime runs (invoked asynchronously, as EventBridge does). */
+export interface FunctionTargetModel {
+  readonly kind: 'function';
+  readonly id: string;
+  readonly role: FunctionRole;
+  readonly maximumRetryAttempts?: number;
+}
+
+/** A rule target that is an SQS queue of the template, consumed by a function the runtime runs. */
+export interface QueueTargetModel {
+  readonly kind: 'queue';
+  readonly id: string;
+  /** The role of the function that consumes the queue. */
+  readonly role: FunctionRole;
+  readonly queueLogicalId: string;
+  /** The target's own dead-letter queue (`DeadLetterConfig`), for events it cannot deliver. */
+  readonly deadLetterQueueLogicalId?: string;
+  readonly maximumRetryAttempts?: number;
+  readonly maximumEventAgeSeconds?: number;
+  /** `Input`, `InputPath` or `InputTransformer` when the target sets one (not emulated locally). */
+  readonly inputTransformation?: string;
+}
+
+export type RuleTargetModel = FunctionTargetModel | QueueTargetModel;
+
+/** An EventBridge rule of the template whose targets lead to functions the runtime runs. */
 export interface RuleModel {
   readonly logicalId: string;
   /** Bus name (`default` when the rule sets none); schedules have none. */
@@ -36,7 +63,7 @@ export interface RuleModel {
   readonly eventPattern?: unknown;
   readonly scheduleExpression?: string;
   readonly enabled: boolean;
-  readonly targets: ReadonlyArray<{ readonly id: string; readonly role: FunctionRole; readonly maximumRetryAttempts?: number }>;
+  readonly targets: readonly RuleTargetModel[];
 }
 
 export interface FunctionModel {
@@ -59,6 +86,14 @@ export interface QueueModel {
 
 export interface IntakeQueueModel extends QueueModel {
   readonly maxReceiveCount: number;
+}
+
+/** The queue between the status-change rule and the reconcile function. */
+export interface ReconcileQueueModel extends IntakeQueueModel {
+  /** Its redrive target (may be the same resource as another queue's). */
+  readonly deadLetterQueue: QueueModel;
+  /** The event source mapping that feeds the reconcile function from it. */
+  readonly eventSource: EventSourceModel;
 }
 
 export interface EventSourceModel {
@@ -110,7 +145,10 @@ export interface RuntimeModel {
   readonly buckets: readonly BucketModel[];
   readonly intakeQueue: IntakeQueueModel;
   readonly deadLetterQueue: QueueModel;
+  /** The intake queue's event source mapping. */
   readonly eventSource: EventSourceModel;
+  /** The queue the status-change rule delivers to, when the reconcile function consumes one. */
+  readonly reconcileQueue?: ReconcileQueueModel;
   readonly table: TableModel;
   /** The bus the functions publish to (`EVENT_BUS_NAME`), by name. */
   readonly eventBusName: string;
@@ -146,24 +184,25 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
   const resources = template.Resources ?? {};
   const { region, account } = FAKE_ENVIRONMENT;
 
-  // The start function: the target of the SQS event source mapping.
-  const mappings = Object.entries(resources).filter(([, resource]) => resource.Type === TYPE.EVENT_SOURCE_MAPPING);
-  if (mappings.length !== 1) {
-    throw new Error(`expected exactly one ${TYPE.EVENT_SOURCE_MAPPING} (the intake queue -> start function) in the template, found ${mappings.length}`);
+  // Event source mappings: the one on the queue a status-change rule delivers to feeds the
+  // reconcile function; the other one (exactly one) is the intake queue -> start function.
+  const ruleEntries = Object.entries(resources).filter(([, resource]) => resource.Type === TYPE.RULE);
+  const statusChangeQueueIds = new Set(
+    ruleEntries.filter(([, rule]) => isStatusChangeRule(rule)).flatMap(([, rule]) => queueTargets(resources, rule.Properties?.Targets).map((target) => target.queueId)),
+  );
+  const mappings = Object.entries(resources)
+    .filter(([, resource]) => resource.Type === TYPE.EVENT_SOURCE_MAPPING)
+    .map(([id, resource]) => mappingModel(id, resource));
+  const intakeMappings = mappings.filter((candidate) => !statusChangeQueueIds.has(candidate.queueId));
+  const reconcileMappings = mappings.filter((candidate) => statusChangeQueueIds.has(candidate.queueId));
+  if (intakeMappings.length !== 1) {
+    throw new Error(`expected exactly one ${TYPE.EVENT_SOURCE_MAPPING} (the intake queue -> start function) in the template, found ${intakeMappings.length}`);
   }
-  const [, mapping] = mappings[0]!;
-  const mappingProps = mapping.Properties ?? {};
-  const startId = refTarget(mappingProps.FunctionName, 'event source mapping FunctionName');
-  const intakeId = getAttTarget(mappingProps.EventSourceArn, 'event source mapping EventSourceArn');
-  const scaling = (mappingProps.ScalingConfig ?? {}) as { MaximumConcurrency?: number };
-  const responseTypes = (mappingProps.FunctionResponseTypes ?? []) as string[];
-  const eventSource: EventSourceModel = {
-    batchSize: numberOr(mappingProps.BatchSize, 10),
-    // Without a MaximumConcurrency, Lambda scales SQS pollers up to 1,000; 5 is plenty here.
-    maxConcurrency: numberOr(scaling.MaximumConcurrency, 5),
-    maxBatchingWindowSeconds: numberOr(mappingProps.MaximumBatchingWindowInSeconds, 0),
-    reportBatchItemFailures: responseTypes.includes('ReportBatchItemFailures'),
-  };
+  if (reconcileMappings.length > 1) {
+    throw new Error(`expected at most one ${TYPE.EVENT_SOURCE_MAPPING} on the queues the status-change rule delivers to, found ${reconcileMappings.length}`);
+  }
+  const { functionId: startId, queueId: intakeId, eventSource } = intakeMappings[0]!;
+  const reconcileMapping = reconcileMappings[0];
 
   // The poll loop and the functions its Tasks invoke.
   const machines = Object.entries(resources).filter(([, resource]) => resource.Type === TYPE.STATE_MACHINE);
@@ -177,6 +216,12 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
   if (finishId === undefined) throw new Error(`the state machine has no Task state named "${STATE_NAME.FINISH}"`);
   const roleOf: Record<string, FunctionRole> = { [startId]: 'start', [pollId]: 'poll', [finishId]: 'finish' };
   if (new Set([startId, pollId, finishId]).size !== 3) throw new Error('the start, poll and finish functions must be three different functions');
+  if (reconcileMapping !== undefined) {
+    if (roleOf[reconcileMapping.functionId] !== undefined) {
+      throw new Error(`the reconcile queue's consumer ${reconcileMapping.functionId} is also the ${roleOf[reconcileMapping.functionId]} function`);
+    }
+    roleOf[reconcileMapping.functionId] = 'reconcile';
+  }
   const taskRoles: Record<string, FunctionRole> = {};
   for (const [stateName, functionId] of Object.entries(taskFunctions)) {
     const role = roleOf[functionId];
@@ -190,16 +235,14 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
     throw new Error(`Task "${STATE_NAME.RECORD_FAILURE}" must invoke the finish function`);
   }
 
-  // Rules: a rule on Step Functions status changes targets the reconcile function, a
-  // schedule targets the sweep function.
-  const ruleEntries = Object.entries(resources).filter(([, resource]) => resource.Type === TYPE.RULE);
+  // Rules: a rule on Step Functions status changes delivers to the reconcile queue (or, in
+  // a template without one, targets the reconcile function), a schedule targets the sweep
+  // function.
   for (const [, rule] of ruleEntries) {
     const props = rule.Properties ?? {};
-    const pattern = props.EventPattern as { source?: unknown } | undefined;
-    const role: FunctionRole | undefined =
-      typeof props.ScheduleExpression === 'string' ? 'sweep' : Array.isArray(pattern?.source) && pattern.source.includes('aws.states') ? 'reconcile' : undefined;
+    const role: FunctionRole | undefined = typeof props.ScheduleExpression === 'string' ? 'sweep' : isStatusChangeRule(rule) ? 'reconcile' : undefined;
     if (role === undefined) continue;
-    for (const target of lambdaTargets(props.Targets)) {
+    for (const target of lambdaTargets(resources, props.Targets)) {
       if (roleOf[target.functionId] === undefined) roleOf[target.functionId] = role;
     }
   }
@@ -217,9 +260,21 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
   const rules: RuleModel[] = [];
   for (const [ruleId, rule] of ruleEntries) {
     const props = rule.Properties ?? {};
-    const targets = lambdaTargets(props.Targets)
+    const functionTargets: RuleTargetModel[] = lambdaTargets(resources, props.Targets)
       .filter((target) => roleOf[target.functionId] === 'reconcile' || roleOf[target.functionId] === 'sweep')
-      .map((target) => ({ id: target.id, role: roleOf[target.functionId]!, ...(target.maximumRetryAttempts === undefined ? {} : { maximumRetryAttempts: target.maximumRetryAttempts }) }));
+      .map((target) => ({
+        kind: 'function',
+        id: target.id,
+        role: roleOf[target.functionId]!,
+        ...(target.maximumRetryAttempts === undefined ? {} : { maximumRetryAttempts: target.maximumRetryAttempts }),
+      }));
+    const queueTargetModels: RuleTargetModel[] =
+      reconcileMapping === undefined
+        ? []
+        : queueTargets(resources, props.Targets)
+            .filter((target) => target.queueId === reconcileMapping.queueId)
+            .map(({ queueId, ...target }) => ({ kind: 'queue', role: 'reconcile', queueLogicalId: queueId, ...target }));
+    const targets = [...functionTargets, ...queueTargetModels];
     if (targets.length === 0) continue;
     const busValue = props.EventBusName;
     rules.push({
@@ -234,15 +289,19 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
   }
 
   // Queues.
-  const intake = resourceOf(resources, intakeId, TYPE.QUEUE);
-  const intakeProps = intake.Properties ?? {};
-  const redrive = intakeProps.RedrivePolicy as { deadLetterTargetArn?: unknown; maxReceiveCount?: unknown } | undefined;
-  if (redrive === undefined) throw new Error(`the intake queue ${intakeId} has no RedrivePolicy`);
-  const dlqId = getAttTarget(redrive.deadLetterTargetArn, 'intake queue RedrivePolicy.deadLetterTargetArn');
-  const maxReceiveCount = numberOr(redrive.maxReceiveCount, Number.NaN);
-  if (!Number.isInteger(maxReceiveCount) || maxReceiveCount < 1) throw new Error(`the intake queue's maxReceiveCount is not a positive integer`);
-  const intakeQueue: IntakeQueueModel = { ...queueModel(resources, intakeId), maxReceiveCount };
-  const deadLetterQueue = queueModel(resources, dlqId);
+  const intake = redriveOf(resources, intakeId, 'intake queue');
+  const intakeQueue: IntakeQueueModel = { ...queueModel(resources, intakeId), maxReceiveCount: intake.maxReceiveCount };
+  const deadLetterQueue = queueModel(resources, intake.deadLetterQueueId);
+  let reconcileQueue: ReconcileQueueModel | undefined;
+  if (reconcileMapping !== undefined) {
+    const redrive = redriveOf(resources, reconcileMapping.queueId, 'reconcile queue');
+    reconcileQueue = {
+      ...queueModel(resources, reconcileMapping.queueId),
+      maxReceiveCount: redrive.maxReceiveCount,
+      deadLetterQueue: queueModel(resources, redrive.deadLetterQueueId),
+      eventSource: reconcileMapping.eventSource,
+    };
+  }
 
   // Table, bus and secret: the ones the start function's environment points at.
   const startEnv = functions.start.environment;
@@ -278,6 +337,7 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
     intakeQueue,
     deadLetterQueue,
     eventSource,
+    ...(reconcileQueue === undefined ? {} : { reconcileQueue }),
     table,
     eventBusName,
     apiKeySecretId,
@@ -289,7 +349,14 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
 export function localResourceValues(
   template: CloudFormationTemplate,
   model: RuntimeModel,
-  locals: { tableName: string; intake: { url: string; arn: string; name: string }; deadLetter: { url: string; arn: string; name: string }; stateMachineArn: string },
+  locals: {
+    tableName: string;
+    intake: { url: string; arn: string; name: string };
+    deadLetter: { url: string; arn: string; name: string };
+    stateMachineArn: string;
+    /** Further local queues (the reconcile queue and its dead-letter queue), by logical id. */
+    queues?: Readonly<Record<string, { url: string; arn: string; name: string }>>;
+  },
 ): LocalResourceValues {
   const { region, account } = FAKE_ENVIRONMENT;
   const values: Record<string, Record<string, string>> = {};
@@ -300,7 +367,7 @@ export function localResourceValues(
         if (id === model.table.logicalId) values[id] = { Ref: locals.tableName, Arn: `arn:aws:dynamodb:${region}:${account}:table/${locals.tableName}` };
         break;
       case 'AWS::SQS::Queue': {
-        const queue = id === model.intakeQueue.logicalId ? locals.intake : id === model.deadLetterQueue.logicalId ? locals.deadLetter : undefined;
+        const queue = id === model.intakeQueue.logicalId ? locals.intake : id === model.deadLetterQueue.logicalId ? locals.deadLetter : locals.queues?.[id];
         if (queue) values[id] = { Ref: queue.url, QueueUrl: queue.url, Arn: queue.arn, QueueName: queue.name };
         break;
       }
@@ -406,18 +473,88 @@ function resolveValue(value: unknown, values: LocalResourceValues, where: string
   throw new Error(`${where}: cannot resolve ${JSON.stringify(value)} locally`);
 }
 
+/** Whether a rule matches Step Functions events (execution status changes); schedules do not. */
+function isStatusChangeRule(rule: CloudFormationResource): boolean {
+  const props = rule.Properties ?? {};
+  const pattern = props.EventPattern as { source?: unknown } | undefined;
+  return typeof props.ScheduleExpression !== 'string' && Array.isArray(pattern?.source) && pattern.source.includes('aws.states');
+}
+
+/** A rule target's `Arn` as `Fn::GetAtt` of a template resource of `type`, else undefined. */
+function targetResource(resources: Record<string, CloudFormationResource>, target: Record<string, unknown>, type: string): string | undefined {
+  const arn = target.Arn;
+  if (!isRecord(arn) || arn['Fn::GetAtt'] === undefined) return undefined;
+  const id = getAttTarget(arn, 'rule target Arn');
+  return resources[id]?.Type === type ? id : undefined;
+}
+
+function retryAttemptsOf(target: Record<string, unknown>): { maximumRetryAttempts?: number } {
+  const retry = (target.RetryPolicy as { MaximumRetryAttempts?: unknown } | undefined)?.MaximumRetryAttempts;
+  return typeof retry === 'number' ? { maximumRetryAttempts: retry } : {};
+}
+
 /** The Lambda targets of a rule: the function each `Arn` (Fn::GetAtt <fn>.Arn) points at. */
-function lambdaTargets(value: unknown): Array<{ id: string; functionId: string; maximumRetryAttempts?: number }> {
+function lambdaTargets(resources: Record<string, CloudFormationResource>, value: unknown): Array<{ id: string; functionId: string; maximumRetryAttempts?: number }> {
   if (!Array.isArray(value)) return [];
   const targets: Array<{ id: string; functionId: string; maximumRetryAttempts?: number }> = [];
   for (const target of value as Array<Record<string, unknown>>) {
-    const arn = target.Arn;
-    if (!isRecord(arn) || arn['Fn::GetAtt'] === undefined) continue;
-    const functionId = getAttTarget(arn, 'rule target Arn');
-    const retry = (target.RetryPolicy as { MaximumRetryAttempts?: unknown } | undefined)?.MaximumRetryAttempts;
-    targets.push({ id: String(target.Id ?? functionId), functionId, ...(typeof retry === 'number' ? { maximumRetryAttempts: retry } : {}) });
+    const functionId = targetResource(resources, target, TYPE.FUNCTION);
+    if (functionId === undefined) continue;
+    targets.push({ id: String(target.Id ?? functionId), functionId, ...retryAttemptsOf(target) });
   }
   return targets;
+}
+
+/** The SQS targets of a rule: the queue each `Arn` (Fn::GetAtt <queue>.Arn) points at, with the target's delivery settings. */
+function queueTargets(resources: Record<string, CloudFormationResource>, value: unknown): Array<Omit<QueueTargetModel, 'kind' | 'role' | 'queueLogicalId'> & { queueId: string }> {
+  if (!Array.isArray(value)) return [];
+  const targets: Array<Omit<QueueTargetModel, 'kind' | 'role' | 'queueLogicalId'> & { queueId: string }> = [];
+  for (const target of value as Array<Record<string, unknown>>) {
+    const queueId = targetResource(resources, target, TYPE.QUEUE);
+    if (queueId === undefined) continue;
+    const deadLetterArn = (target.DeadLetterConfig as { Arn?: unknown } | undefined)?.Arn;
+    const deadLetterQueueId = deadLetterArn === undefined ? undefined : getAttTarget(deadLetterArn, 'rule target DeadLetterConfig.Arn');
+    const maxAge = (target.RetryPolicy as { MaximumEventAgeInSeconds?: unknown } | undefined)?.MaximumEventAgeInSeconds;
+    const inputTransformation = (['Input', 'InputPath', 'InputTransformer'] as const).find((key) => target[key] !== undefined);
+    targets.push({
+      id: String(target.Id ?? queueId),
+      queueId,
+      ...(deadLetterQueueId === undefined ? {} : { deadLetterQueueLogicalId: deadLetterQueueId }),
+      ...retryAttemptsOf(target),
+      ...(typeof maxAge === 'number' ? { maximumEventAgeSeconds: maxAge } : {}),
+      ...(inputTransformation === undefined ? {} : { inputTransformation }),
+    });
+  }
+  return targets;
+}
+
+/** An SQS event source mapping of the template: which function reads which queue, and how. */
+function mappingModel(logicalId: string, mapping: CloudFormationResource): { logicalId: string; functionId: string; queueId: string; eventSource: EventSourceModel } {
+  const props = mapping.Properties ?? {};
+  const scaling = (props.ScalingConfig ?? {}) as { MaximumConcurrency?: number };
+  const responseTypes = (props.FunctionResponseTypes ?? []) as string[];
+  return {
+    logicalId,
+    functionId: refTarget(props.FunctionName, `event source mapping ${logicalId} FunctionName`),
+    queueId: getAttTarget(props.EventSourceArn, `event source mapping ${logicalId} EventSourceArn`),
+    eventSource: {
+      batchSize: numberOr(props.BatchSize, 10),
+      // Without a MaximumConcurrency, Lambda scales SQS pollers up to 1,000; 5 is plenty here.
+      maxConcurrency: numberOr(scaling.MaximumConcurrency, 5),
+      maxBatchingWindowSeconds: numberOr(props.MaximumBatchingWindowInSeconds, 0),
+      reportBatchItemFailures: responseTypes.includes('ReportBatchItemFailures'),
+    },
+  };
+}
+
+/** A queue's redrive policy: its dead-letter queue and max receive count. */
+function redriveOf(resources: Record<string, CloudFormationResource>, queueId: string, what: string): { deadLetterQueueId: string; maxReceiveCount: number } {
+  const redrive = resourceOf(resources, queueId, TYPE.QUEUE).Properties?.RedrivePolicy as { deadLetterTargetArn?: unknown; maxReceiveCount?: unknown } | undefined;
+  if (redrive === undefined) throw new Error(`the ${what} ${queueId} has no RedrivePolicy`);
+  const deadLetterQueueId = getAttTarget(redrive.deadLetterTargetArn, `${what} RedrivePolicy.deadLetterTargetArn`);
+  const maxReceiveCount = numberOr(redrive.maxReceiveCount, Number.NaN);
+  if (!Number.isInteger(maxReceiveCount) || maxReceiveCount < 1) throw new Error(`the ${what}'s maxReceiveCount is not a positive integer`);
+  return { deadLetterQueueId, maxReceiveCount };
 }
 
 function functionModel(resources: Record<string, CloudFormationResource>, logicalId: string, role: FunctionRole): FunctionModel {

@@ -6,8 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { ListExecutionsCommand, SFNClient } from '@aws-sdk/client-sfn';
-import { GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { ListExecutionsCommand, SFNClient, StopExecutionCommand } from '@aws-sdk/client-sfn';
+import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, STATUS_RANK } from '../../lambdas/shared/constants';
@@ -158,6 +158,55 @@ describe('remote cancellation and deadlines', () => {
     expect(runtime.simulator!.execution(record!.execution_id!)?.status).toBe('CANCELLED');
     const [event] = events('deadline-job');
     expect((event!.detail as { error: { code: string } }).error.code).toBe(ERROR_CODE.TIMED_OUT);
+  });
+});
+
+describe('executions ended from outside: the status-change rule -> reconcile queue -> reconcile function', () => {
+  const reconcileQueue = () => {
+    expect(runtime.reconcileQueue, 'the template has a reconcile queue').toBeDefined();
+    return runtime.reconcileQueue!;
+  };
+  const reconcileSource = () => {
+    expect(runtime.reconcileEventSource, 'the reconcile queue has an event source mapping').toBeDefined();
+    return runtime.reconcileEventSource!;
+  };
+
+  it('an operator stopping an execution ends the job Cancelled (stopped), through the queue, with one event', async () => {
+    // Prepare: a long job, running
+    await runtime.sendMessage(jobBody('stopped-job', 'stopped-bot', { duration_ms: 60_000, nodes: 4 }));
+    await waitFor('the job to run', async () => (await runtime.getJob('stopped-job'))?.status === JOB_STATUS.RUNNING, 15_000);
+    const executionArn = (await runtime.getJob('stopped-job'))!.state_machine_execution_arn!;
+    const before = reconcileSource().stats();
+    const sentBefore = runtime.queueTargets.stats().sent;
+
+    // Act
+    await sfn.send(new StopExecutionCommand({ executionArn, error: 'Operator', cause: 'stopped by the lifecycle e2e test' }));
+    await settled('stopped-job');
+
+    // Assess: delivered to the queue, consumed by the reconcile function, deleted, nothing dead-lettered
+    const record = await runtime.getJob('stopped-job');
+    expect(record).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.STOPPED });
+    expect(runtime.simulator!.execution(record!.execution_id!)?.status).toBe('CANCELLED');
+    expect(events('stopped-job')).toHaveLength(1);
+    expect(runtime.queueTargets.stats().sent - sentBefore).toBeGreaterThanOrEqual(1);
+    await waitFor('the status change to be deleted from the reconcile queue', () => reconcileSource().stats().deleted > before.deleted && runtime.sqs.messages(reconcileQueue().name).length === 0, 10_000);
+    expect(reconcileSource().stats().failedRecords).toBe(before.failedRecords);
+    expect(runtime.sqs.messages(reconcileQueue().deadLetterQueue.name)).toEqual([]);
+  });
+
+  it('a malformed message on the reconcile queue is acknowledged: not retried, not dead-lettered', async () => {
+    // Prepare
+    const before = reconcileSource().stats();
+
+    // Act: something that is not a status-change event lands on the queue
+    await sqs.send(new SendMessageCommand({ QueueUrl: reconcileQueue().url, MessageBody: '{"not":"a status change"}' }));
+    await sqs.send(new SendMessageCommand({ QueueUrl: reconcileQueue().url, MessageBody: 'not even JSON' }));
+
+    // Assess
+    await waitFor('both messages to be consumed and deleted', () => reconcileSource().stats().deleted - before.deleted >= 2 && runtime.sqs.messages(reconcileQueue().name).length === 0, 10_000);
+    expect(reconcileSource().stats().failedRecords).toBe(before.failedRecords);
+    expect(reconcileSource().stats().failedBatches).toBe(before.failedBatches);
+    expect(runtime.sqs.messages(reconcileQueue().deadLetterQueue.name)).toEqual([]);
   });
 });
 
