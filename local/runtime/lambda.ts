@@ -7,6 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'aws-lambda';
+import { withinInvocation } from './sdk-recorder';
 
 /** A handler as the Lambda Node.js runtime calls it. */
 export type LambdaHandler<E = unknown, R = unknown> = (event: E, context: Context) => Promise<R>;
@@ -142,7 +143,8 @@ export async function invokeFunction<E, R>(fn: LocalFunction<E, R>, event: E): P
   try {
     let running: Promise<R>;
     try {
-      running = Promise.resolve(handler(payload, context));
+      // The invocation's scope: SDK calls the handler makes are attributed to this function (sdk-recorder.ts).
+      running = Promise.resolve(withinInvocation({ functionName: fn.name, functionArn: fn.arn }, () => handler(payload, context)));
     } catch (error) {
       running = Promise.reject(error);
     }

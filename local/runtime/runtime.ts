@@ -10,7 +10,8 @@
  *   `AWS_ENDPOINT_URL_<SERVICE>`; the start handler is fed real SQS event batches by a
  *   local event source mapping; the state machine runs on aws-local-stepfunctions with every
  *   Task routed to the poll/finish handler; the template's rules deliver Step Functions
- *   status changes to the reconcile handler and run the sweep handler on its schedule.
+ *   status changes to the reconcile queue (fauxqs), whose local event source mapping feeds
+ *   the reconcile handler, and run the sweep handler on its schedule.
  * - The template's S3 bucket (large outputs) is served by fauxqs' S3 emulation.
  * - Waterflai is the embedded simulator, or the server named by `WATERFLAI_BASE_URL` (with
  *   `WATERFLAI_API_KEY`), served to the handlers through the local Secrets Manager.
@@ -41,13 +42,17 @@ import { LocalEventBridge, type PutEventsEntryFaultHook } from './eventbridge';
 import { applyAwsEnvironment, destroyHandlerClients, loadFunctions, type LocalFunctions } from './handlers';
 import { invokeFunction, type LocalFunction } from './lambda';
 import { installNetworkGuard, isLoopbackHost, type NetworkGuard, type NetworkGuardOptions } from './net-guard';
+import { startSdkCallRecorder, type RecordedSdkCall, type SdkCallRecorder } from './sdk-recorder';
 import { LocalSecretsManager } from './secrets';
 import { startLocalSqs, type LocalSqs } from './sqs';
 import { SqsEventSource, type SqsEventSourceOptions } from './sqs-event-source';
 import { LocalStepFunctions, type TaskHandler } from './step-functions';
 import { localResourceValues, readRuntimeModel, type RuntimeModel } from './template';
 import { parseTimeScale } from './time-scale';
-import { AsyncInvoker, connectRules } from './triggers';
+import { AsyncInvoker, connectRules, createLocalQueue, QueueTargetSender, type LocalQueueRef } from './triggers';
+
+/** The largest visibility timeout SQS accepts (12 hours). */
+const SQS_MAX_VISIBILITY_SECONDS = 43_200;
 
 /** The dummy credentials every local client uses (any value works; none is ever checked). */
 export const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' } as const;
@@ -119,6 +124,16 @@ export interface LocalRuntimeOptions {
    * visibility timeout), or a receive or delete that failed. @default silent
    */
   readonly onEventSourceError?: SqsEventSourceOptions['onError'];
+  /**
+   * Record every AWS SDK command the handlers send (function, role, service, command,
+   * resources), for `sdkCalls()` (see `sdk-recorder.ts`). @default false
+   */
+  readonly recordSdkCalls?: boolean;
+  /**
+   * Told when the reconcile queue's event source mapping fails (as `onEventSourceError`).
+   * @default a runtime warning
+   */
+  readonly onReconcileEventSourceError?: SqsEventSourceOptions['onError'];
 }
 
 export interface LocalRuntimeEndpoints {
@@ -161,13 +176,28 @@ export interface LocalRuntime {
   readonly stepFunctions: LocalStepFunctions;
   readonly secrets: LocalSecretsManager;
   readonly sqs: LocalSqs;
+  /** The intake queue's event source mapping (feeds the start function). */
   readonly eventSource: SqsEventSource;
+  /**
+   * The queue the status-change rule delivers to, and its dead-letter queue (undefined when
+   * the template has no reconcile queue).
+   */
+  readonly reconcileQueue?: LocalQueueRef & { readonly deadLetterQueue: LocalQueueRef };
+  /** The reconcile queue's event source mapping (feeds the reconcile function). */
+  readonly reconcileEventSource?: SqsEventSource;
+  /** Deliveries of rules to their SQS targets (the reconcile queue). */
+  readonly queueTargets: QueueTargetSender;
   readonly documentClient: DynamoDBDocumentClient;
   /** Sends one raw message body to the intake queue; returns its MessageId. */
   sendMessage(body: string): Promise<string>;
   getJob(jobId: string): Promise<JobRecord | undefined>;
   /** Every record of the job table. */
   scanJobs(): Promise<JobRecord[]>;
+  /**
+   * The AWS SDK commands the handlers sent so far, oldest first.
+   * @throws Error unless the runtime was started with `recordSdkCalls: true`
+   */
+  sdkCalls(): readonly RecordedSdkCall[];
   /** Stops everything (pollers, executions, servers, DynamoDB Local). Idempotent. */
   close(): Promise<void>;
 }
@@ -267,6 +297,26 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     );
     cleanups.push(() => sqs.close());
     for (const bucket of model.buckets) await step(`S3 bucket ${bucket.name} (fauxqs)`, () => sqs.createBucket(bucket.name));
+    // The reconcile queue (the status-change rule's target) and its dead-letter queue. The
+    // visibility timeout is the reconcile function's retry interval: scaled by the time
+    // scale, as the poll loop's waits are, but never under the function timeout (a batch in
+    // flight is never delivered twice).
+    const reconcileQueue = await step('SQS reconcile queue (fauxqs)', async () => {
+      const spec = model.reconcileQueue;
+      if (spec === undefined) return undefined;
+      const known: Record<string, LocalQueueRef> = { [model.intakeQueue.logicalId]: sqs.intakeQueue, [model.deadLetterQueue.logicalId]: sqs.deadLetterQueue };
+      const deadLetterQueue = known[spec.deadLetterQueue.logicalId] ?? (await createLocalQueue(sqs.client, spec.deadLetterQueue));
+      const attributes: Record<string, string> = { ...spec.attributes };
+      const visibility = Number(attributes.VisibilityTimeout ?? '30');
+      const timeoutSeconds = model.functions.reconcile?.timeoutSeconds ?? 0;
+      attributes.VisibilityTimeout = String(Math.min(SQS_MAX_VISIBILITY_SECONDS, Math.max(timeoutSeconds, Math.ceil(visibility * timeScale))));
+      const queue = await createLocalQueue(sqs.client, { name: spec.name, attributes }, { deadLetterQueue, maxReceiveCount: spec.maxReceiveCount });
+      return { ...queue, deadLetterQueue };
+    });
+    const targetQueues: Record<string, LocalQueueRef> =
+      reconcileQueue === undefined || model.reconcileQueue === undefined
+        ? {}
+        : { [model.reconcileQueue.logicalId]: reconcileQueue, [model.reconcileQueue.deadLetterQueue.logicalId]: reconcileQueue.deadLetterQueue };
     for (const id of model.otherFunctions) warn(`the template's function ${id} has no trigger the local runtime emulates; it does not run locally`);
 
     let simulator: Simulator | undefined;
@@ -325,6 +375,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       intake: sqs.intakeQueue,
       deadLetter: sqs.deadLetterQueue,
       stateMachineArn: model.stateMachine.arn,
+      queues: targetQueues,
     });
     // The poll function reasons in job time: it reads the scale when it is imported, so a
     // time-scaled run polls as often, in job time, as a deployment would.
@@ -346,19 +397,61 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       step,
       // The event source runs up to maxConcurrency invocations at once; on Lambda each has an
       // execution environment of its own (the start handler keeps per-invocation state in
-      // Powertools' BatchProcessor), so it gets that many module instances.
-      environments: { start: model.eventSource.maxConcurrency },
+      // Powertools' BatchProcessor), so it gets that many module instances. So does the
+      // reconcile function, fed by the reconcile queue's event source.
+      environments: {
+        start: model.eventSource.maxConcurrency,
+        ...(model.reconcileQueue === undefined ? {} : { reconcile: model.reconcileQueue.eventSource.maxConcurrency }),
+      },
     });
     functions = loaded;
     cleanups.push(() => destroyHandlerClients());
+    let recorder: SdkCallRecorder | undefined;
+    if (options.recordSdkCalls === true) {
+      const roles = new Map(Object.entries(loaded).map(([role, fn]) => [fn.arn, role]));
+      const started = await step('the SDK call recorder', () => startSdkCallRecorder({ roleOf: (arn) => roles.get(arn) }));
+      cleanups.push(async () => started.stop());
+      recorder = started;
+    }
 
-    // Rules and schedules of the template (status-change reactions, periodic sweeps).
+    // The reconcile queue's event source mapping feeds the reconcile function (stopped after
+    // the rules are disconnected, so it handles what they delivered).
+    let reconcileEventSource: SqsEventSource | undefined;
+    if (model.reconcileQueue !== undefined && reconcileQueue !== undefined && loaded.reconcile !== undefined) {
+      const reconcileFunction = loaded.reconcile as LocalFunction<SQSEvent, SQSBatchResponse>;
+      const source = model.reconcileQueue.eventSource;
+      reconcileEventSource = new SqsEventSource({
+        client: sqs.client,
+        queueUrl: reconcileQueue.url,
+        queueArn: reconcileQueue.arn,
+        region,
+        batchSize: source.batchSize,
+        maxConcurrency: source.maxConcurrency,
+        maxBatchingWindowSeconds: source.maxBatchingWindowSeconds,
+        reportBatchItemFailures: source.reportBatchItemFailures,
+        invoke: (event) => invokeFunction(reconcileFunction, event),
+        onError:
+          options.onReconcileEventSourceError ??
+          ((error, context) => warn(`the reconcile queue's event source (${context.phase}) failed: ${error instanceof Error ? error.message : String(error)}`)),
+      });
+      reconcileEventSource.start();
+      const started = reconcileEventSource;
+      cleanups.push(() => started.stop());
+    }
+    const queueTargets = new QueueTargetSender({
+      client: sqs.client,
+      timeScale,
+      onDropped: (delivery, error) => warn(`an event for ${delivery.queue.name} was dropped after EventBridge's retries: ${error instanceof Error ? error.message : String(error)}`),
+    });
+    cleanups.push(() => queueTargets.close());
+
+    // Rules and schedules of the template (status changes to the reconcile queue, periodic sweeps).
     const invoker = new AsyncInvoker({
       timeScale,
       onDropped: (fn, error) => warn(`an event for ${fn.name} was dropped after Lambda's retries: ${error instanceof Error ? error.message : String(error)}`),
     });
     cleanups.push(() => invoker.close());
-    const disconnectRules = connectRules({ model, functions: loaded, eventBridge, stepFunctions, values, invoker, timeScale, region, account, warn });
+    const disconnectRules = connectRules({ model, functions: loaded, eventBridge, stepFunctions, values, invoker, queues: targetQueues, sender: queueTargets, timeScale, region, account, warn });
     cleanups.push(async () => {
       disconnectRules(); // executions aborted by the shutdown are not reconciled
       await stepFunctions.stopAll();
@@ -408,6 +501,9 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       secrets,
       sqs,
       eventSource,
+      ...(reconcileQueue === undefined ? {} : { reconcileQueue }),
+      ...(reconcileEventSource === undefined ? {} : { reconcileEventSource }),
+      queueTargets,
       documentClient,
       async sendMessage(body) {
         const sent = await sqs.client.send(new SendMessageCommand({ QueueUrl: sqs.intakeQueue.url, MessageBody: body }));
@@ -427,6 +523,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
           startKey = page.LastEvaluatedKey;
         } while (startKey !== undefined);
         return items;
+      },
+      sdkCalls() {
+        if (recorder === undefined) throw new Error('SDK calls are recorded only when the runtime is started with recordSdkCalls: true');
+        return recorder.calls();
       },
       close() {
         closing ??= runCleanups();
