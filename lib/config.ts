@@ -39,6 +39,8 @@ export interface OrchestratorConfig {
   readonly maxPollsPerExecution?: number;
   /** Minutes between sweeps for jobs left unfinished past their deadline. */
   readonly sweepIntervalMinutes?: number;
+  /** Minutes a poll loop keeps retrying while Waterflai refuses the API key (key rotation). */
+  readonly authGraceMinutes?: number;
 }
 
 type Kind = 'string' | 'arn' | 'positiveNumber' | 'positiveInteger' | 'logRetention' | 'removalPolicy';
@@ -64,6 +66,7 @@ const KEYS: Readonly<Record<keyof OrchestratorConfig, Kind>> = {
   maxInlineOutputBytes: 'positiveInteger',
   maxPollsPerExecution: 'positiveInteger',
   sweepIntervalMinutes: 'positiveInteger',
+  authGraceMinutes: 'positiveInteger',
 };
 
 /** The context keys understood, flat spelling (for documentation and error messages). */

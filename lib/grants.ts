@@ -96,8 +96,8 @@ export interface FunctionAccessProps {
  * | start     | GetItem, PutItem, UpdateItem                | states:StartExecution (poll loop), events:PutEvents (bus), sqs:SendMessage (DLQ), secretsmanager:GetSecretValue |
  * | poll      | GetItem, UpdateItem                         | s3:PutObject (`outputs/*`), secretsmanager:GetSecretValue                              |
  * | finish    | GetItem, UpdateItem                         | events:PutEvents                                                                      |
- * | reconcile | GetItem, UpdateItem                         | events:PutEvents, secretsmanager:GetSecretValue                                       |
- * | sweep     | GetItem, UpdateItem, Query (`by-status`, `pending-cancels`) | events:PutEvents, secretsmanager:GetSecretValue                                       |
+ * | reconcile | GetItem, UpdateItem                         | events:PutEvents, secretsmanager:GetSecretValue, s3:PutObject (`outputs/*`)           |
+ * | sweep     | GetItem, UpdateItem, Query (`by-status`, `pending-cancels`) | events:PutEvents, secretsmanager:GetSecretValue, s3:PutObject (`outputs/*`) |
  *
  * Granted elsewhere, by the construct that owns the trigger or the resource:
  * - poll `states:StartExecution` on its own state machine (successor executions), by
@@ -138,9 +138,12 @@ export function grantFunctionAccess(props: FunctionAccessProps): void {
   // ones, poll GETs the status and opens the stream, reconcile and sweep cancel executions.
   for (const grantee of [fn.start, fn.poll, fn.reconcile, fn.sweep]) grantSecretValueOnly(apiKeySecret, grantee);
 
-  // poll: stores large final outputs (`OutputStore.put`); no read, list or delete, and only
+  // poll, and reconcile and sweep when the execution of a job they settle had completed:
+  // store large final outputs (`OutputStore.put`); no read, list or delete, and only
   // PutObject (grantPut would add s3:Abort* and the like).
-  iam.Grant.addToPrincipal({ grantee: fn.poll, actions: ['s3:PutObject'], resourceArns: [outputBucket.arnForObjects(`${OUTPUT_KEY_PREFIX}*`)] });
+  for (const grantee of [fn.poll, fn.reconcile, fn.sweep]) {
+    iam.Grant.addToPrincipal({ grantee, actions: ['s3:PutObject'], resourceArns: [outputBucket.arnForObjects(`${OUTPUT_KEY_PREFIX}*`)] });
+  }
 }
 
 /**

@@ -23,8 +23,9 @@ export interface JobTableProps {
 
 /**
  * The job table: one item per job (`job_id`), on-demand, point-in-time recovery, AWS-managed
- * encryption, expiring items by TTL, and a `status` / `updated_at` index so an operator can
- * list the jobs in a given status.
+ * encryption, expiring items by TTL, a `status` / `updated_at` index so an operator can
+ * list the jobs in a given status, and a sparse `pending-cancels` index of the jobs whose
+ * Waterflai executions the sweeper still has to cancel.
  *
  * @example
  * const jobs = new JobTable(this, 'Jobs', { removalPolicy: RemovalPolicy.DESTROY });
@@ -50,6 +51,13 @@ export class JobTable extends Construct {
       sortKey: { name: JOB_TABLE.STATUS_INDEX_SORT_KEY, type: dynamodb.AttributeType.STRING },
       projectionType: dynamodb.ProjectionType.INCLUDE,
       nonKeyAttributes: [...STATUS_INDEX_PROJECTED_ATTRIBUTES],
+    });
+    // Sparse: only jobs with Waterflai executions still to cancel carry the key.
+    this.table.addGlobalSecondaryIndex({
+      indexName: JOB_TABLE.PENDING_CANCEL_INDEX,
+      partitionKey: { name: JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: JOB_TABLE.PENDING_CANCEL_INDEX_SORT_KEY, type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
     });
   }
 }

@@ -79,5 +79,6 @@ export function toOrchestratorProps(scope: Construct, config: OrchestratorConfig
     maxInlineOutputBytes: config.maxInlineOutputBytes,
     maxPollsPerExecution: config.maxPollsPerExecution,
     sweepInterval: config.sweepIntervalMinutes === undefined ? undefined : Duration.minutes(config.sweepIntervalMinutes),
+    authGracePeriod: config.authGraceMinutes === undefined ? undefined : Duration.minutes(config.authGraceMinutes),
   };
 }

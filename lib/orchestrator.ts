@@ -1,7 +1,6 @@
 import { Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as events from 'aws-cdk-lib/aws-events';
-import * as iam from 'aws-cdk-lib/aws-iam';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
@@ -11,6 +10,7 @@ import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/shared/constants';
 import { DEFAULT_POLL_SETTINGS, validatePollSettings } from '../lambdas/shared/poll-strategy';
+import { grantFunctionAccess } from './grants';
 import type { HandlerFunctionOverrides } from './handler-function';
 import { Intake, type IntakeProps } from './intake';
 import { JobTable, type JobTableProps } from './job-table';
@@ -30,6 +30,7 @@ export const ORCHESTRATOR_DEFAULTS = {
   removalPolicy: RemovalPolicy.RETAIN,
   jobRetention: Duration.days(90),
   maxInlineOutputBytes: 64 * 1024,
+  authGracePeriod: Duration.hours(1),
 } as const;
 
 /** Largest `maxInlineOutputBytes`: what still fits an EventBridge entry next to 8 KiB of metadata. */
@@ -145,6 +146,14 @@ export interface WaterflaiOrchestratorProps {
    */
   readonly sweepInterval?: Duration;
   /**
+   * How long a job's poll loop keeps retrying while Waterflai refuses the API key (401/403
+   * even after the functions re-read the secret), before the job ends FAILED `POLL_FAILED`.
+   * Covers a key rotated in the wrong order (the old key revoked before the new one is in the
+   * secret). Never extends a job past its deadline. From 1 minute to `maxJobDuration`.
+   * @default Duration.hours(1)
+   */
+  readonly authGracePeriod?: Duration;
+  /**
    * Overrides of the intake queue (see {@link IntakeProps.queueProps}).
    * @default - none
    */
@@ -220,6 +229,10 @@ export class WaterflaiOrchestrator extends Construct {
     });
     validateMaxJobDuration(maxJobDuration);
     const jobRetentionDays = validateJobRetention(jobRetention, maxJobDuration);
+    const authGracePeriod = props.authGracePeriod ?? ORCHESTRATOR_DEFAULTS.authGracePeriod;
+    if (!Token.isUnresolved(authGracePeriod.toSeconds()) && (authGracePeriod.toSeconds() < 60 || authGracePeriod.toSeconds() > maxJobDuration.toSeconds())) {
+      throw new Error(`authGracePeriod must be from 1 minute to maxJobDuration (${maxJobDuration.toHumanString()}), got ${authGracePeriod.toHumanString()}`);
+    }
     const maxInlineOutputBytes = props.maxInlineOutputBytes ?? ORCHESTRATOR_DEFAULTS.maxInlineOutputBytes;
     if (!Number.isInteger(maxInlineOutputBytes) || maxInlineOutputBytes < 1 || maxInlineOutputBytes > MAX_INLINE_OUTPUT_BYTES_LIMIT) {
       throw new Error(`maxInlineOutputBytes must be an integer from 1 to ${MAX_INLINE_OUTPUT_BYTES_LIMIT}, got ${maxInlineOutputBytes}`);
@@ -252,6 +265,7 @@ export class WaterflaiOrchestrator extends Construct {
       [ENV.JOB_RETENTION_DAYS]: String(jobRetentionDays),
       [ENV.MAX_INLINE_OUTPUT_BYTES]: String(maxInlineOutputBytes),
       [ENV.OUTPUT_BUCKET_NAME]: this.outputBucket.bucketName,
+      [ENV.AUTH_GRACE_SECONDS]: String(authGracePeriod.toSeconds()),
     };
 
     this.pollLoop = new PollStateMachine(this, 'PollLoop', {
@@ -282,22 +296,6 @@ export class WaterflaiOrchestrator extends Construct {
     this.deadLetterQueue = this.intake.deadLetterQueue;
     this.startFunction = this.intake.startFunction;
 
-    // Least privilege, by grants only.
-    this.table.grantReadWriteData(this.startFunction);
-    this.stateMachine.grantStartExecution(this.startFunction);
-    this.eventBus.grantPutEventsTo(this.startFunction);
-    this.deadLetterQueue.grantSendMessages(this.startFunction);
-    this.apiKeySecret.grantRead(this.startFunction); // it POSTs the execution to Waterflai
-
-    this.table.grantReadWriteData(this.pollFunction);
-    this.apiKeySecret.grantRead(this.pollFunction);
-
-    // Only PutObject under outputs/ (grantPut would add wildcard actions such as s3:Abort*).
-    iam.Grant.addToPrincipal({ grantee: this.pollFunction, actions: ['s3:PutObject'], resourceArns: [this.outputBucket.arnForObjects('outputs/*')] });
-
-    this.table.grantReadWriteData(this.finishFunction);
-    this.eventBus.grantPutEventsTo(this.finishFunction);
-
     this.lifecycle = new JobLifecycle(this, 'Lifecycle', {
       stateMachine: this.stateMachine,
       environment,
@@ -308,11 +306,16 @@ export class WaterflaiOrchestrator extends Construct {
     });
     this.reconcileFunction = this.lifecycle.reconcileFunction;
     this.sweepFunction = this.lifecycle.sweepFunction;
-    for (const fn of [this.reconcileFunction, this.sweepFunction]) {
-      this.table.grantReadWriteData(fn);
-      this.eventBus.grantPutEventsTo(fn);
-      this.apiKeySecret.grantRead(fn); // both cancel executions in Waterflai
-    }
+    // Least privilege: each role gets only the actions its code sends (see lib/grants.ts).
+    grantFunctionAccess({
+      functions: { start: this.startFunction, poll: this.pollFunction, finish: this.finishFunction, reconcile: this.reconcileFunction, sweep: this.sweepFunction },
+      table: this.table,
+      stateMachine: this.stateMachine,
+      eventBus: this.eventBus,
+      deadLetterQueue: this.deadLetterQueue,
+      apiKeySecret: this.apiKeySecret,
+      outputBucket: this.outputBucket,
+    });
 
   }
 }

@@ -32,7 +32,11 @@ export const LAMBDA_SERVICE_ERRORS = [
 export const RETRY_POLICY = {
   /** Lambda service errors, on every Task. */
   lambdaService: { interval: Duration.seconds(2), backoffRate: 2, maxAttempts: 6 },
-  /** `TransientPollError` on the poll Task: about 15 minutes of backing off. */
+  /**
+   * `TransientPollError` on the poll Task: AWS faults (DynamoDB, S3, Step Functions) only,
+   * about 15 minutes of backing off. Waterflai's own failures never reach it: the poll
+   * function rides them out itself until the job's deadline.
+   */
   transientPoll: { interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 8, maxDelay: Duration.minutes(5), jitterStrategy: sfn.JitterType.FULL },
   /** Anything else on the finish Tasks (the finish Lambda is idempotent). */
   finishAny: { interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 10, maxDelay: Duration.minutes(5), jitterStrategy: sfn.JitterType.FULL },
@@ -96,11 +100,20 @@ export interface PollStateMachineProps {
  *
  * ```
  * WaitBeforePoll -> PollExecution -> IsExecutionFinished -(terminal)-> PublishOutcome -> Done
- *       ^                 | (error after retries)  | (otherwise)
- *       +-----------------|------------------------+
+ *       ^                 | (error after retries)  | (otherwise)      ^
+ *       +-----------------|------------------------+                  |
+ *                         v                                           |
+ *                   GiveUpPolling ------------------------------------+
+ *                         | (error after retries)
  *                         v
  *                 RecordPollFailure -> PollingFailed (Fail)
  * ```
+ *
+ * GiveUpPolling runs the poll function with the caught error: it cancels the Waterflai
+ * execution and confirms it (or records the result it finds) before the job ends FAILED
+ * `POLL_FAILED`. Only when that step fails too does RecordPollFailure (the finish function,
+ * which cannot read the API key) record POLL_FAILED with `upstream_cancel: unconfirmed`,
+ * leaving the execution to the sweeper.
  *
  * @example
  * const loop = new PollStateMachine(this, 'Loop', { environment, maxJobDuration: Duration.hours(24) });
@@ -179,8 +192,21 @@ export class PollStateMachine extends Construct {
     pollTask.addRetry({ errors: [TRANSIENT_POLL_ERROR], ...RETRY_POLICY.transientPoll });
 
     const publishOutcome = this.finishTask(STATE_NAME.FINISH, 'Records the terminal status and publishes the outcome event');
-    const recordFailure = this.finishTask(STATE_NAME.RECORD_FAILURE, 'Records the job as FAILED (POLL_FAILED) and publishes the Failed event');
-    pollTask.addCatch(recordFailure, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+    const recordFailure = this.finishTask(
+      STATE_NAME.RECORD_FAILURE,
+      'Records the job as FAILED (POLL_FAILED, upstream cancel unconfirmed) and publishes the Failed event',
+    );
+    const giveUp = new tasks.LambdaInvoke(this, STATE_NAME.GIVE_UP, {
+      comment: 'Cancels the Waterflai execution and confirms it (or records the result it finds), then settles the job',
+      lambdaFunction: this.pollFunction,
+      payloadResponseOnly: true,
+      retryOnServiceExceptions: false,
+    });
+    giveUp.addRetry({ errors: [...LAMBDA_SERVICE_ERRORS], ...RETRY_POLICY.lambdaService });
+    giveUp.addRetry({ errors: [TRANSIENT_POLL_ERROR], ...RETRY_POLICY.transientPoll });
+    pollTask.addCatch(giveUp, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+    giveUp.addCatch(recordFailure, { errors: [sfn.Errors.ALL], resultPath: '$.give_up_error' });
+    giveUp.next(publishOutcome);
     publishOutcome.next(new sfn.Succeed(this, STATE_NAME.SUCCEED));
     recordFailure.next(
       new sfn.Fail(this, STATE_NAME.FAIL, {

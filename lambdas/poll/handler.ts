@@ -2,35 +2,34 @@ import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { cachedApiKey } from '../shared/api-key';
-import { dynamoDocumentClient, s3, secretsManager, stepFunctions } from '../shared/aws-clients';
-import { DEFAULT_MAX_INLINE_OUTPUT_BYTES, positiveIntEnv, readPollSettings, readWaterflaiSettings, requireEnv } from '../shared/config';
+import { dynamoDocumentClient, secretsManager, stepFunctions } from '../shared/aws-clients';
+import { positiveIntEnv, readPollSettings, readWaterflaiSettings, requireEnv } from '../shared/config';
 import { ENV } from '../shared/constants';
 import { ConfigurationError } from '../shared/errors';
 import { listenToExecution } from '../shared/execution-stream';
 import { JobStore } from '../shared/job-store';
 import { createLogger } from '../shared/logger';
-import { OutputStore } from '../shared/output-store';
+import { outputPlacementFromEnv } from '../shared/outputs-from-env';
 import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS } from '../shared/poll-strategy';
 import { startSuccessorExecution } from '../shared/successor';
 import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
-import type { PollState } from '../shared/workflow';
-import { JobPoller, readTimeScale, type ExecutionStreamListener } from './poll-job';
+import type { FinishInput, PollState } from '../shared/workflow';
+import { DEFAULT_AUTH_GRACE_SECONDS, JobPoller, readTimeScale, type ExecutionStreamListener } from './poll-job';
 
 /** Polls per execution before a hand-over: 1,500 x 9 history events leaves room for retries under 25,000. */
 export const DEFAULT_MAX_POLLS_PER_EXECUTION = 1_500;
 
 /** poll Lambda: one iteration of the state machine's poll loop. Configured once per container. */
 const logger = createLogger();
-const outputBucket = process.env[ENV.OUTPUT_BUCKET_NAME];
 const stateMachineArn = requireEnv(ENV.STATE_MACHINE_ARN);
-const waterflai = waterflaiClientFromEnv();
-// The stream is opened outside the client (it is read as it arrives), with the same key.
-const streamApiKey = cachedApiKey(secretsManager(), readWaterflaiSettings().apiKeySecretId);
+// The stream is opened outside the client (it is read as it arrives), with the same key cache.
+const apiKey = cachedApiKey(secretsManager(), readWaterflaiSettings().apiKeySecretId);
+const waterflai = waterflaiClientFromEnv(process.env, apiKey);
 const pollSettings = readPollSettings();
 
 /** The execution's SSE stream, for the strategy's stream finish. */
 const stream: ExecutionStreamListener = {
-  listen: (executionId, options) => listenToExecution({ url: waterflai.streamUrl(executionId), apiKey: streamApiKey, ...options }),
+  listen: (executionId, options) => listenToExecution({ url: waterflai.streamUrl(executionId), apiKey, ...options }),
 };
 
 /**
@@ -49,13 +48,14 @@ const poller = new JobPoller({
   // Ours: pollIntervalSeconds is the first wait, pollMin/MaxSeconds the floor and cap.
   ...(strategyName === 'adaptive' ? { strategy: adaptiveStrategy({ ...DEFAULT_ADAPTIVE_SETTINGS, ...pollSettings }), stream } : {}),
   timeScale: readTimeScale(),
-  maxInlineOutputBytes: positiveIntEnv(ENV.MAX_INLINE_OUTPUT_BYTES, DEFAULT_MAX_INLINE_OUTPUT_BYTES),
-  ...(outputBucket ? { outputs: new OutputStore(s3(), outputBucket) } : {}),
+  authGraceSeconds: positiveIntEnv(ENV.AUTH_GRACE_SECONDS, DEFAULT_AUTH_GRACE_SECONDS),
+  ...outputPlacementFromEnv(),
   maxPollsPerExecution: positiveIntEnv(ENV.MAX_POLLS_PER_EXECUTION, DEFAULT_MAX_POLLS_PER_EXECUTION),
   successor: { start: (name, input) => startSuccessorExecution(stepFunctions(), stateMachineArn, name, input) },
 });
 
-const lambdaHandler = async (state: PollState, context: Context): Promise<PollState> =>
-  poller.poll(state, () => context.getRemainingTimeInMillis());
+/** A poll, or, with the Catch's `error` (the GiveUpPolling state), the give-up step. */
+const lambdaHandler = async (input: FinishInput, context: Context): Promise<PollState> =>
+  poller.handle(input, () => context.getRemainingTimeInMillis());
 
 export const handler = middy(lambdaHandler).use(injectLambdaContext(logger, { logEvent: false }));

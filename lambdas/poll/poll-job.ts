@@ -1,19 +1,20 @@
-import { ERROR_CODE, isTerminalStatus, JOB_STATUS, type JobStatus } from '../shared/constants';
+import { backoffSeconds } from '../shared/backoff';
+import { describeCaughtError } from '../shared/caught-error';
+import { ERROR_CODE, isTerminalStatus, JOB_STATUS, UPSTREAM_CANCEL, type JobStatus } from '../shared/constants';
 import { ConfigurationError, describeError, isRetryable, isTransientAwsError, TransientPollError, WaterflaiHttpError } from '../shared/errors';
 import { executionNameForGeneration } from '../shared/identifiers';
 import { isSettled, type JobStore, type StatusFields, type UpdateResult } from '../shared/job-store';
 import type { AppLogger } from '../shared/logger';
-import type { OutputStore } from '../shared/output-store';
+import { acceptedOutputBytes, placeOutput, type OutputStore } from '../shared/output-store';
 import { DEFAULT_STREAM_RESERVE_MS, listenBudgetSeconds, type ListenOutcome, type ListenResult, type StreamProgress } from '../shared/execution-stream';
 import { fixedIntervalStrategy, MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings, type JobObservation, type PollStrategy, type StrategyMemory, type StreamState } from '../shared/poll-strategy';
 import { mapExecutionStatus } from '../shared/status-mapping';
-import { requestTimeoutFor, type ExecutionStatus, type RequestOptions } from '../shared/waterflai-client';
-import type { PollState } from '../shared/workflow';
+import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../shared/upstream-cancel';
+import { requestTimeoutFor, type ExecutionStatus } from '../shared/waterflai-client';
+import type { CaughtError, FinishInput, PollIncident, PollState } from '../shared/workflow';
 
-export interface WaterflaiStatusReader {
-  getExecution(executionId: string, options?: RequestOptions): Promise<ExecutionStatus>;
-  cancelExecution(executionId: string, options?: RequestOptions): Promise<unknown>;
-}
+/** What the poll loop needs of the Waterflai client: status reads and cancels. */
+export type WaterflaiStatusReader = UpstreamExecutions;
 
 /** Listens on an execution's event stream (see `listenToExecution`); never throws for server or network trouble. */
 export interface ExecutionStreamListener {
@@ -71,7 +72,24 @@ export interface PollerDeps {
    * multiplied by it. @default 1
    */
   readonly timeScale?: number;
+  /**
+   * How long a loop keeps retrying while Waterflai refuses the API key (401/403, after a
+   * fresh read of the secret) before it gives up with POLL_FAILED; never past the deadline.
+   * @default DEFAULT_AUTH_GRACE_SECONDS (1 hour)
+   */
+  readonly authGraceSeconds?: number;
+  /** Retry waits of the cancel confirmation (tests shorten them). @default CANCEL_RETRY_DELAYS_MS */
+  readonly cancelRetryDelaysMs?: CancelAndConfirmOptions['delaysMs'];
 }
+
+/** Default of {@link PollerDeps.authGraceSeconds}: a key rotation has an hour to reach every Lambda. */
+export const DEFAULT_AUTH_GRACE_SECONDS = 3_600;
+/** First wait after a failed poll during an incident (job time); doubled per failure up to pollMaxSeconds. */
+export const INCIDENT_BACKOFF_BASE_SECONDS = 10;
+/** Past the deadline, cancel rounds (one per poll) before the job ends with an unconfirmed cancel. */
+export const MAX_DEADLINE_CANCEL_ROUNDS = 5;
+/** Failed status reads answered 404 before a first successful read, before the execution counts as not found. */
+export const NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE = 3;
 
 /**
  * Local runtime only: the variable giving the factor the runtime scales waits by (0.1 =
@@ -100,21 +118,33 @@ type ReadResult =
   /** A non-terminal status, recorded if it changed. */
   | { readonly kind: 'running'; readonly next: PollState; readonly execution: ExecutionStatus; readonly atMs: number }
   /** CANCELLED, not recorded (asked for by `deferCancelled`). */
-  | { readonly kind: 'cancel-deferred' };
+  | { readonly kind: 'cancel-deferred' }
+  /** Waterflai could not answer (transient) or refused the key: an incident to ride out. */
+  | { readonly kind: 'incident'; readonly incident: 'transient' | 'auth'; readonly error: unknown };
 
-const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
 /**
  * One iteration of the poll loop: ask Waterflai for the execution's status, record it when
  * something changed (status, progress or current node) with a conditional, monotonic
  * write, and return the next loop state with the wait before the next poll.
  *
- * - Past the job's deadline it cancels the execution in Waterflai and settles the job
- *   FAILED with `TIMED_OUT`, without asking for the status first.
- * - Transient Waterflai failures throw {@link TransientPollError} for the state machine's
- *   Retry; a 429 is not an error but a request to wait, honoured through
- *   `next_poll_seconds`; permanent failures (401, 404, ...) propagate to the Catch, except a
- *   404 after the result's `cleanup_after`, which settles FAILED with `OUTPUT_EXPIRED`.
+ * The rule it keeps: an outcome is recorded only when it is true upstream, or after the
+ * loop has done all it can to make it true.
+ * - Transient Waterflai failures (5xx, 408, timeouts, resets, off-contract bodies) never end
+ *   the job before its deadline: the loop records the incident and polls again with capped
+ *   exponential backoff (never longer than pollMaxSeconds), and resumes normal polling when
+ *   Waterflai answers. A 429 is a request to wait, honoured through `next_poll_seconds`.
+ * - 401/403 (the client already retried with a freshly read key): the same backoff for the
+ *   auth grace period, then the loop gives up (POLL_FAILED, see {@link JobPoller.giveUp}).
+ * - Past the deadline it reads the status first (a result that came in time is kept), then
+ *   cancels and confirms the cancellation ({@link cancelAndConfirm}); the job ends FAILED
+ *   `TIMED_OUT`, or with what really happened when the execution had finished. A cancel that
+ *   cannot be confirmed is tried again on the next polls, then left to the sweeper.
+ * - A 404 settles FAILED `OUTPUT_EXPIRED` when cleanup is the likely cause, else
+ *   `EXECUTION_NOT_FOUND`. Other permanent failures propagate to the state machine's Catch,
+ *   which calls {@link JobPoller.giveUp}.
+ * - Failures of AWS (DynamoDB, S3, Step Functions) throw {@link TransientPollError} for the
+ *   state machine's Retry.
  * - A COMPLETED output too large to carry inline is stored in S3 and recorded as a location.
  * - When this execution has made its budget of polls, the job is handed over to a successor
  *   execution (continue-as-new) and this one ends.
@@ -128,16 +158,25 @@ export class JobPoller {
     this.fixed = fixedIntervalStrategy(deps.pollSettings);
   }
 
-  async poll(state: PollState, remainingMs: () => number): Promise<PollState> {
+  /** The state machine's entry: a poll, or (with the Catch's `error`) the give-up step. */
+  async handle(input: FinishInput, remainingMs: () => number): Promise<PollState> {
+    const { error, ...state } = input;
+    return error === undefined ? this.poll(state, remainingMs) : this.giveUp(state, error, remainingMs);
+  }
+
+  async poll(input: PollState, remainingMs: () => number): Promise<PollState> {
+    const { incident, ...state } = input;
     const pollCount = state.poll_count + 1;
     const executionPolls = (state.execution_polls ?? 0) + 1;
     const nowMs = this.now();
-    const observedAt = new Date(nowMs).toISOString();
-
-    if (nowMs >= Date.parse(state.deadline_at)) return this.timeOut(state, pollCount, observedAt, remainingMs);
-
     const counted: PollState = { ...state, poll_count: pollCount, execution_polls: executionPolls };
-    const first = await this.read(state, counted, remainingMs, nowMs);
+
+    if (nowMs >= Date.parse(state.deadline_at)) return this.pastDeadline(counted, remainingMs);
+
+    // The incident goes in `compare` (a 404 before the first read is judged by it), never in the next state.
+    const first = await this.read(input, counted, remainingMs, nowMs);
+    if (first.kind === 'incident') return this.incident(counted, incident, first, remainingMs);
+    if (incident !== undefined) await this.endIncident(state, incident);
     if (first.kind === 'done') return first.state;
     if (first.kind === 'rate-limited') return this.rateLimited(counted, state.poll_memo, first.retryAfterSeconds, 'available');
     if (first.kind === 'cancel-deferred') throw new Error('a first status read never defers a cancel');
@@ -167,6 +206,7 @@ export class JobPoller {
         return this.continueLoop(withMemory({ ...first.next, next_poll_seconds: 1 }, memory));
       }
       if (second.kind === 'done') return second.state;
+      if (second.kind === 'incident') return this.incident(withMemory(first.next, memory), undefined, second, remainingMs);
       if (second.kind === 'rate-limited') return this.rateLimited(first.next, memory, second.retryAfterSeconds, 'listened');
       memory = this.strategy.observe(memory, this.observation(state, second.execution, second.atMs));
       // A stream that closed although the job goes on is not trusted for a while.
@@ -209,6 +249,10 @@ export class JobPoller {
   private get timeScale(): number {
     const scale = this.deps.timeScale ?? 1;
     return Number.isFinite(scale) && scale > 0 ? scale : 1;
+  }
+
+  private get authGraceSeconds(): number {
+    return this.deps.authGraceSeconds ?? DEFAULT_AUTH_GRACE_SECONDS;
   }
 
   private get streamReserveMs(): number {
@@ -298,15 +342,26 @@ export class JobPoller {
    * `counted` carries the poll counts of this poll.
    */
   private async read(compare: PollState, counted: PollState, remainingMs: () => number, nowMs: number = this.now(), options: { deferCancelled?: boolean } = {}): Promise<ReadResult> {
-    const { waterflai, logger } = this.deps;
-    const pollCount = counted.poll_count;
-    const observedAt = new Date(nowMs).toISOString();
     let execution: ExecutionStatus;
     try {
-      execution = await waterflai.getExecution(compare.execution_id, { timeoutMs: requestTimeoutFor(remainingMs()) });
+      execution = await this.deps.waterflai.getExecution(compare.execution_id, { timeoutMs: requestTimeoutFor(remainingMs()) });
     } catch (error) {
-      if (error instanceof WaterflaiHttpError && error.status === 429) return { kind: 'rate-limited', retryAfterSeconds: error.retryAfterSeconds };
-      if (error instanceof WaterflaiHttpError && error.status === 404 && isPast(compare.cleanup_after, nowMs)) {
+      return this.readFailed(compare, counted, error, nowMs);
+    }
+    return this.observe(compare, counted, execution, nowMs, options);
+  }
+
+  /** What a failed status read means (see the class comment); permanent failures throw. */
+  private async readFailed(compare: PollState, counted: PollState, error: unknown, nowMs: number): Promise<ReadResult> {
+    if (!(error instanceof WaterflaiHttpError)) {
+      if (isRetryable(error)) return { kind: 'incident', incident: 'transient', error };
+      throw error;
+    }
+    if (error.status === 429) return { kind: 'rate-limited', retryAfterSeconds: error.retryAfterSeconds };
+    if (error.status === 401 || error.status === 403) return { kind: 'incident', incident: 'auth', error };
+    if (error.status === 404) {
+      const observedAt = new Date(nowMs).toISOString();
+      if (isPast(compare.cleanup_after, nowMs)) {
         return {
           kind: 'done',
           state: await this.settle(counted, JOB_STATUS.FAILED, {
@@ -316,11 +371,31 @@ export class JobPoller {
           }, observedAt),
         };
       }
-      if (isRetryable(error)) throw new TransientPollError(describeError(error), { cause: error });
-      throw error;
+      // Right after the start a 404 may only mean that Waterflai has not caught up yet.
+      const failures = compare.incident?.failures ?? 0;
+      if (compare.upstream_seen !== true && failures < NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE) return { kind: 'incident', incident: 'transient', error };
+      return {
+        kind: 'done',
+        state: await this.settle(counted, JOB_STATUS.FAILED, {
+          finished_at: observedAt,
+          error_code: ERROR_CODE.EXECUTION_NOT_FOUND,
+          error_message:
+            compare.upstream_seen === true
+              ? `Waterflai no longer knows the execution although it reported it ${compare.status} before, with no cleanup due`
+              : 'Waterflai does not know the execution it accepted (404 on every status read)',
+        }, observedAt),
+      };
     }
+    if (error.retryable) return { kind: 'incident', incident: 'transient', error };
+    throw error;
+  }
 
-    const mapped = mapExecutionStatus(execution, observedAt, this.deps.outputs ? (this.deps.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES) : this.deps.maxInlineOutputBytes);
+  /** Records what a status read showed (when it changed) and says what it led to. */
+  private async observe(compare: PollState, counted: PollState, execution: ExecutionStatus, nowMs: number, options: { deferCancelled?: boolean } = {}): Promise<ReadResult> {
+    const { logger } = this.deps;
+    const pollCount = counted.poll_count;
+    const observedAt = new Date(nowMs).toISOString();
+    const mapped = mapExecutionStatus(execution, observedAt, acceptedOutputBytes(this.deps));
     if (options.deferCancelled === true && mapped.status === JOB_STATUS.CANCELLED) return { kind: 'cancel-deferred' };
     const fields = await this.placeOutput(compare, mapped.status, mapped.fields, mapped.outputBytes);
     const progress = fields.progress ?? null;
@@ -331,6 +406,7 @@ export class JobPoller {
       progress,
       current_node: currentNode,
       cleanup_after: execution.cleanup_after,
+      upstream_seen: true,
     };
     const changed = mapped.status !== compare.status || progress !== compare.progress || currentNode !== compare.current_node;
     if (!changed && !isTerminalStatus(mapped.status)) return { kind: 'running', next, execution, atMs: nowMs };
@@ -348,51 +424,183 @@ export class JobPoller {
     }
     // A stale or backwards observation (e.g. RUNNING after a recorded later status): keep the recorded state.
     logger.warn('status update refused as stale', { job_id: compare.job_id, observed: mapped.status, recorded: current?.status });
-    return { kind: 'running', next: { ...compare, poll_count: counted.poll_count, execution_polls: counted.execution_polls, ...(current ? { status: current.status } : {}) }, execution, atMs: nowMs };
+    return {
+      kind: 'running',
+      next: { ...withoutIncident(compare), poll_count: counted.poll_count, execution_polls: counted.execution_polls, upstream_seen: true, ...(current ? { status: current.status } : {}) },
+      execution,
+      atMs: nowMs,
+    };
+  }
+
+  /**
+   * Waterflai could not answer (or refused the key): record the incident when it starts,
+   * and poll again after a capped exponential backoff. A key still refused after the auth
+   * grace period gives up (POLL_FAILED).
+   */
+  private async incident(counted: PollState, previous: PollIncident | undefined, read: { incident: 'transient' | 'auth'; error: unknown }, remainingMs: () => number): Promise<PollState> {
+    const { logger, store } = this.deps;
+    const nowMs = this.now();
+    const at = new Date(nowMs).toISOString();
+    const same = previous !== undefined && previous.kind === read.incident;
+    const incident: PollIncident = {
+      kind: read.incident,
+      since: same ? previous.since : at,
+      failures: (same ? previous.failures : 0) + 1,
+      last_error: describeError(read.error).slice(0, 300),
+    };
+    const lastedSeconds = (nowMs - Date.parse(incident.since)) / 1000 / this.timeScale;
+    if (incident.kind === 'auth' && lastedSeconds >= this.authGraceSeconds) {
+      logger.error('Waterflai kept refusing the API key for the whole auth grace period; giving up', {
+        job_id: counted.job_id,
+        since: incident.since,
+        auth_grace_seconds: this.authGraceSeconds,
+        error: incident.last_error,
+      });
+      return this.giveUp(counted, { Error: 'AuthGraceExpired', Cause: `Waterflai refused the API key since ${incident.since}: ${incident.last_error}` }, remainingMs);
+    }
+    if (!same) {
+      logger.warn('upstream incident: Waterflai did not answer the status read; polling on with backoff until it does', {
+        job_id: counted.job_id,
+        incident: incident.kind,
+        error: incident.last_error,
+      });
+      await this.note(() => store.recordIncident(counted.job_id, incident, at), counted.job_id);
+    } else {
+      logger.info('upstream incident goes on', { job_id: counted.job_id, incident: incident.kind, since: incident.since, failures: incident.failures, error: incident.last_error });
+    }
+    const wait = this.capAtDeadline(counted, backoffSeconds(incident.failures, { baseSeconds: INCIDENT_BACKOFF_BASE_SECONDS, capSeconds: this.deps.pollSettings.maxSeconds, random: this.random }));
+    return this.continueLoop({ ...counted, incident, next_poll_seconds: wait });
+  }
+
+  /** Waterflai answers again: the record stops showing the incident. */
+  private async endIncident(state: PollState, incident: PollIncident): Promise<void> {
+    const nowMs = this.now();
+    this.deps.logger.info('upstream incident over: Waterflai answers again', {
+      job_id: state.job_id,
+      incident: incident.kind,
+      since: incident.since,
+      failures: incident.failures,
+      lasted_seconds: Math.round((nowMs - Date.parse(incident.since)) / 1000),
+    });
+    await this.note(() => this.deps.store.recordIncident(state.job_id, null, new Date(nowMs).toISOString()), state.job_id);
+  }
+
+  /** A bookkeeping write that must not stop the loop (the next one tries again). */
+  private async note(write: () => Promise<unknown>, jobId: string): Promise<void> {
+    try {
+      await write();
+    } catch (error) {
+      this.deps.logger.warn('could not record the incident on the job', { job_id: jobId, error: describeError(error) });
+    }
   }
 
   /** A COMPLETED output over the inline limit goes to S3; the record keeps its location. */
   private async placeOutput(state: PollState, status: JobStatus, fields: StatusFields, outputBytes: number | undefined): Promise<StatusFields> {
-    const { outputs, maxInlineOutputBytes } = this.deps;
-    if (status !== JOB_STATUS.COMPLETED || outputs === undefined || outputBytes === undefined || outputBytes <= maxInlineOutputBytes) return fields;
-    const { final_output: output, ...rest } = fields;
-    let location;
+    let placed: StatusFields;
     try {
-      location = await outputs.put(state.job_id, state.execution_id, JSON.stringify(output ?? null));
+      placed = await placeOutput(this.deps, state, status, fields, outputBytes);
     } catch (error) {
       if (isTransientAwsError(error)) throw new TransientPollError(`storing the output failed: ${describeError(error)}`, { cause: error });
       throw error;
     }
-    this.deps.logger.info('large output stored in S3', { job_id: state.job_id, bytes: location.size, key: location.key });
-    return { ...rest, output_location: location };
+    if (placed.output_location !== undefined) this.deps.logger.info('large output stored in S3', { job_id: state.job_id, bytes: placed.output_location.size, key: placed.output_location.key });
+    return placed;
   }
 
-  /** Past the deadline: cancel upstream (best effort) and settle FAILED with TIMED_OUT. */
-  private async timeOut(state: PollState, pollCount: number, at: string, remainingMs: () => number): Promise<PollState> {
-    try {
-      await this.deps.waterflai.cancelExecution(state.execution_id, { timeoutMs: requestTimeoutFor(remainingMs()) });
-    } catch (error) {
-      // The job ends either way; an execution we could not cancel is logged for the operator.
-      this.deps.logger.error('could not cancel a timed-out execution in Waterflai', { job_id: state.job_id, error: describeError(error) });
+  /**
+   * Past the deadline: read the status first (a result that came in time is recorded as
+   * it is), then cancel and confirm. A confirmed cancel (or an execution Waterflai no longer
+   * knows) settles FAILED `TIMED_OUT`; an execution found finished is recorded as it ended;
+   * an unconfirmed cancel polls again soon, and after {@link MAX_DEADLINE_CANCEL_ROUNDS}
+   * rounds settles `TIMED_OUT` with `upstream_cancel: unconfirmed`, leaving the execution
+   * to the sweeper.
+   */
+  private async pastDeadline(counted: PollState, remainingMs: () => number): Promise<PollState> {
+    const { logger } = this.deps;
+    const rounds = counted.deadline_cancel_rounds ?? 0;
+    // After a round of ours, a CANCELLED is our own cancel taking effect, not a remote one.
+    const read = await this.read(counted, counted, remainingMs, this.now(), { deferCancelled: rounds > 0 });
+    if (read.kind === 'done') return read.state;
+    const timedOut = (upstreamCancel: (typeof UPSTREAM_CANCEL)[keyof typeof UPSTREAM_CANCEL], pendingCancels?: readonly string[]): Promise<PollState> => {
+      const at = new Date(this.now()).toISOString();
+      logger.warn('job passed its deadline; cancelled upstream', { job_id: counted.job_id, deadline_at: counted.deadline_at, upstream_cancel: upstreamCancel });
+      return this.settle(counted, JOB_STATUS.FAILED, {
+        finished_at: at,
+        error_code: ERROR_CODE.TIMED_OUT,
+        error_message:
+          upstreamCancel === UPSTREAM_CANCEL.CONFIRMED
+            ? `the job did not finish by its deadline ${counted.deadline_at}; the execution was cancelled`
+            : `the job did not finish by its deadline ${counted.deadline_at}; cancelling the execution could not be confirmed yet (the sweeper keeps trying)`,
+        upstream_cancel: upstreamCancel,
+      }, at, pendingCancels);
+    };
+    if (read.kind === 'cancel-deferred') return timedOut(UPSTREAM_CANCEL.CONFIRMED);
+
+    const outcome = await this.cancel(counted, remainingMs);
+    if (outcome.kind === 'cancelled' || outcome.kind === 'gone') return timedOut(UPSTREAM_CANCEL.CONFIRMED);
+    if (outcome.kind === 'finished') {
+      // Our DELETE came after the end (or took effect meanwhile): record what really happened.
+      if (outcome.execution.known_status === 'CANCELLED') return timedOut(UPSTREAM_CANCEL.CONFIRMED);
+      const observed = await this.observe(counted, counted, outcome.execution, this.now());
+      if (observed.kind === 'done') return observed.state;
     }
-    this.deps.logger.warn('job passed its deadline; cancelled', { job_id: state.job_id, deadline_at: state.deadline_at });
-    return this.settle({ ...state, poll_count: pollCount, execution_polls: (state.execution_polls ?? 0) + 1 }, JOB_STATUS.FAILED, {
+    if (rounds + 1 < MAX_DEADLINE_CANCEL_ROUNDS) {
+      logger.warn('job passed its deadline but its cancellation is not confirmed yet; trying again', {
+        job_id: counted.job_id,
+        round: rounds + 1,
+        ...(outcome.kind === 'unconfirmed' ? { reason: outcome.reason } : {}),
+      });
+      const wait = backoffSeconds(rounds + 1, { baseSeconds: INCIDENT_BACKOFF_BASE_SECONDS, capSeconds: this.deps.pollSettings.maxSeconds, random: this.random });
+      return this.continueLoop({ ...counted, deadline_cancel_rounds: rounds + 1, next_poll_seconds: wait });
+    }
+    logger.error('could not confirm the cancellation of a timed-out execution; the sweeper keeps trying', { job_id: counted.job_id, execution_id: counted.execution_id });
+    return timedOut(UPSTREAM_CANCEL.UNCONFIRMED, [counted.execution_id]);
+  }
+
+  /**
+   * The state machine's Catch: polling failed for good (a permanent error, retries of an
+   * AWS fault exhausted, or the auth grace period over). Before the job ends POLL_FAILED
+   * the execution is cancelled and the cancel confirmed; an execution found finished is
+   * recorded as it ended (a finished result is never thrown away). An unconfirmed cancel
+   * is recorded as such, with the execution left to the sweeper.
+   */
+  async giveUp(state: PollState, error: CaughtError, remainingMs: () => number): Promise<PollState> {
+    const counted: PollState = { ...state, poll_count: state.poll_count, execution_polls: state.execution_polls ?? 0 };
+    const outcome = await this.cancel(counted, remainingMs);
+    if (outcome.kind === 'finished' && outcome.execution.known_status !== 'CANCELLED') {
+      const observed = await this.observe(counted, counted, outcome.execution, this.now());
+      if (observed.kind === 'done') return observed.state;
+    }
+    const confirmed = outcome.kind !== 'unconfirmed';
+    const at = new Date(this.now()).toISOString();
+    this.deps.logger.warn('polling failed for good; job settled as failed', { job_id: state.job_id, error: error.Error, upstream_cancel: confirmed ? 'confirmed' : 'unconfirmed' });
+    return this.settle(counted, JOB_STATUS.FAILED, {
       finished_at: at,
-      error_code: ERROR_CODE.TIMED_OUT,
-      error_message: `the job did not finish by its deadline ${state.deadline_at}; the execution was cancelled`,
-    }, at);
+      error_code: ERROR_CODE.POLL_FAILED,
+      error_message: describeCaughtError(error),
+      upstream_cancel: confirmed ? UPSTREAM_CANCEL.CONFIRMED : UPSTREAM_CANCEL.UNCONFIRMED,
+    }, at, confirmed ? undefined : [state.execution_id]);
+  }
+
+  private cancel(state: PollState, remainingMs: () => number): Promise<CancelOutcome> {
+    return cancelAndConfirm(this.deps.waterflai, state.execution_id, {
+      // Keep room for the records that follow.
+      remainingMs: () => remainingMs() - 5_000,
+      ...(this.deps.cancelRetryDelaysMs === undefined ? {} : { delaysMs: this.deps.cancelRetryDelaysMs }),
+    });
   }
 
   /** Settles the job (unless someone else did first) and returns the terminal loop state. `counted` carries this poll's counts. */
-  private async settle(counted: PollState, status: JobStatus, fields: StatusFields, at: string): Promise<PollState> {
-    const result = await this.record(counted.job_id, status, { ...fields, polls: counted.poll_count }, at);
+  private async settle(counted: PollState, status: JobStatus, fields: StatusFields, at: string, pendingCancels?: readonly string[]): Promise<PollState> {
+    const result = await this.record(counted.job_id, status, { ...fields, polls: counted.poll_count }, at, pendingCancels);
     const settledStatus = result.record && isSettled(result.record) ? result.record.status : status;
-    return { ...counted, status: settledStatus };
+    const { incident: _incident, deadline_cancel_rounds: _rounds, ...rest } = counted;
+    return { ...rest, status: settledStatus };
   }
 
-  private async record(jobId: string, status: JobStatus, fields: StatusFields, at: string): Promise<UpdateResult> {
+  private async record(jobId: string, status: JobStatus, fields: StatusFields, at: string, pendingCancels?: readonly string[]): Promise<UpdateResult> {
     try {
-      return await this.deps.store.applyStatus(jobId, { status, fields, observedAt: at, now: at });
+      return await this.deps.store.applyStatus(jobId, { status, fields, observedAt: at, now: at, ...(pendingCancels === undefined ? {} : { pendingCancels }) });
     } catch (error) {
       // DynamoDB throttling or a 5xx that outlasted the SDK's own retries: let the state machine retry.
       if (isTransientAwsError(error)) throw new TransientPollError(`recording the status failed: ${describeError(error)}`, { cause: error });
@@ -421,6 +629,11 @@ export class JobPoller {
     }
     return { ...next, handed_over: true };
   }
+}
+
+function withoutIncident(state: PollState): PollState {
+  const { incident: _incident, ...rest } = state;
+  return rest;
 }
 
 function isStreamFailure(outcome: ListenOutcome): boolean {

@@ -8,6 +8,7 @@ import { ENV } from '../shared/constants';
 import { JobStore } from '../shared/job-store';
 import { createLogger } from '../shared/logger';
 import { OutcomePublisher } from '../shared/outcome-event';
+import { outputPlacementFromEnv } from '../shared/outputs-from-env';
 import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
 import { ExecutionReconciler } from './reconcile-job';
 import { StatusChangeRecordHandler, type StatusChangeRecordOutcome } from './status-change-record';
@@ -27,6 +28,8 @@ const records = new StatusChangeRecordHandler({
     publisher: new OutcomePublisher(eventBridge(), requireEnv(ENV.EVENT_BUS_NAME)),
     waterflai: waterflaiClientFromEnv(),
     logger,
+    // A stopped job whose execution had completed is recorded with its output.
+    outputPlacement: outputPlacementFromEnv(),
   }),
   logger,
 });

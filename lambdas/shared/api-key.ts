@@ -3,6 +3,22 @@ import { ConfigurationError } from './errors';
 
 /** How long a fetched API key is reused before Secrets Manager is asked again. */
 export const DEFAULT_API_KEY_TTL_MS = 5 * 60 * 1000;
+/**
+ * Shortest time between two forced re-reads of the secret ({@link CachedApiKey.refresh}):
+ * a burst of 401s from many concurrent polls costs one read, and a key that is simply wrong
+ * cannot turn every poll into a Secrets Manager call.
+ */
+export const DEFAULT_API_KEY_MIN_REFRESH_MS = 5_000;
+
+/** The API key, cached; `refresh()` re-reads the secret at once (after Waterflai refused the key). */
+export interface CachedApiKey {
+  (): Promise<string>;
+  /**
+   * Re-reads the secret now, bypassing the cache (a rotated key is picked up before the TTL
+   * runs out). Calls within the minimum refresh interval of the last read share that read.
+   */
+  refresh(): Promise<string>;
+}
 
 /**
  * Returns a function that yields the Waterflai API key from Secrets Manager, cached for a
@@ -13,27 +29,35 @@ export const DEFAULT_API_KEY_TTL_MS = 5 * 60 * 1000;
 export function cachedApiKey(
   client: SecretsManagerClient,
   secretId: string,
-  options: { ttlMs?: number; now?: () => number } = {},
-): () => Promise<string> {
+  options: { ttlMs?: number; minRefreshMs?: number; now?: () => number } = {},
+): CachedApiKey {
   const ttlMs = options.ttlMs ?? DEFAULT_API_KEY_TTL_MS;
+  const minRefreshMs = options.minRefreshMs ?? DEFAULT_API_KEY_MIN_REFRESH_MS;
   const now = options.now ?? Date.now;
-  let cached: { value: string; expiresAt: number } | undefined;
+  let cached: { value: string; fetchedAt: number } | undefined;
   let inFlight: Promise<string> | undefined;
 
-  const fetchKey = async (): Promise<string> => {
-    const result = await client.send(new GetSecretValueCommand({ SecretId: secretId }));
-    const value = extractKey(result.SecretString);
-    cached = { value, expiresAt: now() + ttlMs };
-    return value;
-  };
-
-  return async () => {
-    if (cached && cached.expiresAt > now()) return cached.value;
-    inFlight ??= fetchKey().finally(() => {
+  const fetchKey = (): Promise<string> => {
+    inFlight ??= (async () => {
+      const result = await client.send(new GetSecretValueCommand({ SecretId: secretId }));
+      const value = extractKey(result.SecretString);
+      cached = { value, fetchedAt: now() };
+      return value;
+    })().finally(() => {
       inFlight = undefined;
     });
     return inFlight;
   };
+
+  const key = async (): Promise<string> => {
+    if (cached && cached.fetchedAt + ttlMs > now()) return cached.value;
+    return fetchKey();
+  };
+  key.refresh = async (): Promise<string> => {
+    if (cached && cached.fetchedAt + minRefreshMs > now()) return cached.value;
+    return fetchKey();
+  };
+  return key;
 }
 
 function extractKey(secretString: string | undefined): string {

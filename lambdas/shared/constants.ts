@@ -146,6 +146,16 @@ export const JOB_TABLE = {
   STATUS_INDEX: 'by-status',
   STATUS_INDEX_PARTITION_KEY: 'status',
   STATUS_INDEX_SORT_KEY: 'updated_at',
+  /**
+   * Sparse index of the jobs with Waterflai executions still to cancel (an unconfirmed
+   * cancel): only items holding `cancel_pending` are in it, so the sweeper's query costs
+   * what is pending, not what the table holds.
+   */
+  PENDING_CANCEL_INDEX: 'pending-cancels',
+  PENDING_CANCEL_INDEX_PARTITION_KEY: 'cancel_pending',
+  PENDING_CANCEL_INDEX_SORT_KEY: 'updated_at',
+  /** The one value of `cancel_pending` (the index's partition). */
+  PENDING_CANCEL_VALUE: 'pending',
 } as const;
 
 /**
@@ -157,6 +167,7 @@ export const STATE_NAME = {
   POLL: 'PollExecution',
   CHOICE: 'IsExecutionFinished',
   FINISH: 'PublishOutcome',
+  GIVE_UP: 'GiveUpPolling',
   RECORD_FAILURE: 'RecordPollFailure',
   HANDED_OVER: 'HandedOverToSuccessor',
   SUCCEED: 'Done',

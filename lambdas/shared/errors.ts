@@ -152,6 +152,22 @@ export class TransientPollError extends OrchestratorError {
   }
 }
 
+/**
+ * Waterflai did not confirm a cancellation (it refused, or kept failing): retryable, so a
+ * producer's cancel request comes back later while the poll loop keeps tracking the job.
+ */
+export class UpstreamCancelUnconfirmedError extends OrchestratorError {
+  readonly retryable = true;
+  readonly code = 'UPSTREAM_CANCEL_UNCONFIRMED';
+
+  constructor(
+    readonly executionId: string,
+    reason: string,
+  ) {
+    super(`Waterflai did not confirm the cancellation of execution ${executionId}: ${reason}`);
+  }
+}
+
 /** AWS SDK error names that mean "slow down", whatever the service. */
 const AWS_THROTTLING_ERRORS = new Set([
   'ThrottlingException',

@@ -1,8 +1,20 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { CANCEL_REASON, JOB_STATUS, JOB_TABLE, STATUS_RANK, TERMINAL_RANK, type CancelReason, type JobStatus, type TerminalStatus } from './constants';
+import {
+  CANCEL_REASON,
+  JOB_STATUS,
+  JOB_TABLE,
+  STATUS_RANK,
+  TERMINAL_RANK,
+  UPSTREAM_CANCEL,
+  type CancelReason,
+  type JobStatus,
+  type TerminalStatus,
+  type UpstreamCancel,
+} from './constants';
+import type { PollIncident } from './workflow';
 
-export type { CancelReason };
+export type { CancelReason, PollIncident };
 
 /** Where a final output too large to carry inline was stored. */
 export interface OutputLocation {
@@ -71,6 +83,19 @@ export interface JobRecord {
   readonly dead_lettered_at?: string;
   readonly outcome_event_id?: string;
   readonly event_published_at?: string;
+  /** Whether the Waterflai execution of a job the orchestrator ended was confirmed stopped (see UPSTREAM_CANCEL). */
+  readonly upstream_cancel?: UpstreamCancel;
+  /**
+   * Waterflai executions of this job still to cancel (the job's own after an unconfirmed
+   * cancel, or superfluous ones a start could not stop): the sweeper keeps trying.
+   */
+  readonly pending_cancels?: ReadonlySet<string>;
+  /** Present (`pending`) while `pending_cancels` is not empty: puts the job in the sparse pending-cancels index. */
+  readonly cancel_pending?: string;
+  /** Why the last cancel attempt of a pending execution failed. */
+  readonly last_cancel_error?: string;
+  /** An upstream incident the poll loop is riding out (null once Waterflai answers again). */
+  readonly incident?: PollIncident | null;
 }
 
 /** What a new job's record starts with. */
@@ -116,11 +141,18 @@ export interface StatusFields {
   readonly error_code?: string;
   readonly error_message?: string;
   readonly cancel_reason?: CancelReason;
+  readonly upstream_cancel?: UpstreamCancel;
+  readonly incident?: PollIncident | null;
 }
 
 export interface StatusUpdate {
   readonly status: JobStatus;
   readonly fields: StatusFields;
+  /**
+   * Executions to add to the job's pending cancels in the same write (an unconfirmed
+   * cancel is never recorded without the note that makes the sweeper retry it).
+   */
+  readonly pendingCancels?: readonly string[];
   /** When the observation was made; an update older than the stored one is refused. */
   readonly observedAt?: string;
   /** When the write happens (updated_at). */
@@ -241,8 +273,118 @@ export class JobStore {
     // A cancellation of a job a producer asked to cancel is that producer's, whoever records it.
     const expressions: Record<string, (value: string) => string> =
       update.status === JOB_STATUS.CANCELLED && set.cancel_reason !== undefined ? { cancel_reason: (value) => `if_not_exists(#requested_cancel_reason, ${value})` } : {};
-    const record = await this.conditionalUpdate(jobId, set, conditions.join(' AND '), values, expressions);
+    if (update.pendingCancels !== undefined && update.pendingCancels.length > 0) set[JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY] = JOB_TABLE.PENDING_CANCEL_VALUE;
+    const add: Record<string, ReadonlySet<string>> = update.pendingCancels !== undefined && update.pendingCancels.length > 0 ? { pending_cancels: new Set(update.pendingCancels) } : {};
+    const record = await this.conditionalUpdate(jobId, set, conditions.join(' AND '), values, expressions, add);
     return record ? { applied: true, record } : { applied: false, record: await this.get(jobId) };
+  }
+
+  /**
+   * Notes Waterflai executions of the job that still have to be cancelled (whatever the
+   * job's status): the sweeper finds them through the pending-cancels index and keeps trying.
+   */
+  async addPendingCancels(jobId: string, executionIds: readonly string[], reason: string, now: string): Promise<void> {
+    if (executionIds.length === 0) return;
+    const record = await this.conditionalUpdate(
+      jobId,
+      { [JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY]: JOB_TABLE.PENDING_CANCEL_VALUE, last_cancel_error: reason, updated_at: now },
+      'attribute_exists(#job_id)',
+      {},
+      {},
+      { pending_cancels: new Set(executionIds) },
+    );
+    if (!record) throw new Error(`job ${jobId} does not exist`);
+  }
+
+  /** Ids of jobs with executions still to cancel, oldest update first, at most `limit`. */
+  async listPendingCancels(limit: number): Promise<string[]> {
+    const ids: string[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const page = await this.client.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: JOB_TABLE.PENDING_CANCEL_INDEX,
+          KeyConditionExpression: '#pending = :pending',
+          ExpressionAttributeNames: { '#pending': JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY },
+          ExpressionAttributeValues: { ':pending': JOB_TABLE.PENDING_CANCEL_VALUE },
+          ...(startKey === undefined ? {} : { ExclusiveStartKey: startKey }),
+        }),
+      );
+      for (const item of page.Items ?? []) {
+        if (typeof item.job_id === 'string') ids.push(item.job_id);
+        if (ids.length >= limit) return ids;
+      }
+      startKey = page.LastEvaluatedKey;
+    } while (startKey !== undefined);
+    return ids;
+  }
+
+  /**
+   * Takes an execution off the job's pending cancels (it was confirmed stopped or found
+   * finished). When none is left, the job leaves the pending-cancels index and an
+   * `upstream_cancel: unconfirmed` becomes `confirmed`. Returns the record as it ends up.
+   */
+  async resolvePendingCancel(jobId: string, executionId: string, now: string): Promise<JobRecord | undefined> {
+    const names = { '#pending_cancels': 'pending_cancels', '#updated_at': 'updated_at', '#version': 'version', '#job_id': 'job_id' };
+    const result = await this.client.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { job_id: jobId },
+        UpdateExpression: 'DELETE #pending_cancels :id SET #updated_at = :now, #version = #version + :one',
+        ConditionExpression: 'attribute_exists(#job_id)',
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: { ':id': new Set([executionId]), ':now': now, ':one': 1 },
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
+    const record = fromItem(result.Attributes ?? {});
+    if (record.pending_cancels !== undefined && record.pending_cancels.size > 0) return record;
+    const confirm = record.upstream_cancel === UPSTREAM_CANCEL.UNCONFIRMED;
+    try {
+      const cleared = await this.client.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: { job_id: jobId },
+          UpdateExpression: `REMOVE #cancel_pending, #last_cancel_error SET #version = #version + :one${confirm ? ', #upstream_cancel = :confirmed' : ''}`,
+          ConditionExpression: 'attribute_exists(#job_id) AND attribute_not_exists(#pending_cancels)',
+          ExpressionAttributeNames: {
+            '#cancel_pending': JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY,
+            '#last_cancel_error': 'last_cancel_error',
+            '#pending_cancels': 'pending_cancels',
+            '#version': 'version',
+            '#job_id': 'job_id',
+            ...(confirm ? { '#upstream_cancel': 'upstream_cancel' } : {}),
+          },
+          ExpressionAttributeValues: { ':one': 1, ...(confirm ? { ':confirmed': UPSTREAM_CANCEL.CONFIRMED } : {}) },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return fromItem(cleared.Attributes ?? {});
+    } catch (error) {
+      // Another execution was added meanwhile: the job stays pending.
+      if (error instanceof ConditionalCheckFailedException) return this.get(jobId);
+      throw error;
+    }
+  }
+
+  /** Notes why the last cancel attempt of a pending execution failed. */
+  async recordCancelAttemptFailed(jobId: string, reason: string, now: string): Promise<void> {
+    await this.conditionalUpdate(jobId, { last_cancel_error: reason, updated_at: now }, 'attribute_exists(#job_id)', {});
+  }
+
+  /**
+   * Records an upstream incident the poll loop is riding out (or its end, with null) on a
+   * job that is not terminal. Returns false when the job is terminal or unknown.
+   */
+  async recordIncident(jobId: string, incident: PollIncident | null, now: string): Promise<boolean> {
+    const record = await this.conditionalUpdate(
+      jobId,
+      { incident, updated_at: now },
+      'attribute_exists(#job_id) AND #status_rank < :terminal',
+      { ':terminal': TERMINAL_RANK },
+    );
+    return record !== undefined;
   }
 
   /**
@@ -452,6 +594,7 @@ export class JobStore {
     condition: string,
     conditionValues: Record<string, unknown>,
     expressions: Readonly<Record<string, (value: string) => string>> = {},
+    add: Readonly<Record<string, ReadonlySet<string>>> = {},
   ): Promise<JobRecord | undefined> {
     const names: Record<string, string> = { '#version': 'version' };
     const values: Record<string, unknown> = { ...conditionValues, ':one': 1 };
@@ -463,14 +606,20 @@ export class JobStore {
       const expression = expressions[key];
       assignments.push(`#${key} = ${expression ? expression(`:set_${key}`) : `:set_${key}`}`);
     }
+    const additions: string[] = [];
+    for (const [key, value] of Object.entries(add)) {
+      values[`:add_${key}`] = value;
+      additions.push(`#${key} :add_${key}`);
+    }
+    const updateExpression = `SET ${assignments.join(', ')}${additions.length > 0 ? ` ADD ${additions.join(', ')}` : ''}`;
     // DynamoDB rejects unused placeholders, so name exactly those the expressions use.
-    for (const [, name] of `${condition} ${assignments.join(' ')}`.matchAll(/#([a-z_]+)/g)) names[`#${name}`] = name!;
+    for (const [, name] of `${condition} ${updateExpression}`.matchAll(/#([a-z_]+)/g)) names[`#${name}`] = name!;
     try {
       const result = await this.client.send(
         new UpdateCommand({
           TableName: this.tableName,
           Key: { job_id: jobId },
-          UpdateExpression: `SET ${assignments.join(', ')}`,
+          UpdateExpression: updateExpression,
           ConditionExpression: condition,
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: values,

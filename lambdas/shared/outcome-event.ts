@@ -1,6 +1,6 @@
 import { PutEventsCommand, type EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import * as z from 'zod';
-import { CANCEL_REASON, DETAIL_TYPE, EVENT_SOURCE, JOB_STATUS, type DetailType, type TerminalStatus } from './constants';
+import { CANCEL_REASON, DETAIL_TYPE, EVENT_SOURCE, JOB_STATUS, UPSTREAM_CANCEL, type DetailType, type TerminalStatus } from './constants';
 import type { JobRecord } from './job-store';
 
 /** The `detail` of every outcome event. One schema for Completed, Failed and Cancelled. */
@@ -29,6 +29,13 @@ export const outcomeDetailSchema = z
       .enum([CANCEL_REASON.REQUESTED, CANCEL_REASON.REMOTE, CANCEL_REASON.STOPPED])
       .optional()
       .describe('CANCELLED only: requested (a producer sent a cancel request), remote (cancelled in Waterflai), stopped (an operator stopped the execution).'),
+    upstream_cancel: z
+      .enum([UPSTREAM_CANCEL.CONFIRMED, UPSTREAM_CANCEL.UNCONFIRMED])
+      .optional()
+      .describe(
+        'Present when the orchestrator ended the job while its Waterflai execution could still run (deadline, given-up polling, stop, cancel request): ' +
+          'confirmed (Waterflai confirmed the cancellation, or the execution was gone) or unconfirmed (every attempt failed; the sweeper keeps trying to cancel it).',
+      ),
     metadata: z.record(z.string(), z.unknown()).describe('The job request\'s metadata, passed through.'),
     accepted_at: z.string().describe('When the orchestrator accepted the job (ISO 8601).'),
     started_at: z.string().nullable().describe('When Waterflai started running it, if known.'),
@@ -70,6 +77,7 @@ export function buildOutcomeEvent(record: JobRecord & { status: TerminalStatus }
       ? { error: { code: record.error_code ?? 'UNKNOWN_ERROR', message: record.error_message ?? 'no error message was recorded' } }
       : {}),
     ...(record.status === JOB_STATUS.CANCELLED ? { reason: record.cancel_reason ?? CANCEL_REASON.REMOTE } : {}),
+    ...(record.upstream_cancel === undefined ? {} : { upstream_cancel: record.upstream_cancel }),
     metadata: record.metadata ?? {},
     accepted_at: record.accepted_at,
     started_at: record.upstream_started_at ?? null,

@@ -69,9 +69,11 @@ const count = () => tolerant(z.number().int().nonnegative());
 
 /**
  * Body of `GET /v1/executions/{execution_id}`. Only `status` (any string) is required.
- * `progress` accepts any finite number and is clamped to [0, 100]; every other field of
- * the wrong type becomes `null`. `final_output` is any JSON value (absent stays absent).
- * Unknown fields pass through.
+ * `progress` accepts any finite number and is clamped to [0, 100], a range that holds both
+ * scales Waterflai may use (fraction 0..1 or percent 0..100); which one is decided later,
+ * from the data (see progress-scale.ts). Every other field of the wrong type becomes
+ * `null`. `final_output` is any JSON value (absent stays absent). Unknown fields pass
+ * through.
  */
 export const executionStatusSchema = z.looseObject({
   execution_id: tolerant(z.string()),
@@ -127,7 +129,11 @@ export interface ExecutionStatus {
   readonly status: string;
   /** `status` when it is one of {@link WATERFLAI_STATUS}, else `null` (never throws). */
   readonly known_status: WaterflaiStatus | null;
-  /** Percent, clamped to [0, 100]; `null` when absent or not a number. */
+  /**
+   * As sent, clamped to [0, 100]; `null` when absent or not a number. Either a fraction
+   * (0..1) or a percent: the scale is decided later, from the data (`inferProgressScale`
+   * and `toPercent` in progress-scale.ts; `mapExecutionStatus` records a percent).
+   */
   readonly progress: number | null;
   readonly current_node: string | null;
   readonly completed_nodes: number | null;
@@ -183,6 +189,13 @@ export interface WaterflaiClientOptions {
    * thrown by this function propagate unchanged.
    */
   readonly apiKey: () => Promise<string> | string;
+  /**
+   * Re-reads the API key from its source, bypassing any cache. When set, a request answered
+   * 401 or 403 is sent once more with the fresh key if it differs from the one refused (the
+   * key was rotated while the cached copy was still in use). Errors it throws propagate.
+   * @default - no refresh: a 401/403 is returned as it is
+   */
+  readonly refreshApiKey?: () => Promise<string>;
   /**
    * Per-request deadline in ms, covering connection, headers and body.
    * @default 10_000
@@ -252,6 +265,7 @@ class BodyTooLargeError extends Error {}
 export class WaterflaiClient {
   readonly #base: string;
   readonly #apiKey: () => Promise<string> | string;
+  readonly #refreshApiKey: (() => Promise<string>) | undefined;
   readonly #defaultTimeoutMs: number;
   readonly #maxResponseBytes: number;
   readonly #fetch: typeof fetch;
@@ -262,6 +276,7 @@ export class WaterflaiClient {
     this.#base = validateBaseUrl(options.baseUrl);
     if (typeof options.apiKey !== 'function') throw new ConfigurationError('Waterflai apiKey must be a function returning the key');
     this.#apiKey = options.apiKey;
+    this.#refreshApiKey = options.refreshApiKey;
     this.#defaultTimeoutMs = options.defaultTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     if (!isValidTimeout(this.#defaultTimeoutMs)) {
       throw new ConfigurationError(`Waterflai defaultTimeoutMs must be a finite number of at least 1, got ${String(this.#defaultTimeoutMs)}`);
@@ -387,7 +402,11 @@ export class WaterflaiClient {
     return `${this.#base}/v1/executions/${encodeURIComponent(id)}/stream`;
   }
 
-  /** One HTTP exchange with deadline, no redirects, and a bounded, fully read body. */
+  /**
+   * One HTTP exchange (see {@link WaterflaiClient.#send}); a 401 or 403 is sent once more
+   * with a freshly read key when the key source gives a different one (key rotation). A
+   * POST is repeated too: a refused key means Waterflai did not accept the execution.
+   */
   async #exchange(
     operation: WaterflaiOperation,
     method: 'GET' | 'POST' | 'DELETE',
@@ -397,10 +416,26 @@ export class WaterflaiClient {
   ): Promise<RawResponse> {
     const timeoutMs = options.timeoutMs ?? this.#defaultTimeoutMs;
     if (!isValidTimeout(timeoutMs)) throw new RangeError(`timeoutMs must be a finite number of at least 1, got ${String(timeoutMs)}`);
-    const callerSignal = options.signal;
-    callerSignal?.throwIfAborted();
+    options.signal?.throwIfAborted();
+    const first = await this.#send(operation, method, path, body, options, checkApiKey(await this.#apiKey()));
+    if ((first.status !== 401 && first.status !== 403) || this.#refreshApiKey === undefined) return first;
+    const fresh = checkApiKey(await this.#refreshApiKey());
+    if (fresh === first.apiKey) return first;
+    return this.#send(operation, method, path, body, options, fresh);
+  }
 
-    const apiKey = checkApiKey(await this.#apiKey());
+  /** One HTTP exchange with deadline, no redirects, and a bounded, fully read body. */
+  async #send(
+    operation: WaterflaiOperation,
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    body: string | undefined,
+    options: RequestOptions,
+    apiKey: string,
+  ): Promise<RawResponse> {
+    const timeoutMs = options.timeoutMs ?? this.#defaultTimeoutMs;
+    if (!isValidTimeout(timeoutMs)) throw new RangeError(`timeoutMs must be a finite number of at least 1, got ${String(timeoutMs)}`);
+    const callerSignal = options.signal;
     callerSignal?.throwIfAborted();
 
     const headers: Record<string, string> = { 'X-API-Key': apiKey, Accept: 'application/json' };

@@ -1,10 +1,15 @@
-import { cachedApiKey } from './api-key';
+import { cachedApiKey, type CachedApiKey } from './api-key';
 import { secretsManager } from './aws-clients';
 import { readWaterflaiSettings } from './config';
 import { WaterflaiClient } from './waterflai-client';
 
-/** The Waterflai client a Lambda uses: deploy-time base URL, API key from Secrets Manager (cached). */
-export function waterflaiClientFromEnv(env: Readonly<Record<string, string | undefined>> = process.env): WaterflaiClient {
+/**
+ * The Waterflai client a Lambda uses: deploy-time base URL, API key from Secrets Manager
+ * (cached; re-read at once when Waterflai refuses it). Pass `apiKey` to share one cache with
+ * another user of the key (the poll function's event stream).
+ */
+export function waterflaiClientFromEnv(env: Readonly<Record<string, string | undefined>> = process.env, apiKey?: CachedApiKey): WaterflaiClient {
   const settings = readWaterflaiSettings(env);
-  return new WaterflaiClient({ baseUrl: settings.baseUrl, apiKey: cachedApiKey(secretsManager(), settings.apiKeySecretId) });
+  apiKey ??= cachedApiKey(secretsManager(), settings.apiKeySecretId);
+  return new WaterflaiClient({ baseUrl: settings.baseUrl, apiKey, refreshApiKey: apiKey.refresh });
 }

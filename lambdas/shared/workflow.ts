@@ -51,6 +51,10 @@ export interface PollState {
    * the loop keeps polling with backoff until the deadline (auth: the grace period).
    */
   readonly incident?: PollIncident;
+  /** Set once a status read of this execution succeeded (a later 404 means it went away). */
+  readonly upstream_seen?: boolean;
+  /** Past the deadline: cancel rounds that could not confirm the cancellation yet. */
+  readonly deadline_cancel_rounds?: number;
 }
 
 /** An upstream incident a poll loop is riding out (see `PollState.incident`). */

@@ -2,22 +2,33 @@ import { randomUUID } from 'node:crypto';
 import { ChangeMessageVisibilityCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { ExecutionAlreadyExists, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import type { SQSRecord } from 'aws-lambda';
-import { CANCEL_REASON, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../shared/constants';
-import { describeError, InvalidIdentifierError, InvalidMessageError, isRetryable, isTransientAwsError, OrchestratorError, WaterflaiError, WaterflaiHttpError } from '../shared/errors';
+import { CANCEL_REASON, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS, UPSTREAM_CANCEL } from '../shared/constants';
+import {
+  describeError,
+  InvalidIdentifierError,
+  InvalidMessageError,
+  isRetryable,
+  isTransientAwsError,
+  OrchestratorError,
+  UpstreamCancelUnconfirmedError,
+  WaterflaiError,
+  WaterflaiHttpError,
+} from '../shared/errors';
 import { executionNameForJob } from '../shared/identifiers';
 import { parseIntakeMessage, type IntakeMessage, type JobRequest } from '../shared/job-request';
 import { isSettled, type JobRecord, type JobStore, type UpdateResult } from '../shared/job-store';
 import { announceOutcome } from '../shared/announce';
 import type { OutcomePublisher } from '../shared/outcome-event';
 import type { AppLogger } from '../shared/logger';
+import { mapExecutionStatus } from '../shared/status-mapping';
+import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../shared/upstream-cancel';
 import { DEFAULT_REQUEST_MARGIN_MS, DEFAULT_REQUEST_TIMEOUT_MS, requestTimeoutFor } from '../shared/waterflai-client';
 import { executionArnFor } from '../shared/successor';
 import type { PollState } from '../shared/workflow';
 
 /** The Waterflai calls the starter needs (a subset of the client, so tests can fake it). */
-export interface WaterflaiStarter {
+export interface WaterflaiStarter extends UpstreamExecutions {
   startExecution(chatbotId: string, inputData: Record<string, unknown>, options?: { timeoutMs?: number }): Promise<{ execution_id: string }>;
-  cancelExecution(executionId: string, options?: { timeoutMs?: number }): Promise<{ alreadyFinished: boolean }>;
 }
 
 
@@ -33,6 +44,8 @@ export interface StarterSettings {
   readonly firstPollSeconds: number;
   /** How long a claim protects a job's Waterflai start from concurrent duplicates. */
   readonly claimLeaseMs: number;
+  /** Largest output recorded inline (a job given up whose execution had completed). @default 64 KiB */
+  readonly maxInlineOutputBytes?: number;
 }
 
 export interface StarterDeps {
@@ -47,6 +60,8 @@ export interface StarterDeps {
   readonly random?: () => number;
   /** Waits between in-process retries (tests pass a fake). @default setTimeout */
   readonly sleep?: (ms: number) => Promise<void>;
+  /** Retry waits of the cancel confirmation. @default CANCEL_RETRY_DELAYS_MS */
+  readonly cancelRetryDelaysMs?: CancelAndConfirmOptions['delaysMs'];
 }
 
 /** Another delivery of the same job holds the claim; try again once it is done. Retryable. */
@@ -157,7 +172,7 @@ export class JobStarter {
    * finished one is left alone. The job ends CANCELLED (reason `requested`) with one event.
    */
   private async cancel(jobId: string, delivery: JobRequest['delivery'], message: SQSRecord, remainingMs: () => number): Promise<void> {
-    const { store, logger, waterflai } = this.deps;
+    const { store, logger } = this.deps;
     const at = iso(this.now());
     if (await store.createTombstone({ job_id: jobId, source_message_id: message.messageId, delivery, at, expires_at: this.expiresAt(this.now()) })) {
       logger.info('cancel request for a job not started yet: tombstone recorded', { job_id: jobId });
@@ -179,26 +194,23 @@ export class JobStarter {
     // records it, and must then record reason `requested`, not `remote`.
     await store.markCancelRequested(jobId, at);
     if (job.execution_id !== undefined) {
-      try {
-        const result = await waterflai.cancelExecution(job.execution_id, { timeoutMs: requestTimeoutFor(remainingMs()) });
-        if (result.alreadyFinished) {
-          logger.info('cancel request came after Waterflai finished the job; the poll loop reports its outcome', { job_id: jobId });
-          return;
-        }
-      } catch (error) {
-        // 404: Waterflai no longer knows the execution, so there is nothing left to stop.
-        if (!(error instanceof WaterflaiHttpError && error.status === 404)) throw error;
+      const outcome = await this.confirmCancel(job.execution_id, remainingMs);
+      if (outcome.kind === 'finished') {
+        logger.info('cancel request came after Waterflai finished the job; the poll loop reports its outcome', { job_id: jobId });
+        return;
       }
+      // Not confirmed: the request comes back later (the poll loop keeps tracking the job meanwhile).
+      if (outcome.kind === 'unconfirmed') throw new UpstreamCancelUnconfirmedError(job.execution_id, outcome.reason);
     }
     const settled = await store.applyStatus(jobId, {
       status: JOB_STATUS.CANCELLED,
-      fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at },
+      fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at, ...(job.execution_id === undefined ? {} : { upstream_cancel: UPSTREAM_CANCEL.CONFIRMED }) },
       now: at,
     });
     const current = settled.record;
     if (settled.applied && current?.execution_id !== undefined && current.execution_id !== job.execution_id) {
       // A start saved its execution id between our read and our write: stop that execution too.
-      await this.cancelQuietly(current.execution_id, remainingMs);
+      await this.cancelTracked(jobId, current.execution_id, remainingMs);
     }
     if (current && isSettled(current) && (settled.applied || current.cancel_reason === CANCEL_REASON.REQUESTED)) {
       await announceOutcome(store, this.deps.publisher, current, this.now);
@@ -282,7 +294,7 @@ export class JobStarter {
       } else {
         logger.warn('job settled while it was being started; cancelling the new execution', { job_id: job.job_id, execution_id: executionId });
       }
-      await this.cancelQuietly(executionId, remainingMs);
+      await this.cancelTracked(job.job_id, executionId, remainingMs);
       if (!current || isSettled(current) || current.state_machine_execution_arn !== undefined) return;
       return this.startStateMachine(current);
     }
@@ -330,7 +342,7 @@ export class JobStarter {
     // handles these as it handles a refused save.
     if (current !== undefined && (current.execution_id !== undefined || isSettled(current))) return { applied: false, record: current };
     logger.warn('an accepted Waterflai execution could not be recorded; cancelling it', { job_id: job.job_id, execution_id: executionId, error: describeError(lastError) });
-    await this.cancelQuietly(executionId, remainingMs);
+    await this.cancelTracked(job.job_id, executionId, remainingMs);
     // Our own lease (conditional on it: a claim taken over meanwhile is not released).
     await this.releaseClaim(job);
     throw lastError;
@@ -439,14 +451,27 @@ export class JobStarter {
     }
     if (current.state_machine_execution_arn !== undefined) return; // tracked by its execution: nothing to give up
     if (current.execution_id !== undefined) {
-      // Waterflai runs it but no execution tracks it: settle FAILED and stop the upstream run.
+      // Waterflai runs it but no execution tracks it: stop the upstream run (and make sure of
+      // it), then settle with what really happened.
+      const executionId = current.execution_id;
+      const outcome = await this.confirmCancel(executionId, () => 2 * DEFAULT_REQUEST_TIMEOUT_MS + DEFAULT_REQUEST_MARGIN_MS + 5_000);
+      const observed = outcome.kind === 'finished' && outcome.execution.known_status !== 'CANCELLED' ? mapExecutionStatus(outcome.execution, at, this.deps.settings.maxInlineOutputBytes ?? 64 * 1024) : undefined;
       const settled = await store.applyStatus(request.job_id, {
-        status: JOB_STATUS.FAILED,
-        fields: { error_code: code, error_message: reason, finished_at: at },
+        ...(observed === undefined
+          ? {
+              status: JOB_STATUS.FAILED,
+              fields: {
+                error_code: code,
+                error_message: reason,
+                finished_at: at,
+                upstream_cancel: outcome.kind === 'unconfirmed' ? UPSTREAM_CANCEL.UNCONFIRMED : UPSTREAM_CANCEL.CONFIRMED,
+              },
+            }
+          : { status: observed.status, fields: observed.fields }),
+        ...(outcome.kind === 'unconfirmed' ? { pendingCancels: [executionId] } : {}),
         now: at,
       });
-      await this.cancelQuietly(current.execution_id, () => DEFAULT_REQUEST_TIMEOUT_MS + DEFAULT_REQUEST_MARGIN_MS);
-      logger.error('gave up on a started job', { job_id: request.job_id, execution_id: current.execution_id });
+      logger.error('gave up on a started job', { job_id: request.job_id, execution_id: executionId, upstream: outcome.kind });
       if (settled.record && isSettled(settled.record)) return this.completeRejection(settled.record, message);
     }
   }
@@ -506,14 +531,31 @@ export class JobStarter {
     this.deps.logger.info('start deferred', { message_id: message.messageId, delay_seconds: seconds, error: describeError(error) });
   }
 
-  private async cancelQuietly(executionId: string, remainingMs: () => number): Promise<void> {
+  private confirmCancel(executionId: string, remainingMs: () => number): Promise<CancelOutcome> {
+    return cancelAndConfirm(this.deps.waterflai, executionId, {
+      remainingMs,
+      ...(this.deps.cancelRetryDelaysMs === undefined ? {} : { delaysMs: this.deps.cancelRetryDelaysMs }),
+      ...(this.deps.sleep === undefined ? {} : { sleep: this.deps.sleep }),
+    });
+  }
+
+  /**
+   * Cancels a superfluous execution of a job (another delivery's is the one tracked, or the
+   * job ended meanwhile) and makes sure of it; when Waterflai does not confirm, the
+   * execution is noted on the job for the sweeper, which keeps trying.
+   */
+  private async cancelTracked(jobId: string, executionId: string, remainingMs: () => number): Promise<void> {
+    const outcome = await this.confirmCancel(executionId, remainingMs);
+    if (outcome.kind !== 'unconfirmed') return;
     try {
-      await this.deps.waterflai.cancelExecution(executionId, { timeoutMs: requestTimeoutFor(remainingMs()) });
+      await this.deps.store.addPendingCancels(jobId, [executionId], outcome.reason, iso(this.now()));
+      this.deps.logger.warn('could not confirm the cancellation of a superfluous Waterflai execution; the sweeper keeps trying', { job_id: jobId, execution_id: executionId });
     } catch (error) {
-      this.deps.logger.error('could not cancel a superfluous Waterflai execution', {
+      this.deps.logger.error('a superfluous Waterflai execution may run untracked: neither its cancellation nor a note for the sweeper succeeded', {
+        job_id: jobId,
         execution_id: executionId,
+        reason: outcome.reason,
         error: describeError(error),
-        retryable: error instanceof WaterflaiError ? error.retryable : undefined,
       });
     }
   }

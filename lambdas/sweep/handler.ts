@@ -1,15 +1,17 @@
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
+import type { Context } from 'aws-lambda';
 import { dynamoDocumentClient, eventBridge } from '../shared/aws-clients';
 import { positiveIntEnv, requireEnv } from '../shared/config';
 import { ENV } from '../shared/constants';
 import { JobStore } from '../shared/job-store';
 import { createLogger } from '../shared/logger';
 import { OutcomePublisher } from '../shared/outcome-event';
+import { outputPlacementFromEnv } from '../shared/outputs-from-env';
 import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
 import { JobSweeper, type SweepReport } from './sweep-jobs';
 
-/** sweep Lambda: run on a schedule; settles jobs left unfinished past their deadline. */
+/** sweep Lambda: run on a schedule; settles overdue jobs, announces lost outcomes, cancels pending executions. */
 const logger = createLogger();
 const sweeper = new JobSweeper(
   {
@@ -17,10 +19,12 @@ const sweeper = new JobSweeper(
     publisher: new OutcomePublisher(eventBridge(), requireEnv(ENV.EVENT_BUS_NAME)),
     waterflai: waterflaiClientFromEnv(),
     logger,
+    // An overdue job whose execution had completed is recorded with its output.
+    outputPlacement: outputPlacementFromEnv(),
   },
   { graceSeconds: positiveIntEnv(ENV.SWEEP_GRACE_SECONDS, 300), maxJobsPerRun: 500 },
 );
 
-const lambdaHandler = async (): Promise<SweepReport> => sweeper.sweep();
+const lambdaHandler = async (_event: unknown, context: Context): Promise<SweepReport> => sweeper.sweep(() => context.getRemainingTimeInMillis());
 
 export const handler = middy(lambdaHandler).use(injectLambdaContext(logger, { logEvent: false }));

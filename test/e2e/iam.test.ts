@@ -304,6 +304,9 @@ describe('least privilege, by evaluation of the calls the handlers make', () => 
       'reconcile sqs:ChangeMessageVisibility': 'event source mapping',
       // The record as it stands after a refused (stale or late) status update.
       'poll dynamodb:GetItem': 'JobStore.applyStatus when its condition fails',
+      // A job settled from outside whose execution had completed with an output too large to inline.
+      'reconcile s3:PutObject': 'settleFromOutside: an execution found COMPLETED with a large output',
+      'sweep s3:PutObject': 'settleFromOutside: an execution found COMPLETED with a large output',
     };
     const unused: string[] = [];
     for (const role of FUNCTION_ROLES) {

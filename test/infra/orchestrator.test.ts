@@ -48,8 +48,8 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
   });
 
   it('has an encrypted, TLS-only intake queue with a dead-letter queue after 5 receives', () => {
-    // Assess
-    template.resourceCountIs('AWS::SQS::Queue', 2);
+    // Assess: the intake queue and its DLQ, the reconcile queue and its DLQ
+    template.resourceCountIs('AWS::SQS::Queue', 4);
     template.hasResourceProperties('AWS::SQS::Queue', {
       VisibilityTimeout: 360, // 6 x the 60 s start function timeout
       MaximumMessageSize: 262_144, // bodies the start function would refuse are refused at send time
@@ -58,7 +58,7 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     });
     template.hasResourceProperties('AWS::SQS::Queue', { MessageRetentionPeriod: 14 * 24 * 3600, SqsManagedSseEnabled: true });
     const policies = template.findResources('AWS::SQS::QueuePolicy');
-    expect(Object.keys(policies)).toHaveLength(2);
+    expect(Object.keys(policies)).toHaveLength(4);
     for (const policy of Object.values(policies)) {
       expect(JSON.stringify(policy)).toContain('"aws:SecureTransport":"false"');
     }
@@ -71,7 +71,7 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
   });
 
   it('consumes the intake queue with partial batch responses, batch 10 and max concurrency 5', () => {
-    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2); // the intake queue and the reconcile queue
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       FunctionResponseTypes: ['ReportBatchItemFailures'],
       BatchSize: 10,
@@ -107,6 +107,15 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
             { AttributeName: JOB_TABLE.STATUS_INDEX_SORT_KEY, KeyType: 'RANGE' },
           ],
           Projection: { ProjectionType: 'INCLUDE', NonKeyAttributes: [...STATUS_INDEX_PROJECTED_ATTRIBUTES] },
+        },
+        {
+          // Sparse: only jobs with executions still to cancel carry its key.
+          IndexName: JOB_TABLE.PENDING_CANCEL_INDEX,
+          KeySchema: [
+            { AttributeName: JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY, KeyType: 'HASH' },
+            { AttributeName: JOB_TABLE.PENDING_CANCEL_INDEX_SORT_KEY, KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'KEYS_ONLY' },
         },
       ],
     });
@@ -161,6 +170,7 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
       ENV.JOB_RETENTION_DAYS,
       ENV.MAX_INLINE_OUTPUT_BYTES,
       ENV.OUTPUT_BUCKET_NAME,
+      ENV.AUTH_GRACE_SECONDS,
       'NODE_OPTIONS',
       'POWERTOOLS_SERVICE_NAME',
     ];
@@ -246,9 +256,15 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     const start = policyOf('StartFunctionRole');
     const poll = policyOf('PollFunctionRole');
     const finish = policyOf('FinishFunctionRole');
-    for (const action of ['states:StartExecution', 'events:PutEvents', 'sqs:SendMessage', 'dynamodb:UpdateItem', 'secretsmanager:GetSecretValue']) {
+    for (const action of ['states:StartExecution', 'events:PutEvents', 'sqs:SendMessage', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'secretsmanager:GetSecretValue']) {
       expect(start).toContain(action);
     }
+    // Only the actions the code sends (lib/grants.ts; test/e2e/iam.test.ts proves it by evaluation).
+    for (const fragment of ['StartFunctionRole', 'PollFunctionRole', 'FinishFunctionRole', 'ReconcileFunctionRole', 'SweepFunctionRole']) {
+      expect(policyOf(fragment), fragment).not.toMatch(/dynamodb:(DeleteItem|BatchWriteItem|BatchGetItem|Scan|DescribeTable|ConditionCheckItem)|secretsmanager:DescribeSecret|\/index\/\*/);
+    }
+    expect(start).not.toContain('dynamodb:Query');
+    expect(poll).not.toContain('dynamodb:PutItem');
     expect(poll).toContain('dynamodb:UpdateItem');
     expect(poll).toContain('secretsmanager:GetSecretValue');
     expect(poll).not.toContain('events:PutEvents');
@@ -259,11 +275,16 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     expect(finish).not.toContain('secretsmanager:GetSecretValue');
     expect(finish).not.toContain('states:StartExecution');
     expect(finish).not.toContain('sqs:SendMessage');
+    expect(finish).not.toContain('dynamodb:PutItem');
     for (const fragment of ['ReconcileFunctionRole', 'SweepFunctionRole']) {
       const lifecycle = policyOf(fragment);
-      for (const action of ['dynamodb:UpdateItem', 'dynamodb:Query', 'events:PutEvents', 'secretsmanager:GetSecretValue']) expect(lifecycle).toContain(action);
+      for (const action of ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'events:PutEvents', 'secretsmanager:GetSecretValue']) expect(lifecycle).toContain(action);
       expect(lifecycle).not.toContain('states:StartExecution');
+      expect(lifecycle).not.toContain('dynamodb:PutItem');
     }
+    expect(policyOf('ReconcileFunctionRole')).not.toContain('dynamodb:Query');
+    expect(policyOf('SweepFunctionRole')).toContain('dynamodb:Query'); // the by-status index only
+    expect(policyOf('SweepFunctionRole')).toContain('/index/by-status');
   });
 
   it('hands a job over to a successor execution before the history limit: the Choice ends the execution on $.handed_over', () => {
@@ -283,14 +304,14 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     });
   });
 
-  it('routes the poll loop\'s ABORTED, TIMED_OUT and FAILED executions to the reconciler, and sweeps every 5 minutes', () => {
+  it('routes the poll loop\'s ABORTED, TIMED_OUT and FAILED executions to the reconcile queue, and sweeps every 5 minutes', () => {
     template.hasResourceProperties('AWS::Events::Rule', {
       EventPattern: {
         source: ['aws.states'],
         'detail-type': ['Step Functions Execution Status Change'],
         detail: { status: ['ABORTED', 'TIMED_OUT', 'FAILED'], stateMachineArn: [{ Ref: Match.stringLikeRegexp('StateMachine') }] },
       },
-      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [Match.stringLikeRegexp('ReconcileFunction'), 'Arn'] } })],
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [Match.stringLikeRegexp('ReconcileQueue'), 'Arn'] } })],
     });
     template.hasResourceProperties('AWS::Events::Rule', {
       ScheduleExpression: 'rate(5 minutes)',
@@ -353,7 +374,7 @@ describe('WaterflaiOrchestrator with an existing bus and secret', () => {
     });
     template.hasResourceProperties('AWS::IAM::Policy', {
       PolicyDocument: {
-        Statement: Match.arrayWith([Match.objectLike({ Action: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'], Resource: secretArn })]),
+        Statement: Match.arrayWith([Match.objectLike({ Action: 'secretsmanager:GetSecretValue', Resource: secretArn })]),
       },
     });
   });

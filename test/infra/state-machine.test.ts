@@ -17,7 +17,7 @@ import {
 } from '../../local/asl';
 
 /** The Task states the local runtime routes to handler code. */
-const ROUTED_TASKS = [STATE_NAME.POLL, STATE_NAME.FINISH, STATE_NAME.RECORD_FAILURE] as const;
+const ROUTED_TASKS = [STATE_NAME.POLL, STATE_NAME.GIVE_UP, STATE_NAME.FINISH, STATE_NAME.RECORD_FAILURE] as const;
 
 const INITIAL_STATE: PollState = {
   job_id: 'job-1',
@@ -50,6 +50,8 @@ interface Run {
   readonly calls: string[];
   /** Inputs the finish Lambda got (both finish Tasks). */
   readonly finishInputs: FinishInput[];
+  /** Inputs the give-up step got. */
+  readonly giveUpInputs: FinishInput[];
   readonly result: Promise<unknown>;
 }
 
@@ -68,9 +70,11 @@ describe('poll state machine definition', () => {
   });
 
   /** Runs the definition in process with scripted handlers, without waits or retry pauses. */
-  function run(pollSteps: readonly PollStep[], finishFailures: readonly Error[] = []): Run {
+  function run(pollSteps: readonly PollStep[], finishFailures: readonly Error[] = [], giveUpFailures: readonly Error[] = []): Run {
     const calls: string[] = [];
     const finishInputs: FinishInput[] = [];
+    const giveUpInputs: FinishInput[] = [];
+    const giveUpErrors = [...giveUpFailures];
     const polls = [...pollSteps];
     const finishErrors = [...finishFailures];
     const finish = (stateName: string) => async (input: unknown): Promise<FinishOutput> => {
@@ -91,6 +95,14 @@ describe('poll state machine definition', () => {
         if (step === 'HAND_OVER') return { ...state, status: JOB_STATUS.RUNNING, poll_count: state.poll_count + 1, handed_over: true };
         return { ...state, status: step, poll_count: state.poll_count + 1, next_poll_seconds: 10 };
       },
+      [STATE_NAME.GIVE_UP]: async (input: unknown): Promise<PollState> => {
+        calls.push(STATE_NAME.GIVE_UP);
+        const failure = giveUpErrors.shift();
+        if (failure !== undefined) throw failure;
+        const { error: _error, ...state } = input as FinishInput;
+        giveUpInputs.push(input as FinishInput);
+        return { ...state, status: JOB_STATUS.FAILED };
+      },
       [STATE_NAME.FINISH]: finish(STATE_NAME.FINISH),
       [STATE_NAME.RECORD_FAILURE]: finish(STATE_NAME.RECORD_FAILURE),
     };
@@ -102,7 +114,7 @@ describe('poll state machine definition', () => {
         retryIntervalOverrides: Object.fromEntries(ROUTED_TASKS.map((name) => [name, 0])),
       },
     });
-    return { calls, finishInputs, result: execution.result };
+    return { calls, finishInputs, giveUpInputs, result: execution.result };
   }
 
   describe('shape', () => {
@@ -123,11 +135,13 @@ describe('poll state machine definition', () => {
       expect(routes[STATE_NAME.POLL]).toMatch(/PollFunction/);
       expect(routes[STATE_NAME.FINISH]).toMatch(/FinishFunction/);
       expect(routes[STATE_NAME.RECORD_FAILURE]).toBe(routes[STATE_NAME.FINISH]);
+      // The give-up step cancels upstream: the poll function (the finish function cannot read the key).
+      expect(routes[STATE_NAME.GIVE_UP]).toBe(routes[STATE_NAME.POLL]);
       expect(definition.States[STATE_NAME.POLL]?.Resource).toBe(fakeFunctionArn(routes[STATE_NAME.POLL] ?? ''));
     });
 
     it('refuses to run with an unrouted Task (it would call a real Lambda)', () => {
-      expect(() => assertEveryTaskRouted(definition, { [STATE_NAME.POLL]: () => ({}) })).toThrow(/PublishOutcome, RecordPollFailure/);
+      expect(() => assertEveryTaskRouted(definition, { [STATE_NAME.POLL]: () => ({}) })).toThrow(/GiveUpPolling, PublishOutcome, RecordPollFailure|PublishOutcome, RecordPollFailure, GiveUpPolling|GiveUpPolling/);
     });
 
     it('waits the seconds the last poll asked for, starts with the wait, and times out after 24 h + 1 h', () => {
@@ -142,7 +156,15 @@ describe('poll state machine definition', () => {
           { ErrorEquals: [...LAMBDA_SERVICE_ERRORS], IntervalSeconds: 2, BackoffRate: 2, MaxAttempts: 6 },
           { ErrorEquals: [TRANSIENT_POLL_ERROR], IntervalSeconds: 5, BackoffRate: 2, MaxAttempts: 8, MaxDelaySeconds: 300, JitterStrategy: 'FULL' },
         ],
-        Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: STATE_NAME.RECORD_FAILURE }],
+        Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: STATE_NAME.GIVE_UP }],
+      });
+      expect(definition.States[STATE_NAME.GIVE_UP]).toMatchObject({
+        Retry: [
+          { ErrorEquals: [...LAMBDA_SERVICE_ERRORS], IntervalSeconds: 2, BackoffRate: 2, MaxAttempts: 6 },
+          { ErrorEquals: [TRANSIENT_POLL_ERROR], IntervalSeconds: 5, BackoffRate: 2, MaxAttempts: 8, MaxDelaySeconds: 300, JitterStrategy: 'FULL' },
+        ],
+        Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.give_up_error', Next: STATE_NAME.RECORD_FAILURE }],
+        Next: STATE_NAME.FINISH,
       });
       expect(TRANSIENT_POLL_ERROR).toBe('TransientPollError');
       expect(definition.States[STATE_NAME.FAIL]).toMatchObject({ Type: 'Fail', Error: POLLING_FAILED_ERROR });
@@ -190,28 +212,36 @@ describe('poll state machine definition', () => {
       expect(output).toMatchObject({ status: JOB_STATUS.COMPLETED });
     });
 
-    it('records the failure and fails with PollingFailed when TransientPollError outlasts the retry budget', async () => {
+    it('gives up when TransientPollError outlasts the retry budget: the give-up step settles the job, which is announced', async () => {
       // Prepare: one attempt plus every retry fails.
       const attempts = 1 + RETRY_POLICY.transientPoll.maxAttempts;
-      const execution = run(Array.from({ length: attempts }, (_, i) => new TransientPollError(`Waterflai 502 #${i + 1}`)));
+      const execution = run(Array.from({ length: attempts }, (_, i) => new TransientPollError(`DynamoDB 500 #${i + 1}`)));
       // Act
+      const output = await execution.result;
+      // Assess
+      expect(execution.calls).toEqual([...Array<string>(attempts).fill(STATE_NAME.POLL), STATE_NAME.GIVE_UP, STATE_NAME.FINISH]);
+      expect(execution.giveUpInputs[0]).toMatchObject({ job_id: 'job-1', error: { Error: TRANSIENT_POLL_ERROR, Cause: `DynamoDB 500 #${attempts}` } });
+      expect(execution.finishInputs[0]).not.toHaveProperty('error');
+      expect(output).toMatchObject({ status: JOB_STATUS.FAILED, outcome: { status: JOB_STATUS.FAILED } });
+    });
+
+    it('does not retry a programming error: it goes to the give-up step at once', async () => {
+      const execution = run([new TypeError('cannot read properties of undefined')]);
+      await execution.result;
+      expect(execution.calls).toEqual([STATE_NAME.POLL, STATE_NAME.GIVE_UP, STATE_NAME.FINISH]);
+      expect(execution.giveUpInputs[0]?.error).toMatchObject({ Error: 'TypeError' });
+    });
+
+    it('when the give-up step fails too, the finish function records the failure and the execution fails with PollingFailed', async () => {
+      const execution = run([new TypeError('bug')], [], [new TypeError('another bug')]);
       const failure = await execution.result.then(
         () => undefined,
         (error: unknown) => error,
       );
-      // Assess
-      expect(execution.calls).toEqual([...Array<string>(attempts).fill(STATE_NAME.POLL), STATE_NAME.RECORD_FAILURE]);
-      expect(execution.finishInputs).toHaveLength(1);
-      expect(execution.finishInputs[0]).toMatchObject({ job_id: 'job-1', error: { Error: TRANSIENT_POLL_ERROR, Cause: `Waterflai 502 #${attempts}` } });
+      expect(execution.calls).toEqual([STATE_NAME.POLL, STATE_NAME.GIVE_UP, STATE_NAME.RECORD_FAILURE]);
+      expect(execution.finishInputs[0]).toMatchObject({ job_id: 'job-1', error: { Error: 'TypeError' }, give_up_error: { Error: 'TypeError' } });
       expect(failure).toBeInstanceOf(ExecutionError);
       expect((failure as Error & { cause?: Error }).cause?.name).toBe(POLLING_FAILED_ERROR);
-    });
-
-    it('does not retry a programming error: it is caught and recorded at once', async () => {
-      const execution = run([new TypeError('cannot read properties of undefined')]);
-      await expect(execution.result).rejects.toBeInstanceOf(ExecutionError);
-      expect(execution.calls).toEqual([STATE_NAME.POLL, STATE_NAME.RECORD_FAILURE]);
-      expect(execution.finishInputs[0]?.error).toMatchObject({ Error: 'TypeError' });
     });
 
     it('retries the idempotent finish step on any error', async () => {

@@ -40,6 +40,7 @@ export async function startLocalDynamo(): Promise<LocalDynamo> {
             { AttributeName: JOB_TABLE.PARTITION_KEY, AttributeType: 'S' },
             { AttributeName: JOB_TABLE.STATUS_INDEX_PARTITION_KEY, AttributeType: 'S' },
             { AttributeName: JOB_TABLE.STATUS_INDEX_SORT_KEY, AttributeType: 'S' },
+            { AttributeName: JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY, AttributeType: 'S' },
           ],
           GlobalSecondaryIndexes: [
             {
@@ -49,6 +50,14 @@ export async function startLocalDynamo(): Promise<LocalDynamo> {
                 { AttributeName: JOB_TABLE.STATUS_INDEX_SORT_KEY, KeyType: 'RANGE' },
               ],
               Projection: { ProjectionType: 'ALL' },
+            },
+            {
+              IndexName: JOB_TABLE.PENDING_CANCEL_INDEX,
+              KeySchema: [
+                { AttributeName: JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY, KeyType: 'HASH' },
+                { AttributeName: JOB_TABLE.PENDING_CANCEL_INDEX_SORT_KEY, KeyType: 'RANGE' },
+              ],
+              Projection: { ProjectionType: 'KEYS_ONLY' },
             },
           ],
         }),

@@ -395,7 +395,7 @@ export function forbiddenCalls(s: IamSubjects): ForbiddenCall[] {
   for (const role of ['finish', 'reconcile', 'sweep'] as const) {
     calls.push({ role, action: 'states:StartExecution', resource: s.stateMachine, why: 'only start (first executions) and poll (successors) start executions' });
   }
-  for (const role of others('poll')) calls.push({ role, action: 's3:PutObject', resource: object, why: 'only poll stores large outputs' });
+  for (const role of ['start', 'finish'] as const) calls.push({ role, action: 's3:PutObject', resource: object, why: 'only poll, reconcile and sweep record finished outputs' });
   for (const role of others('sweep')) {
     for (const index of s.indexes) calls.push({ role, action: 'dynamodb:Query', resource: index, why: 'only the sweeper lists jobs through an index' });
   }

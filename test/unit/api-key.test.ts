@@ -187,3 +187,42 @@ describe('cachedApiKey', () => {
     expect(secrets).toHaveReceivedCommandTimes(GetSecretValueCommand, 1);
   });
 });
+
+describe('cachedApiKey.refresh', () => {
+  it('reads the secret again before the cache expires, and later calls get the new key', async () => {
+    const clock = manualClock();
+    secrets.on(GetSecretValueCommand).resolvesOnce({ SecretString: 'old-key' }).resolves({ SecretString: 'new-key' });
+    const apiKey = cachedApiKey(client, SECRET_ID, { now: clock.now });
+    expect(await apiKey()).toBe('old-key');
+    clock.advance(60_000);
+
+    expect(await apiKey.refresh()).toBe('new-key');
+    expect(await apiKey()).toBe('new-key');
+    expect(secrets).toHaveReceivedCommandTimes(GetSecretValueCommand, 2);
+  });
+
+  it('refreshes within the minimum interval share the last read (a burst of 401s costs one read)', async () => {
+    const clock = manualClock();
+    secrets.on(GetSecretValueCommand).resolves({ SecretString: 'the-key' });
+    const apiKey = cachedApiKey(client, SECRET_ID, { now: clock.now, minRefreshMs: 5_000 });
+    await apiKey();
+
+    await Promise.all([apiKey.refresh(), apiKey.refresh(), apiKey.refresh()]);
+    clock.advance(4_999);
+    await apiKey.refresh();
+    expect(secrets).toHaveReceivedCommandTimes(GetSecretValueCommand, 1);
+
+    clock.advance(1);
+    await apiKey.refresh();
+    expect(secrets).toHaveReceivedCommandTimes(GetSecretValueCommand, 2);
+  });
+
+  it('concurrent refreshes before any read share one request', async () => {
+    secrets.on(GetSecretValueCommand).resolves({ SecretString: 'k' });
+    const apiKey = cachedApiKey(client, SECRET_ID);
+
+    await Promise.all([apiKey.refresh(), apiKey.refresh(), apiKey()]);
+
+    expect(secrets).toHaveReceivedCommandTimes(GetSecretValueCommand, 1);
+  });
+});

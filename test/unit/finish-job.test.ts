@@ -197,13 +197,18 @@ describe('JobFinisher', () => {
         error_message: 'TransientPollError: WaterflaiHttpError: Waterflai get answered HTTP 503',
         finished_at: new Date(FINISH_AT_MS).toISOString(),
         polls: 11,
+        // This function cannot reach Waterflai: the execution is left to the sweeper.
+        upstream_cancel: 'unconfirmed',
+        cancel_pending: 'pending',
       });
+      expect([...(record?.pending_cancels ?? [])]).toEqual([input.execution_id]);
       expect(record?.error_message).not.toContain('/var/task');
       expect(record?.error_message).not.toContain('trace');
       const detail = sentDetail();
       expect(detail).toMatchObject({
         status: JOB_STATUS.FAILED,
         error: { code: ERROR_CODE.POLL_FAILED, message: 'TransientPollError: WaterflaiHttpError: Waterflai get answered HTTP 503' },
+        upstream_cancel: 'unconfirmed',
         polls: 11,
       });
       expect(JSON.stringify(detail)).not.toContain('JobPoller.poll');

@@ -5,13 +5,15 @@ import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CANCEL_REASON, DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS, STATUS_RANK, type TerminalStatus } from '../../lambdas/shared/constants';
-import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/errors';
+import { UpstreamCancelUnconfirmedError, WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/errors';
 import { JobStore, type StatusFields } from '../../lambdas/shared/job-store';
 import { OutcomePublisher, outcomeDetailSchema } from '../../lambdas/shared/outcome-event';
-import { JobStarter, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
+import { JobStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { sqsRecord } from '../support/sqs-record';
-import { answerLikeHealthyAws, STARTER_SETTINGS } from '../support/starter';
+import { execution } from '../support/execution-status';
+import { cancelResult } from '../support/scripted-waterflai';
+import { answerLikeHealthyAws, fakeWaterflaiStarter, STARTER_SETTINGS, type FakeWaterflaiStarter } from '../support/starter';
 
 /** The record apart from the cancel-request marker a cancel leaves before its DELETE (and the bookkeeping of that write). */
 function withoutCancelMarker(record: object | undefined): object | undefined {
@@ -31,7 +33,7 @@ const eventsMock = mockClient(EventBridgeClient);
 let dynamo: LocalDynamo;
 let store: JobStore;
 let clock: number;
-let waterflai: { startExecution: ReturnType<typeof vi.fn<WaterflaiStarter['startExecution']>>; cancelExecution: ReturnType<typeof vi.fn<WaterflaiStarter['cancelExecution']>> };
+let waterflai: FakeWaterflaiStarter;
 let starter: JobStarter;
 
 
@@ -83,10 +85,7 @@ beforeEach(async () => {
 
   store = new JobStore(dynamo.documentClient, await dynamo.createJobTable());
   clock = Date.parse(START_AT);
-  waterflai = {
-    startExecution: vi.fn<WaterflaiStarter['startExecution']>(async () => ({ execution_id: 'exec_1' })),
-    cancelExecution: vi.fn<WaterflaiStarter['cancelExecution']>(async () => ({ alreadyFinished: false })),
-  };
+  waterflai = fakeWaterflaiStarter();
   starter = new JobStarter({
     store,
     waterflai,
@@ -97,6 +96,7 @@ beforeEach(async () => {
     settings,
     now: () => clock,
     random: () => 0.5,
+    sleep: async () => undefined,
   });
 });
 
@@ -210,10 +210,11 @@ describe('cancel of a running job', () => {
     expect(withoutCancelMarker(await store.get('job-1'))).toEqual(withoutCancelMarker(before));
   });
 
-  it('a 404 from the DELETE (Waterflai no longer knows the execution) still settles and announces the job', async () => {
+  it('a 404 from the DELETE and the status read (Waterflai no longer knows the execution) still settles and announces the job', async () => {
     // Prepare
     await runningJob();
     waterflai.cancelExecution.mockRejectedValueOnce(new WaterflaiHttpError('cancel', 404));
+    waterflai.getExecution.mockRejectedValueOnce(new WaterflaiHttpError('get', 404));
 
     // Act
     await starter.handleRecord(sqsRecord(cancelBody()), remaining);
@@ -228,7 +229,8 @@ describe('cancel of a running job', () => {
     // Prepare
     await runningJob();
     const before = await store.get('job-1');
-    waterflai.cancelExecution.mockResolvedValueOnce({ alreadyFinished: true });
+    waterflai.cancelExecution.mockResolvedValueOnce(cancelResult(false, { alreadyFinished: true, previous_status: 'COMPLETED' }));
+    waterflai.getExecution.mockResolvedValueOnce(execution('COMPLETED', { final_output: 'done' }));
 
     // Act
     await starter.handleRecord(sqsRecord(cancelBody()), remaining);
@@ -244,34 +246,52 @@ describe('cancel of a running job', () => {
     ['HTTP 503', new WaterflaiHttpError('cancel', 503)],
     ['HTTP 429 with Retry-After', new WaterflaiHttpError('cancel', 429, 30)],
     ['a timeout', new WaterflaiNetworkError('cancel', 'TIMEOUT', 'no answer in 10000 ms')],
-  ])('a transient DELETE failure (%s) fails the item for an SQS retry and settles nothing', async (_name, error) => {
+    ['a refusal while it runs (200 cancelled: false)', cancelResult(false, { previous_status: 'RUNNING' })],
+    ['HTTP 403 (the key may be rotating)', new WaterflaiHttpError('cancel', 403)],
+  ])('a DELETE that keeps failing (%s) is retried in-process, then fails the item for an SQS retry and settles nothing', async (_name, answer) => {
     // Prepare
     await runningJob();
     const before = await store.get('job-1');
-    waterflai.cancelExecution.mockRejectedValueOnce(error);
+    if (answer instanceof Error) waterflai.cancelExecution.mockRejectedValue(answer);
+    else waterflai.cancelExecution.mockResolvedValue(answer);
 
     // Act
     const attempt = starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel', receiveCount: 2 }), remaining);
 
     // Assess
-    await expect(attempt).rejects.toBe(error);
+    await expect(attempt).rejects.toBeInstanceOf(UpstreamCancelUnconfirmedError);
+    expect(waterflai.cancelExecution).toHaveBeenCalledTimes(4);
     expect(withoutCancelMarker(await store.get('job-1'))).toEqual(withoutCancelMarker(before));
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
     expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { QueueUrl: settings.intakeQueueUrl, ReceiptHandle: 'receipt-msg-cancel-2' });
     expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
   });
 
-  it('the redelivery after a transient DELETE failure cancels the job once', async () => {
+  it('a DELETE that fails once is retried in-process: the job is cancelled in the same attempt', async () => {
     // Prepare
     await runningJob();
     waterflai.cancelExecution.mockRejectedValueOnce(new WaterflaiHttpError('cancel', 503));
+
+    // Act
+    await starter.handleRecord(sqsRecord(cancelBody()), remaining);
+
+    // Assess
+    expect(waterflai.cancelExecution).toHaveBeenCalledTimes(2);
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED, upstream_cancel: 'confirmed' });
+    expect(eventsMock).toHaveReceivedCommandTimes(PutEventsCommand, 1);
+  });
+
+  it('the redelivery after an unconfirmed cancel cancels the job once', async () => {
+    // Prepare
+    await runningJob();
+    for (let attempt = 0; attempt < 4; attempt += 1) waterflai.cancelExecution.mockRejectedValueOnce(new WaterflaiHttpError('cancel', 503));
     await expect(starter.handleRecord(sqsRecord(cancelBody()), remaining)).rejects.toThrow(/503/);
 
     // Act
     await starter.handleRecord(sqsRecord(cancelBody(), { receiveCount: 2 }), remaining);
 
     // Assess
-    expect(waterflai.cancelExecution).toHaveBeenCalledTimes(2);
+    expect(waterflai.cancelExecution).toHaveBeenCalledTimes(5);
     expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED });
     expect(eventsMock).toHaveReceivedCommandTimes(PutEventsCommand, 1);
   });
@@ -280,7 +300,7 @@ describe('cancel of a running job', () => {
     // Prepare
     await runningJob();
     const before = await store.get('job-1');
-    waterflai.cancelExecution.mockRejectedValueOnce(new WaterflaiHttpError('cancel', 503));
+    waterflai.cancelExecution.mockRejectedValue(new WaterflaiHttpError('cancel', 503));
 
     // Act
     await starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel', receiveCount: settings.maxReceiveCount }), remaining);
@@ -296,22 +316,6 @@ describe('cancel of a running job', () => {
         }),
       },
     ]);
-    expect(withoutCancelMarker(await store.get('job-1'))).toEqual(withoutCancelMarker(before));
-    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
-  });
-
-  it('a permanent DELETE refusal (HTTP 403) is not retried: the cancel message is dead-lettered and the job left running', async () => {
-    // Prepare
-    await runningJob();
-    const before = await store.get('job-1');
-    waterflai.cancelExecution.mockRejectedValueOnce(new WaterflaiHttpError('cancel', 403));
-
-    // Act
-    await starter.handleRecord(sqsRecord(cancelBody()), remaining);
-
-    // Assess
-    expect(dlqMessages()).toEqual([{ body: cancelBody(), attributes: expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.WATERFLAI_REJECTED, [DLQ_ATTRIBUTE.JOB_ID]: 'job-1' }) }]);
-    expect(sqsMock).not.toHaveReceivedCommand(ChangeMessageVisibilityCommand);
     expect(withoutCancelMarker(await store.get('job-1'))).toEqual(withoutCancelMarker(before));
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
   });
@@ -525,7 +529,7 @@ describe('cancel racing the poll loop', () => {
     waterflai.cancelExecution.mockImplementationOnce(async () => {
       const at = iso(Date.parse(START_AT) + 5_000);
       await store.applyStatus('job-1', { status: JOB_STATUS.CANCELLED, fields: { cancel_reason: CANCEL_REASON.REMOTE, finished_at: at }, observedAt: at, now: at });
-      return { alreadyFinished: false };
+      return cancelResult(true);
     });
 
     // Act

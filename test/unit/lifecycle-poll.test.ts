@@ -4,7 +4,7 @@ import { PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
-import { JobPoller, type SuccessorStarter, type WaterflaiStatusReader } from '../../lambdas/poll/poll-job';
+import { JobPoller, MAX_DEADLINE_CANCEL_ROUNDS, type SuccessorStarter } from '../../lambdas/poll/poll-job';
 import { announceOutcome } from '../../lambdas/shared/announce';
 import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, type JobStatus } from '../../lambdas/shared/constants';
 import { TransientPollError, WaterflaiHttpError } from '../../lambdas/shared/errors';
@@ -14,10 +14,11 @@ import type { AppLogger } from '../../lambdas/shared/logger';
 import { OutcomePublisher, outcomeDetailSchema } from '../../lambdas/shared/outcome-event';
 import { OutputStore } from '../../lambdas/shared/output-store';
 import type { FixedIntervalSettings } from '../../lambdas/shared/poll-strategy';
-import type { ExecutionStatus, RequestOptions } from '../../lambdas/shared/waterflai-client';
+import type { CancelResult, ExecutionStatus } from '../../lambdas/shared/waterflai-client';
 import type { PollState } from '../../lambdas/shared/workflow';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { execution } from '../support/execution-status';
+import { cancelResult, ScriptedWaterflai } from '../support/scripted-waterflai';
 
 const ACCEPTED_AT = '2025-03-01T12:00:00.000Z';
 const DEADLINE_AT = '2025-03-01T13:00:00.000Z';
@@ -34,29 +35,6 @@ const at = (seconds: number): string => new Date(atMs(seconds)).toISOString();
 const s3Mock = mockClient(S3Client);
 const eventsMock = mockClient(EventBridgeClient);
 
-
-/** A Waterflai stand-in answering status reads from a script; cancels succeed unless told otherwise. */
-class ScriptedWaterflai implements WaterflaiStatusReader {
-  readonly reads: string[] = [];
-  readonly cancelled: Array<{ executionId: string; options: RequestOptions | undefined }> = [];
-  cancelError: Error | undefined;
-
-  constructor(private readonly script: Array<ExecutionStatus | Error>) {}
-
-  async getExecution(executionId: string): Promise<ExecutionStatus> {
-    this.reads.push(executionId);
-    const next = this.script.shift();
-    if (next === undefined) throw new Error('the scripted Waterflai ran out of answers');
-    if (next instanceof Error) throw next;
-    return next;
-  }
-
-  async cancelExecution(executionId: string, options?: RequestOptions): Promise<{ alreadyFinished: boolean }> {
-    this.cancelled.push({ executionId, options });
-    if (this.cancelError) throw this.cancelError;
-    return { alreadyFinished: false };
-  }
-}
 
 /** Records successor starts and answers with the ARN Step Functions would give. */
 class RecordingSuccessor implements SuccessorStarter {
@@ -139,10 +117,11 @@ interface PollerOptions {
   readonly maxPollsPerExecution?: number;
   readonly successor?: SuccessorStarter;
   readonly logger?: AppLogger;
+  readonly cancels?: Array<CancelResult | Error>;
 }
 
 function poller(script: Array<ExecutionStatus | Error>, options: PollerOptions = {}) {
-  const waterflai = new ScriptedWaterflai(script);
+  const waterflai = new ScriptedWaterflai(script, options.cancels);
   const nowMs = options.nowMs ?? atMs(options.nowSeconds ?? 100);
   const instance = new JobPoller({
     store,
@@ -155,6 +134,7 @@ function poller(script: Array<ExecutionStatus | Error>, options: PollerOptions =
     ...(options.maxPollsPerExecution === undefined ? {} : { maxPollsPerExecution: options.maxPollsPerExecution }),
     ...(options.successor ? { successor: options.successor } : {}),
     now: () => nowMs,
+    cancelRetryDelaysMs: [0, 0, 0],
   });
   return { instance, waterflai };
 }
@@ -162,11 +142,13 @@ function poller(script: Array<ExecutionStatus | Error>, options: PollerOptions =
 const outputStore = (): OutputStore => new OutputStore(new S3Client({ region: 'us-east-1' }), BUCKET);
 
 describe('JobPoller: the job deadline', () => {
+  const cancelCall = { executionId: 'wf-exec', options: { timeoutMs: expect.any(Number) } };
+
   it.each([
     ['exactly at the deadline', Date.parse(DEADLINE_AT)],
     ['one ms past the deadline', Date.parse(DEADLINE_AT) + 1],
     ['a day past the deadline', Date.parse(DEADLINE_AT) + 86_400_000],
-  ])('%s: cancels the execution upstream without reading its status and settles FAILED TIMED_OUT', async (_name, nowMs) => {
+  ])('%s: reads the status first, cancels the running execution, confirms it and settles FAILED TIMED_OUT', async (_name, nowMs) => {
     // Prepare
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, poll_count: 41, execution_polls: 3 };
     const { instance, waterflai } = poller([execution('RUNNING')], { nowMs });
@@ -175,12 +157,97 @@ describe('JobPoller: the job deadline', () => {
     const next = await instance.poll(state, PLENTY_OF_TIME);
 
     // Assess
-    expect(waterflai.reads).toEqual([]);
-    expect(waterflai.cancelled).toEqual([{ executionId: 'wf-exec', options: { timeoutMs: expect.any(Number) } }]);
-    expect(next).toEqual({ ...state, status: JOB_STATUS.FAILED, poll_count: 42, execution_polls: 4 });
+    expect(waterflai.reads.map((read) => read.executionId)).toEqual(['wf-exec']);
+    expect(waterflai.cancelled).toEqual([cancelCall]);
+    expect(next).toMatchObject({ status: JOB_STATUS.FAILED, poll_count: 42, execution_polls: 4 });
     const record = await store.get(state.job_id);
-    expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, finished_at: new Date(nowMs).toISOString(), polls: 42 });
+    expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, finished_at: new Date(nowMs).toISOString(), polls: 42, upstream_cancel: 'confirmed' });
     expect(record?.error_message).toContain(DEADLINE_AT);
+  });
+
+  it('deadline race: an execution that completed just before the deadline (no poll in between) ends COMPLETED with its output, nothing cancelled', async () => {
+    // Prepare
+    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, progress: 40 };
+    const { instance, waterflai } = poller([execution('COMPLETED', { final_output: { answer: 42 } })], { nowMs: Date.parse(DEADLINE_AT) + 2_000 });
+
+    // Act
+    const next = await instance.poll(state, PLENTY_OF_TIME);
+
+    // Assess
+    expect(waterflai.cancelled).toEqual([]);
+    expect(next.status).toBe(JOB_STATUS.COMPLETED);
+    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: { answer: 42 } });
+  });
+
+  it.each<[string, CancelResult | Error]>([
+    ['HTTP 409', new WaterflaiHttpError('cancel', 409)],
+    ['HTTP 400', new WaterflaiHttpError('cancel', 400)],
+    ['HTTP 404', new WaterflaiHttpError('cancel', 404)],
+    ['200 cancelled: false', cancelResult(false, { previous_status: 'COMPLETED', alreadyFinished: true })],
+  ])('deadline race: a DELETE refused with %s because the execution completed meanwhile ends COMPLETED with its output', async (_name, refusal) => {
+    // Prepare
+    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
+    const { instance, waterflai } = poller([execution('RUNNING'), execution('COMPLETED', { final_output: 'in time' })], { nowMs: Date.parse(DEADLINE_AT), cancels: [refusal] });
+
+    // Act
+    const next = await instance.poll(state, PLENTY_OF_TIME);
+
+    // Assess
+    expect(waterflai.cancelled).toEqual([cancelCall]);
+    expect(next.status).toBe(JOB_STATUS.COMPLETED);
+    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: 'in time' });
+  });
+
+  it('a refused cancel (200 cancelled: false, still RUNNING) is not success: a further DELETE confirms it, then TIMED_OUT', async () => {
+    // Prepare
+    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
+    const { instance, waterflai } = poller([execution('RUNNING'), execution('RUNNING')], {
+      nowMs: Date.parse(DEADLINE_AT),
+      cancels: [cancelResult(false, { previous_status: 'RUNNING' }), cancelResult(true)],
+    });
+
+    // Act
+    const next = await instance.poll(state, PLENTY_OF_TIME);
+
+    // Assess
+    expect(waterflai.cancelled).toEqual([cancelCall, cancelCall]);
+    expect(next.status).toBe(JOB_STATUS.FAILED);
+    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
+  });
+
+  it('a cancel that cannot be confirmed is tried again on later polls, then the job ends TIMED_OUT unconfirmed with the execution left to the sweeper', async () => {
+    // Prepare
+    let state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
+    const logger = fakeLogger();
+    const { instance, waterflai } = poller(Array.from({ length: 100 }, () => execution('RUNNING')), { nowMs: Date.parse(DEADLINE_AT) + 5_000, logger });
+    waterflai.cancelError = new WaterflaiHttpError('cancel', 503);
+
+    // Act
+    const rounds: PollState[] = [];
+    while (state.status === JOB_STATUS.RUNNING) {
+      state = await instance.poll(state, PLENTY_OF_TIME);
+      rounds.push(state);
+    }
+
+    // Assess
+    expect(rounds).toHaveLength(MAX_DEADLINE_CANCEL_ROUNDS);
+    expect(rounds[0]).toMatchObject({ status: JOB_STATUS.RUNNING, deadline_cancel_rounds: 1 });
+    expect(waterflai.cancelled).toHaveLength(MAX_DEADLINE_CANCEL_ROUNDS * 4);
+    const record = await store.get(state.job_id);
+    expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'unconfirmed', cancel_pending: 'pending' });
+    expect([...(record?.pending_cancels ?? [])]).toEqual(['wf-exec']);
+    expect(logger.error).toHaveBeenCalledWith('could not confirm the cancellation of a timed-out execution; the sweeper keeps trying', expect.objectContaining({ job_id: state.job_id }));
+  });
+
+  it('after a refused round, a CANCELLED read is our own cancel taking effect: TIMED_OUT, not a remote cancel', async () => {
+    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, deadline_cancel_rounds: 1 };
+    const { instance, waterflai } = poller([execution('CANCELLED')], { nowMs: Date.parse(DEADLINE_AT) + 60_000 });
+
+    const next = await instance.poll(state, PLENTY_OF_TIME);
+
+    expect(waterflai.cancelled).toEqual([]);
+    expect(next.status).toBe(JOB_STATUS.FAILED);
+    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
   });
 
   it('one ms before the deadline: polls as usual and cancels nothing', async () => {
@@ -192,26 +259,10 @@ describe('JobPoller: the job deadline', () => {
     const next = await instance.poll(state, PLENTY_OF_TIME);
 
     // Assess
-    expect(waterflai.reads).toEqual(['wf-exec']);
+    expect(waterflai.reads.map((read) => read.executionId)).toEqual(['wf-exec']);
     expect(waterflai.cancelled).toEqual([]);
     expect(next.status).toBe(JOB_STATUS.RUNNING);
     expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.RUNNING });
-  });
-
-  it('settles TIMED_OUT even when the upstream cancel fails, and logs the failure', async () => {
-    // Prepare
-    const state = await startedJob();
-    const logger = fakeLogger();
-    const { instance, waterflai } = poller([], { nowMs: Date.parse(DEADLINE_AT) + 5_000, logger });
-    waterflai.cancelError = new WaterflaiHttpError('cancel', 503);
-
-    // Act
-    const next = await instance.poll(state, PLENTY_OF_TIME);
-
-    // Assess
-    expect(next.status).toBe(JOB_STATUS.FAILED);
-    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
-    expect(logger.error).toHaveBeenCalledWith('could not cancel a timed-out execution in Waterflai', expect.objectContaining({ job_id: state.job_id }));
   });
 
   it('a job already settled (cancelled on request) keeps its outcome: the loop ends with the recorded status', async () => {
@@ -219,7 +270,7 @@ describe('JobPoller: the job deadline', () => {
     const state = await startedJob();
     await store.applyStatus(state.job_id, { status: JOB_STATUS.CANCELLED, fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at(50) }, now: at(50) });
     const before = await store.get(state.job_id);
-    const { instance } = poller([], { nowMs: Date.parse(DEADLINE_AT) });
+    const { instance } = poller([execution('CANCELLED')], { nowMs: Date.parse(DEADLINE_AT) });
 
     // Act
     const next = await instance.poll(state, PLENTY_OF_TIME);
@@ -233,7 +284,7 @@ describe('JobPoller: the job deadline', () => {
     // Prepare
     const state: PollState = { ...(await startedJob()), execution_polls: 9 };
     const successor = new RecordingSuccessor();
-    const { instance } = poller([], { nowMs: Date.parse(DEADLINE_AT), successor, maxPollsPerExecution: 10 });
+    const { instance } = poller([execution('RUNNING')], { nowMs: Date.parse(DEADLINE_AT), successor, maxPollsPerExecution: 10 });
 
     // Act
     const next = await instance.poll(state, PLENTY_OF_TIME);
@@ -275,16 +326,17 @@ describe('JobPoller: results Waterflai already cleaned up', () => {
     ['before cleanup_after', at(500) as string | null],
     ['with no cleanup_after reported', null],
     ['with an unparsable cleanup_after', 'soon'],
-  ])('a 404 %s propagates unchanged and writes nothing', async (_name, cleanupAfter) => {
+  ])('a 404 %s, after the execution was seen, settles FAILED EXECUTION_NOT_FOUND', async (_name, cleanupAfter) => {
     // Prepare
-    const state: PollState = { ...(await startedJob()), cleanup_after: cleanupAfter };
-    const before = await store.get(state.job_id);
-    const error = new WaterflaiHttpError('get', 404);
-    const { instance } = poller([error], { nowSeconds: 100 });
+    const state: PollState = { ...(await startedJob()), cleanup_after: cleanupAfter, upstream_seen: true };
+    const { instance } = poller([new WaterflaiHttpError('get', 404)], { nowSeconds: 100 });
 
-    // Act / Assess
-    await expect(instance.poll(state, PLENTY_OF_TIME)).rejects.toBe(error);
-    expect(await store.get(state.job_id)).toEqual(before);
+    // Act
+    const next = await instance.poll(state, PLENTY_OF_TIME);
+
+    // Assess
+    expect(next.status).toBe(JOB_STATUS.FAILED);
+    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.EXECUTION_NOT_FOUND });
   });
 
   it.each([
@@ -490,7 +542,7 @@ describe('JobPoller: continue-as-new', () => {
     const next = await instance.poll(state, PLENTY_OF_TIME);
 
     // Assess
-    const expectedName = `${state.job_id}-g1`;
+    const expectedName = `${state.job_id}_g1`;
     expect(executionNameForGeneration(state.job_id, 1)).toBe(expectedName);
     expect(successor.starts).toHaveLength(1);
     expect(successor.starts[0]?.name).toBe(expectedName);
@@ -538,7 +590,7 @@ describe('JobPoller: continue-as-new', () => {
     expect((await store.get(state.job_id))?.generation).toBeUndefined();
   });
 
-  it('a successor hands over to generation 2, named -g2', async () => {
+  it('a successor hands over to generation 2, named _g2', async () => {
     // Prepare
     const state: PollState = { ...(await startedJob()), generation: 1, execution_polls: 4 };
     await store.recordHandOver(state.job_id, 1, 'arn:aws:states:us-east-1:123456789012:execution:poll-loop:gen1', at(10));
@@ -550,8 +602,8 @@ describe('JobPoller: continue-as-new', () => {
 
     // Assess
     expect(next.handed_over).toBe(true);
-    expect(successor.starts.map((start) => [start.name, start.input.generation, start.input.execution_polls])).toEqual([[`${state.job_id}-g2`, 2, 0]]);
-    expect(await store.get(state.job_id)).toMatchObject({ generation: 2, state_machine_execution_arn: expect.stringMatching(/-g2$/) });
+    expect(successor.starts.map((start) => [start.name, start.input.generation, start.input.execution_polls])).toEqual([[`${state.job_id}_g2`, 2, 0]]);
+    expect(await store.get(state.job_id)).toMatchObject({ generation: 2, state_machine_execution_arn: expect.stringMatching(/_g2$/) });
   });
 
   it('a job id Step Functions can not use as a name gets a valid, bounded successor name', async () => {
@@ -567,7 +619,7 @@ describe('JobPoller: continue-as-new', () => {
     // Assess
     const name = successor.starts[0]?.name ?? '';
     expect(name).toBe(executionNameForGeneration(jobId, 1));
-    expect(name).toMatch(/^[A-Za-z0-9_-]+-g1$/);
+    expect(name).toMatch(/^[A-Za-z0-9-]+_h[0-9a-f]{24}_g1$/);
     expect(name.length).toBeLessThanOrEqual(EXECUTION_NAME_MAX_LENGTH);
   });
 
@@ -649,7 +701,52 @@ describe('JobPoller: continue-as-new', () => {
 
     // Assess
     expect(next.handed_over).toBe(true);
-    expect(successor.starts.map((start) => start.name)).toEqual([`${state.job_id}-g1`, `${state.job_id}-g1`]);
+    expect(successor.starts.map((start) => start.name)).toEqual([`${state.job_id}_g1`, `${state.job_id}_g1`]);
     expect(await store.get(state.job_id)).toMatchObject({ generation: 1, version: afterFirst?.version });
+  });
+});
+
+describe('JobPoller: giving up (the state machine Catch)', () => {
+  const error = { Error: 'WaterflaiRedirectError', Cause: JSON.stringify({ errorType: 'WaterflaiRedirectError', errorMessage: 'Waterflai get answered a redirect (302)', trace: ['at x'] }) };
+
+  it('cancels the execution, confirms it, and settles FAILED POLL_FAILED with upstream_cancel confirmed', async () => {
+    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, poll_count: 7 };
+    const { instance, waterflai } = poller([]);
+
+    const next = await instance.handle({ ...state, error }, PLENTY_OF_TIME);
+
+    expect(waterflai.cancelled).toHaveLength(1);
+    expect(next.status).toBe(JOB_STATUS.FAILED);
+    expect(next).not.toHaveProperty('error');
+    expect(await store.get(state.job_id)).toMatchObject({
+      status: JOB_STATUS.FAILED,
+      error_code: ERROR_CODE.POLL_FAILED,
+      error_message: 'WaterflaiRedirectError: Waterflai get answered a redirect (302)',
+      upstream_cancel: 'confirmed',
+      polls: 7,
+    });
+  });
+
+  it('an execution found COMPLETED when cancelling ends COMPLETED with its output, not POLL_FAILED', async () => {
+    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
+    const { instance } = poller([execution('COMPLETED', { final_output: { kept: true } })], { cancels: [new WaterflaiHttpError('cancel', 409)] });
+
+    const next = await instance.handle({ ...state, error }, PLENTY_OF_TIME);
+
+    expect(next.status).toBe(JOB_STATUS.COMPLETED);
+    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: { kept: true } });
+  });
+
+  it('a cancel that cannot be confirmed settles POLL_FAILED unconfirmed and notes the execution for the sweeper', async () => {
+    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
+    const { instance, waterflai } = poller(Array.from({ length: 4 }, () => new WaterflaiHttpError('get', 503)));
+    waterflai.cancelError = new WaterflaiHttpError('cancel', 502);
+
+    const next = await instance.handle({ ...state, error }, PLENTY_OF_TIME);
+
+    expect(next.status).toBe(JOB_STATUS.FAILED);
+    const record = await store.get(state.job_id);
+    expect(record).toMatchObject({ error_code: ERROR_CODE.POLL_FAILED, upstream_cancel: 'unconfirmed', cancel_pending: 'pending' });
+    expect([...(record?.pending_cancels ?? [])]).toEqual(['wf-exec']);
   });
 });

@@ -12,11 +12,12 @@ import {
 import { JobStore } from '../../lambdas/shared/job-store';
 import type { AppLogger } from '../../lambdas/shared/logger';
 import { MAX_RETRY_AFTER_SECONDS, nextPollSeconds, type FixedIntervalSettings } from '../../lambdas/shared/poll-strategy';
-import type { ExecutionStatus, RequestOptions } from '../../lambdas/shared/waterflai-client';
+import type { ExecutionStatus } from '../../lambdas/shared/waterflai-client';
 import type { PollState } from '../../lambdas/shared/workflow';
-import { JobPoller, type WaterflaiStatusReader } from '../../lambdas/poll/poll-job';
+import { INCIDENT_BACKOFF_BASE_SECONDS, JobPoller, NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE } from '../../lambdas/poll/poll-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { execution } from '../support/execution-status';
+import { ScriptedWaterflai } from '../support/scripted-waterflai';
 
 const ACCEPTED_AT = '2025-03-01T12:00:00.000Z';
 const POLL_SETTINGS: FixedIntervalSettings = { intervalSeconds: 5, minSeconds: 1, maxSeconds: 60 };
@@ -28,25 +29,8 @@ const atMs = (seconds: number): number => Date.parse(ACCEPTED_AT) + seconds * 10
 const at = (seconds: number): string => new Date(atMs(seconds)).toISOString();
 
 
-/** A Waterflai stand-in that answers from a script: a status to return or an error to throw. */
-class ScriptedWaterflai implements WaterflaiStatusReader {
-  readonly calls: Array<{ executionId: string; options: RequestOptions | undefined }> = [];
-  constructor(private readonly script: Array<ExecutionStatus | Error>) {}
-
-  async getExecution(executionId: string, options?: RequestOptions): Promise<ExecutionStatus> {
-    this.calls.push({ executionId, options });
-    const next = this.script.shift();
-    if (next === undefined) throw new Error('the scripted Waterflai ran out of answers');
-    if (next instanceof Error) throw next;
-    return next;
-  }
-
-  readonly cancelled: string[] = [];
-
-  async cancelExecution(executionId: string): Promise<{ alreadyFinished: boolean }> {
-    this.cancelled.push(executionId);
-    return { alreadyFinished: false };
-  }
+function isTerminal(status: JobStatus): boolean {
+  return STATUS_RANK[status] >= STATUS_RANK.COMPLETED;
 }
 
 function fakeLogger(): AppLogger & { warn: MockInstance; info: MockInstance } {
@@ -144,6 +128,7 @@ describe('JobPoller', () => {
         poll_count: 1,
         execution_polls: 1,
         cleanup_after: null,
+        upstream_seen: true,
         next_poll_seconds: nextPollSeconds(POLL_SETTINGS),
       });
       expect(await store.get(state.job_id)).toMatchObject({
@@ -241,7 +226,7 @@ describe('JobPoller', () => {
       await instance.poll(next, () => 600_000);
 
       // Assess
-      expect(waterflai.calls).toEqual([
+      expect(waterflai.reads).toEqual([
         { executionId: 'wf-exec', options: { timeoutMs: 4_500 } },
         { executionId: 'wf-exec', options: { timeoutMs: 10_000 } },
       ]);
@@ -323,43 +308,158 @@ describe('JobPoller', () => {
     });
   });
 
-  describe('transient failures', () => {
+  describe('upstream incidents', () => {
     it.each([
-      { name: 'HTTP 500', error: new WaterflaiHttpError('get', 500) },
-      { name: 'HTTP 502', error: new WaterflaiHttpError('get', 502) },
-      { name: 'HTTP 503', error: new WaterflaiHttpError('get', 503) },
-      { name: 'HTTP 504', error: new WaterflaiHttpError('get', 504) },
-      { name: 'HTTP 408', error: new WaterflaiHttpError('get', 408) },
-      { name: 'a timeout', error: new WaterflaiNetworkError('get', 'TIMEOUT', 'no answer within 10000 ms') },
-      { name: 'a connection reset', error: new WaterflaiNetworkError('get', 'NETWORK_ERROR', 'connection failed (ECONNRESET)') },
-      { name: 'an invalid response', error: new WaterflaiResponseError('get', 'body is not valid JSON') },
-    ])('$name throws an error named TransientPollError (matched by the state machine\'s Retry)', async ({ error }) => {
+      { name: 'HTTP 500', error: new WaterflaiHttpError('get', 500), kind: 'transient' },
+      { name: 'HTTP 502', error: new WaterflaiHttpError('get', 502), kind: 'transient' },
+      { name: 'HTTP 503', error: new WaterflaiHttpError('get', 503), kind: 'transient' },
+      { name: 'HTTP 504', error: new WaterflaiHttpError('get', 504), kind: 'transient' },
+      { name: 'HTTP 408', error: new WaterflaiHttpError('get', 408), kind: 'transient' },
+      { name: 'a timeout', error: new WaterflaiNetworkError('get', 'TIMEOUT', 'no answer within 10000 ms'), kind: 'transient' },
+      { name: 'a connection reset', error: new WaterflaiNetworkError('get', 'NETWORK_ERROR', 'connection failed (ECONNRESET)'), kind: 'transient' },
+      { name: 'an invalid response', error: new WaterflaiResponseError('get', 'body is not valid JSON'), kind: 'transient' },
+      { name: 'HTTP 401 (after a fresh key)', error: new WaterflaiHttpError('get', 401), kind: 'auth' },
+      { name: 'HTTP 403 (after a fresh key)', error: new WaterflaiHttpError('get', 403), kind: 'auth' },
+    ])('$name: the loop goes on with backoff and the record shows the incident', async ({ error, kind }) => {
       // Prepare
       const state = await startedJob();
-      const { instance } = poller([error]);
-      const updates = countUpdates();
+      const { instance } = poller([error], { clockSeconds: 9 });
 
       // Act
-      const thrown = await instance.poll(state, PLENTY_OF_TIME).then(
-        () => undefined,
-        (caught: unknown) => caught,
-      );
+      const next = await instance.poll(state, PLENTY_OF_TIME);
 
       // Assess
-      expect(thrown).toBeInstanceOf(TransientPollError);
-      expect((thrown as Error).name).toBe('TransientPollError');
-      expect((thrown as Error).message).toBe(`${error.name}: ${error.message}`);
-      expect((thrown as Error).cause).toBe(error);
-      expect(updates()).toBe(0);
+      expect(next.status).toBe(JOB_STATUS.PENDING);
+      expect(next.incident).toEqual({ kind, since: at(11), failures: 1, last_error: `${error.name}: ${error.message}` });
+      expect(next.next_poll_seconds).toBeGreaterThanOrEqual(INCIDENT_BACKOFF_BASE_SECONDS / 2);
+      expect(next.next_poll_seconds).toBeLessThanOrEqual(INCIDENT_BACKOFF_BASE_SECONDS);
+      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.PENDING, incident: next.incident });
+    });
+
+    it('backs off exponentially, never past pollMaxSeconds, writing the incident only when it starts', async () => {
+      // Prepare
+      const failures = 12;
+      let state: PollState = await startedJob();
+      const { instance } = poller(Array.from({ length: failures }, () => new WaterflaiHttpError('get', 503)));
+      const updates = countUpdates();
+      const waits: number[] = [];
+
+      // Act
+      for (let poll = 0; poll < failures; poll += 1) {
+        state = await instance.poll(state, PLENTY_OF_TIME);
+        waits.push(state.next_poll_seconds);
+      }
+
+      // Assess
+      expect(updates()).toBe(1);
+      expect(state.incident?.failures).toBe(failures);
+      expect(state.poll_count).toBe(failures);
+      expect(Math.max(...waits)).toBeLessThanOrEqual(POLL_SETTINGS.maxSeconds);
+      expect(waits.at(-1)).toBeGreaterThanOrEqual(POLL_SETTINGS.maxSeconds / 2);
+      expect(waits[2]!).toBeGreaterThanOrEqual(2 * INCIDENT_BACKOFF_BASE_SECONDS);
+    });
+
+    it('ends the incident when Waterflai answers again: normal polling, incident cleared on the record', async () => {
+      // Prepare
+      const state = await startedJob();
+      const logger = fakeLogger();
+      const { instance } = poller([new WaterflaiHttpError('get', 503), execution('RUNNING', { progress: 30 })], { logger });
+      const during = await instance.poll(state, PLENTY_OF_TIME);
+
+      // Act
+      const after = await instance.poll(during, PLENTY_OF_TIME);
+
+      // Assess
+      expect(after.incident).toBeUndefined();
+      expect(after).toMatchObject({ status: JOB_STATUS.RUNNING, progress: 30, next_poll_seconds: nextPollSeconds(POLL_SETTINGS) });
+      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.RUNNING, incident: null });
+      expect(logger.info).toHaveBeenCalledWith('upstream incident over: Waterflai answers again', expect.objectContaining({ job_id: state.job_id, failures: 1 }));
+    });
+
+    it('an outage never fails the job before its deadline; at the deadline the execution is cancelled and the job times out', async () => {
+      // Prepare: every read fails until past the deadline (2 days of 503s at pollMaxSeconds)
+      let state: PollState = { ...(await startedJob()), deadline_at: at(3_600) };
+      let seconds = 100;
+      const waterflai = new ScriptedWaterflai(Array.from({ length: 200 }, () => new WaterflaiHttpError('get', 503)));
+      const instance = new JobPoller({ store, waterflai, logger: fakeLogger(), pollSettings: POLL_SETTINGS, maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES, now: () => atMs(seconds), cancelRetryDelaysMs: [] });
+
+      // Act
+      while (!isTerminal(state.status)) {
+        state = await instance.poll(state, PLENTY_OF_TIME);
+        seconds += state.next_poll_seconds;
+      }
+
+      // Assess
+      expect(seconds - state.next_poll_seconds).toBeGreaterThanOrEqual(3_600);
+      expect(waterflai.cancelled).toHaveLength(1);
+      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
+    });
+
+    it('a key refused past the auth grace period gives up: the execution is cancelled and the job ends POLL_FAILED', async () => {
+      // Prepare
+      let state: PollState = await startedJob();
+      let seconds = 100;
+      const waterflai = new ScriptedWaterflai(Array.from({ length: 50 }, () => new WaterflaiHttpError('get', 401)));
+      const instance = new JobPoller({ store, waterflai, logger: fakeLogger(), pollSettings: POLL_SETTINGS, maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES, now: () => atMs(seconds), authGraceSeconds: 300 });
+
+      // Act
+      while (!isTerminal(state.status)) {
+        state = await instance.poll(state, PLENTY_OF_TIME);
+        seconds += state.next_poll_seconds;
+      }
+
+      // Assess
+      expect(seconds - state.next_poll_seconds - 100).toBeGreaterThanOrEqual(300);
+      expect(waterflai.cancelled).toHaveLength(1);
+      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.POLL_FAILED, upstream_cancel: 'confirmed' });
+      expect((await store.get(state.job_id))?.error_message).toMatch(/^AuthGraceExpired: Waterflai refused the API key since/);
+    });
+
+    it('a key refused only for a while is ridden out: the job goes on when the key works again', async () => {
+      const state = await startedJob();
+      const { instance } = poller([new WaterflaiHttpError('get', 401), new WaterflaiHttpError('get', 401), execution('COMPLETED', { progress: 100, final_output: { ok: true } })]);
+
+      let next = await instance.poll(state, PLENTY_OF_TIME);
+      next = await instance.poll(next, PLENTY_OF_TIME);
+      next = await instance.poll(next, PLENTY_OF_TIME);
+
+      expect(next.status).toBe(JOB_STATUS.COMPLETED);
+      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: { ok: true } });
+    });
+  });
+
+  describe('a 404', () => {
+    it('before any successful read is tolerated a few times (Waterflai may not have caught up), then ends EXECUTION_NOT_FOUND', async () => {
+      let state: PollState = await startedJob();
+      const { instance } = poller(Array.from({ length: NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE + 1 }, () => new WaterflaiHttpError('get', 404)));
+
+      for (let poll = 0; poll < NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE; poll += 1) {
+        state = await instance.poll(state, PLENTY_OF_TIME);
+        expect(state.status).toBe(JOB_STATUS.PENDING);
+      }
+      state = await instance.poll(state, PLENTY_OF_TIME);
+
+      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.EXECUTION_NOT_FOUND });
+    });
+
+    it('after the execution was seen running, with no cleanup due, ends EXECUTION_NOT_FOUND at once', async () => {
+      const state = await startedJob();
+      const { instance } = poller([execution('RUNNING', { progress: 10 }), new WaterflaiHttpError('get', 404)]);
+
+      const running = await instance.poll(state, PLENTY_OF_TIME);
+      const next = await instance.poll(running, PLENTY_OF_TIME);
+
+      expect(next.status).toBe(JOB_STATUS.FAILED);
+      const record = await store.get(state.job_id);
+      expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.EXECUTION_NOT_FOUND });
+      expect(record?.error_message).toMatch(/reported it RUNNING before/);
     });
   });
 
   describe('permanent failures', () => {
     it.each([
-      { name: 'HTTP 404', error: new WaterflaiHttpError('get', 404) },
-      { name: 'HTTP 401', error: new WaterflaiHttpError('get', 401) },
-      { name: 'HTTP 403', error: new WaterflaiHttpError('get', 403) },
       { name: 'a refused redirect', error: new WaterflaiRedirectError('get', 302) },
+      { name: 'HTTP 400', error: new WaterflaiHttpError('get', 400) },
       { name: 'an invalid execution id', error: new InvalidIdentifierError('execution_id', 'empty') },
       { name: 'an unexpected error', error: new TypeError('cannot read properties of undefined') },
     ])('$name propagates unchanged (not retried, caught by the state machine)', async ({ error }) => {
@@ -434,7 +534,7 @@ describe('JobPoller', () => {
       const next = await instance.poll(state, PLENTY_OF_TIME);
 
       // Assess
-      expect(next).toEqual({ ...state, status: JOB_STATUS.RUNNING, poll_count: 3, execution_polls: 1, next_poll_seconds: 5 });
+      expect(next).toEqual({ ...state, status: JOB_STATUS.RUNNING, poll_count: 3, execution_polls: 1, upstream_seen: true, next_poll_seconds: 5 });
       expect(await store.get(state.job_id)).toEqual(before);
       expect(logger.warn).toHaveBeenCalledWith('status update refused as stale', {
         job_id: state.job_id,

@@ -1,16 +1,17 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { JobPoller, readTimeScale, type ExecutionStreamListener, type WaterflaiStatusReader } from '../../lambdas/poll/poll-job';
+import { JobPoller, readTimeScale, type ExecutionStreamListener } from '../../lambdas/poll/poll-job';
 import { JOB_STATUS, WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/shared/constants';
-import { ConfigurationError, TransientPollError, WaterflaiHttpError } from '../../lambdas/shared/errors';
+import { ConfigurationError, WaterflaiHttpError } from '../../lambdas/shared/errors';
 import { listenToExecution, type ListenResult, type StreamProgress } from '../../lambdas/shared/execution-stream';
 import { JobStore } from '../../lambdas/shared/job-store';
 import type { AppLogger } from '../../lambdas/shared/logger';
 import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS, type FixedIntervalSettings } from '../../lambdas/shared/poll-strategy';
-import type { ExecutionStatus, RequestOptions } from '../../lambdas/shared/waterflai-client';
+import type { ExecutionStatus } from '../../lambdas/shared/waterflai-client';
 import type { PollState } from '../../lambdas/shared/workflow';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+import { ScriptedWaterflai } from '../support/scripted-waterflai';
 
 /**
  * The poll Lambda's stream finish: when the strategy says the end may be near, the poll
@@ -49,21 +50,6 @@ function execution(status: WaterflaiStatus, overrides: Partial<ExecutionStatus> 
 /** Node `n` of 10 finished: the job is near its end when n is 9. */
 const running = (completed: number): ExecutionStatus =>
   execution(WATERFLAI_STATUS.RUNNING, { progress: completed * 10, completed_nodes: completed, total_nodes: 10, current_node: `node-${completed + 1}` });
-
-class ScriptedWaterflai implements WaterflaiStatusReader {
-  readonly reads: Array<RequestOptions | undefined> = [];
-  constructor(private readonly script: Array<ExecutionStatus | Error>) {}
-  async getExecution(_executionId: string, options?: RequestOptions): Promise<ExecutionStatus> {
-    this.reads.push(options);
-    const next = this.script.shift();
-    if (next === undefined) throw new Error('the scripted Waterflai ran out of answers');
-    if (next instanceof Error) throw next;
-    return next;
-  }
-  async cancelExecution(): Promise<{ alreadyFinished: boolean }> {
-    return { alreadyFinished: false };
-  }
-}
 
 /** A stream listener that "hears" the given events, then ends as told; the clock advances meanwhile. */
 function fakeStream(clock: { ms: number }, events: Array<Omit<StreamProgress, 'receivedAtMs'> & { afterMs: number }>, end: Pick<ListenResult, 'outcome'> & { afterMs: number }) {
@@ -250,13 +236,16 @@ describe('JobPoller: the stream finish', () => {
     expect(next).toMatchObject({ status: JOB_STATUS.RUNNING, poll_count: 13, next_poll_seconds: 90 });
   });
 
-  it('lets the state machine retry a transient failure of the status read after a listen', async () => {
+  it('rides out a transient failure of the status read after a listen: an incident, polled again with backoff', async () => {
     const state = await nearTheEnd();
     const clock = { ms: atMs(600) };
     const { listener } = fakeStream(clock, [], { outcome: 'completed', afterMs: 1_000 });
     const { instance } = poller([running(9), new WaterflaiHttpError('get', 503)], { stream: listener, clock });
 
-    await expect(instance.poll(state, TEN_MINUTES)).rejects.toBeInstanceOf(TransientPollError);
+    const next = await instance.poll(state, TEN_MINUTES);
+
+    expect(next).toMatchObject({ status: JOB_STATUS.RUNNING, incident: { kind: 'transient', failures: 1 } });
+    expect(next.next_poll_seconds).toBeGreaterThanOrEqual(5);
   });
 
   it('never listens past the job deadline, and keeps the reserve before the Lambda timeout', async () => {

@@ -8,7 +8,10 @@ import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/
 import { JobStore } from '../../lambdas/shared/job-store';
 import type { AppLogger } from '../../lambdas/shared/logger';
 import { OutcomePublisher, outcomeDetailSchema } from '../../lambdas/shared/outcome-event';
+import type { UpstreamExecutions } from '../../lambdas/shared/upstream-cancel';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+import { execution } from '../support/execution-status';
+import { cancelResult } from '../support/scripted-waterflai';
 
 const ACCEPTED_AT = '2025-03-01T12:00:00.000Z';
 const NOW_MS = Date.parse('2025-03-01T12:30:00.000Z');
@@ -20,7 +23,8 @@ const eventsMock = mockClient(EventBridgeClient);
 
 let dynamo: LocalDynamo;
 let store: JobStore;
-let cancelExecution: ReturnType<typeof vi.fn<(executionId: string) => Promise<unknown>>>;
+let cancelExecution: ReturnType<typeof vi.fn<UpstreamExecutions['cancelExecution']>>;
+let getExecution: ReturnType<typeof vi.fn<UpstreamExecutions['getExecution']>>;
 let logger: AppLogger & { error: MockInstance; info: MockInstance };
 let reconciler: ExecutionReconciler;
 
@@ -37,14 +41,16 @@ afterAll(async () => {
 beforeEach(() => {
   eventsMock.reset();
   eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'eb-1' }] });
-  cancelExecution = vi.fn<(executionId: string) => Promise<unknown>>(async () => ({ alreadyFinished: false }));
+  cancelExecution = vi.fn<UpstreamExecutions['cancelExecution']>(async (executionId) => cancelResult(true, { execution_id: executionId }));
+  getExecution = vi.fn<UpstreamExecutions['getExecution']>(async (executionId) => execution('RUNNING', { execution_id: executionId }));
   logger = { debug: vi.fn(), info: vi.fn(), warn: vi.fn(), error: vi.fn() };
   reconciler = new ExecutionReconciler({
     store,
     publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
-    waterflai: { cancelExecution },
+    waterflai: { cancelExecution, getExecution },
     logger,
     now: () => NOW_MS,
+    cancelRetryDelaysMs: [0, 0, 0],
   });
 });
 
@@ -190,52 +196,65 @@ describe('ExecutionReconciler: executions that ended outside the poll loop', () 
 });
 
 describe('ExecutionReconciler: the upstream cancel', () => {
+  it('a confirmed cancel settles CANCELLED stopped with upstream_cancel confirmed', async () => {
+    const { jobId, arn } = await trackedJob();
+
+    expect(await reconciler.reconcile(change('ABORTED', jobId, arn))).toBe('settled');
+
+    expect(await store.get(jobId)).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.STOPPED, upstream_cancel: 'confirmed' });
+    expect(logger.error).not.toHaveBeenCalled();
+  });
+
   it.each([
     ['HTTP 404', new WaterflaiHttpError('cancel', 404)],
     ['HTTP 409', new WaterflaiHttpError('cancel', 409)],
-  ])('%s (nothing left to cancel) does not stop the settlement and is not logged as an error', async (_name, error) => {
+  ])('%s with a 404 on the status read (the execution is gone) settles and is not logged as an error', async (_name, error) => {
     // Prepare
     const { jobId, arn } = await trackedJob();
     cancelExecution.mockRejectedValueOnce(error);
+    getExecution.mockRejectedValueOnce(new WaterflaiHttpError('get', 404));
 
     // Act
     const result = await reconciler.reconcile(change('ABORTED', jobId, arn));
 
     // Assess
     expect(result).toBe('settled');
-    expect((await store.get(jobId))?.status).toBe(JOB_STATUS.CANCELLED);
+    expect(await store.get(jobId)).toMatchObject({ status: JOB_STATUS.CANCELLED, upstream_cancel: 'confirmed' });
     expect(logger.error).not.toHaveBeenCalled();
   });
 
-  it('a permanent refusal (HTTP 403) is logged and the job is still settled', async () => {
+  it('a DELETE refused because the execution completed meanwhile: the job ends COMPLETED with its output (a finished result is never thrown away)', async () => {
     const { jobId, arn } = await trackedJob();
-    cancelExecution.mockRejectedValueOnce(new WaterflaiHttpError('cancel', 403));
+    cancelExecution.mockRejectedValueOnce(new WaterflaiHttpError('cancel', 409));
+    getExecution.mockResolvedValueOnce(execution('COMPLETED', { execution_id: `wf-${jobId}`, final_output: { summary: 'done' } }));
 
-    const result = await reconciler.reconcile(change('ABORTED', jobId, arn));
+    expect(await reconciler.reconcile(change('ABORTED', jobId, arn))).toBe('settled');
 
-    expect(result).toBe('settled');
-    expect((await store.get(jobId))?.status).toBe(JOB_STATUS.CANCELLED);
-    expect(logger.error).toHaveBeenCalledWith('could not cancel the execution in Waterflai', expect.objectContaining({ job_id: jobId }));
+    expect(await store.get(jobId)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: { summary: 'done' } });
+    expect(published()).toEqual([expect.objectContaining({ detailType: DETAIL_TYPE.COMPLETED })]);
   });
 
   it.each([
     ['HTTP 503', new WaterflaiHttpError('cancel', 503)],
     ['a timeout', new WaterflaiNetworkError('cancel', 'TIMEOUT', 'no answer')],
-  ])('a transient failure (%s) throws before anything is recorded; the retried event settles the job once', async (_name, error) => {
+    ['HTTP 403', new WaterflaiHttpError('cancel', 403)],
+    ['a refusal while running', cancelResult(false, { previous_status: 'RUNNING' })],
+  ])('a cancel that cannot be confirmed (%s on every attempt) settles with upstream_cancel unconfirmed and leaves the execution to the sweeper', async (_name, answer) => {
     // Prepare
     const { jobId, arn } = await trackedJob();
-    const before = await store.get(jobId);
-    cancelExecution.mockRejectedValueOnce(error);
+    if (answer instanceof Error) cancelExecution.mockRejectedValue(answer);
+    else cancelExecution.mockResolvedValue(answer);
 
     // Act
-    const first = reconciler.reconcile(change('ABORTED', jobId, arn));
+    const result = await reconciler.reconcile(change('ABORTED', jobId, arn));
 
     // Assess
-    await expect(first).rejects.toBe(error);
-    expect(await store.get(jobId)).toEqual(before);
-    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
-    expect(await reconciler.reconcile(change('ABORTED', jobId, arn))).toBe('settled');
-    expect(eventsMock).toHaveReceivedCommandTimes(PutEventsCommand, 1);
+    expect(result).toBe('settled');
+    expect(cancelExecution).toHaveBeenCalledTimes(4);
+    const record = await store.get(jobId);
+    expect(record).toMatchObject({ status: JOB_STATUS.CANCELLED, upstream_cancel: 'unconfirmed', cancel_pending: 'pending' });
+    expect([...(record?.pending_cancels ?? [])]).toEqual([`wf-${jobId}`]);
+    expect(logger.error).toHaveBeenCalledWith('could not confirm the cancellation of the execution; the sweeper keeps trying', expect.objectContaining({ job_id: jobId }));
   });
 });
 

@@ -9,10 +9,10 @@ import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/
 import { JobStore, type NewJob } from '../../lambdas/shared/job-store';
 import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
 import type { PollState } from '../../lambdas/shared/workflow';
-import { JobBusyError, JobStarter, sqsSafe, type WaterflaiStarter } from '../../lambdas/start-execution/start-job';
+import { JobBusyError, JobStarter, sqsSafe } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { sqsRecord } from '../support/sqs-record';
-import { answerLikeHealthyAws, STARTER_SETTINGS, STATE_MACHINE_ARN } from '../support/starter';
+import { answerLikeHealthyAws, fakeWaterflaiStarter, STARTER_SETTINGS, STATE_MACHINE_ARN, type FakeWaterflaiStarter } from '../support/starter';
 
 const settings = STARTER_SETTINGS;
 
@@ -23,7 +23,7 @@ const eventsMock = mockClient(EventBridgeClient);
 let dynamo: LocalDynamo;
 let store: JobStore;
 let clock: number;
-let waterflai: { startExecution: ReturnType<typeof vi.fn<WaterflaiStarter['startExecution']>>; cancelExecution: ReturnType<typeof vi.fn<WaterflaiStarter['cancelExecution']>> };
+let waterflai: FakeWaterflaiStarter;
 let logs: Array<{ level: string; args: unknown[] }>;
 let starter: JobStarter;
 
@@ -78,10 +78,7 @@ beforeEach(async () => {
 
   store = new JobStore(dynamo.documentClient, await dynamo.createJobTable());
   clock = Date.parse('2026-11-29T12:00:00.000Z');
-  waterflai = {
-    startExecution: vi.fn<WaterflaiStarter['startExecution']>(async () => ({ execution_id: 'exec_1' })),
-    cancelExecution: vi.fn<WaterflaiStarter['cancelExecution']>(async () => ({ alreadyFinished: false })),
-  };
+  waterflai = fakeWaterflaiStarter();
   logs = [];
   const capture = (level: string) => (...args: unknown[]) => void logs.push({ level, args });
   starter = new JobStarter({

@@ -8,7 +8,10 @@ import { JobStore, type StatusFields } from '../../lambdas/shared/job-store';
 import type { AppLogger } from '../../lambdas/shared/logger';
 import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
 import { JobSweeper, type SweepSettings } from '../../lambdas/sweep/sweep-jobs';
+import type { UpstreamExecutions } from '../../lambdas/shared/upstream-cancel';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
+import { execution } from '../support/execution-status';
+import { cancelResult } from '../support/scripted-waterflai';
 
 const NOW_MS = Date.parse('2025-03-01T18:00:00.000Z');
 const NOW = new Date(NOW_MS).toISOString();
@@ -20,7 +23,8 @@ const eventsMock = mockClient(EventBridgeClient);
 
 let dynamo: LocalDynamo;
 let store: JobStore;
-let cancelExecution: ReturnType<typeof vi.fn<(executionId: string) => Promise<unknown>>>;
+let cancelExecution: ReturnType<typeof vi.fn<UpstreamExecutions['cancelExecution']>>;
+let getExecution: ReturnType<typeof vi.fn<UpstreamExecutions['getExecution']>>;
 let logger: AppLogger & { error: MockInstance; info: MockInstance };
 
 beforeAll(async () => {
@@ -37,7 +41,8 @@ beforeEach(async () => {
   store = new JobStore(dynamo.documentClient, await dynamo.createJobTable());
   eventsMock.reset();
   eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'eb-1' }] });
-  cancelExecution = vi.fn<(executionId: string) => Promise<unknown>>(async () => ({ alreadyFinished: false }));
+  cancelExecution = vi.fn<UpstreamExecutions['cancelExecution']>(async (executionId) => cancelResult(true, { execution_id: executionId }));
+  getExecution = vi.fn<UpstreamExecutions['getExecution']>(async (executionId) => execution('RUNNING', { execution_id: executionId }));
   logger = { debug: vi.fn(), info: vi.fn(), warn: vi.fn(), error: vi.fn() };
 });
 
@@ -46,9 +51,10 @@ function sweeper(settings: Partial<SweepSettings> = {}): JobSweeper {
     {
       store,
       publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
-      waterflai: { cancelExecution },
+      waterflai: { cancelExecution, getExecution },
       logger,
       now: () => NOW_MS,
+      cancelRetryDelaysMs: [0, 0, 0],
     },
     { graceSeconds: GRACE_SECONDS, maxJobsPerRun: 100, ...settings },
   );
@@ -96,14 +102,14 @@ describe('JobSweeper: which jobs are swept', () => {
     const report = await sweeper().sweep();
 
     // Assess
-    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0 });
+    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect(await store.get('overdue')).toMatchObject({
       status: JOB_STATUS.FAILED,
       error_code: ERROR_CODE.TIMED_OUT,
       finished_at: NOW,
       event_published_at: NOW,
     });
-    expect(cancelExecution.mock.calls).toEqual([['wf-overdue']]);
+    expect(cancelExecution.mock.calls).toEqual([['wf-overdue', { timeoutMs: expect.any(Number) }]]);
     expect(await Promise.all(['within-grace', 'not-due', 'terminal'].map((id) => store.get(id)))).toEqual(untouched);
     const events = eventsMock.commandCalls(PutEventsCommand).flatMap((call) => call.args[0].input.Entries ?? []);
     expect(events).toHaveLength(1);
@@ -116,7 +122,7 @@ describe('JobSweeper: which jobs are swept', () => {
 
     const report = await sweeper().sweep();
 
-    expect(report).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0 });
+    expect(report).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect((await store.get('at-cutoff'))?.status).toBe(JOB_STATUS.RUNNING);
   });
 
@@ -128,7 +134,7 @@ describe('JobSweeper: which jobs are swept', () => {
     const report = await sweeper().sweep();
 
     // Assess
-    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0 });
+    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect(await store.get('stuck')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
     expect(cancelExecution).toHaveBeenCalledTimes(status === JOB_STATUS.SUBMITTING ? 0 : 1);
     expect(announcedJobs()).toEqual(['stuck']);
@@ -144,7 +150,7 @@ describe('JobSweeper: which jobs are swept', () => {
 
     const report = await sweeper().sweep();
 
-    expect(report).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0 });
+    expect(report).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect(await store.get('done')).toEqual(before);
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
   });
@@ -161,35 +167,40 @@ describe('JobSweeper: which jobs are swept', () => {
     const report = await sweeper().sweep();
 
     // Assess
-    expect(report).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0 });
+    expect(report).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect(cancelExecution).not.toHaveBeenCalled();
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
   });
 
   it('an empty table: nothing examined', async () => {
-    expect(await sweeper().sweep()).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0 });
+    expect(await sweeper().sweep()).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
   });
 });
 
 describe('JobSweeper: failures', () => {
-  it('a transient cancel failure for one job does not stop the next; that job stays open for the next run', async () => {
+  it('a cancel that cannot be confirmed for one job does not stop the next: that job is settled unconfirmed and the next sweep confirms it', async () => {
     // Prepare
     await job('flaky', -3600);
     await job('fine', -3600);
     cancelExecution.mockImplementation(async (executionId) => {
       if (executionId === 'wf-flaky') throw new WaterflaiHttpError('cancel', 503);
-      return { alreadyFinished: false };
+      return cancelResult(true, { execution_id: executionId });
     });
 
     // Act
     const report = await sweeper().sweep();
+    cancelExecution.mockImplementation(async (executionId) => cancelResult(true, { execution_id: executionId }));
+    const next = await sweeper().sweep();
 
     // Assess
-    expect(report).toEqual({ examined: 2, settled: 1, failed: 1, announced: 0 });
-    expect((await store.get('flaky'))?.status).toBe(JOB_STATUS.RUNNING);
-    expect(await store.get('fine')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
-    expect(announcedJobs()).toEqual(['fine']);
-    expect(logger.error).toHaveBeenCalledWith('could not settle an overdue job', expect.objectContaining({ job_id: 'flaky' }));
+    expect(report).toEqual({ examined: 2, settled: 2, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 1 });
+    expect(next).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0, cancelsConfirmed: 1, cancelsPending: 0 });
+    expect(await store.get('fine')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
+    const flaky = await store.get('flaky');
+    expect(flaky).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
+    expect(flaky?.pending_cancels).toBeUndefined();
+    expect(flaky?.cancel_pending).toBeUndefined();
+    expect(announcedJobs()).toEqual(['fine', 'flaky']);
   });
 
   it('a failing announcement for one job does not stop the next', async () => {
@@ -206,7 +217,7 @@ describe('JobSweeper: failures', () => {
     const report = await sweeper().sweep();
 
     // Assess: the first job is settled but not announced; it counts as failed
-    expect(report).toEqual({ examined: 2, settled: 1, failed: 1, announced: 0 });
+    expect(report).toEqual({ examined: 2, settled: 1, failed: 1, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect(await store.get('second')).toMatchObject({ status: JOB_STATUS.FAILED, event_published_at: NOW });
     expect((await store.get('first'))?.event_published_at).toBeUndefined();
   });
@@ -215,13 +226,14 @@ describe('JobSweeper: failures', () => {
     ['HTTP 404', new WaterflaiHttpError('cancel', 404)],
     ['HTTP 409', new WaterflaiHttpError('cancel', 409)],
     ['HTTP 401', new WaterflaiHttpError('cancel', 401)],
-  ])('a cancel answered %s still settles the job', async (_name, error) => {
+  ])('a cancel answered %s, then a 404 on the status read (the execution is gone), settles the job', async (_name, error) => {
     await job('gone', -3600);
     cancelExecution.mockRejectedValueOnce(error);
+    getExecution.mockRejectedValueOnce(new WaterflaiHttpError('get', 404));
 
     const report = await sweeper().sweep();
 
-    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0 });
+    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect((await store.get('gone'))?.error_code).toBe(ERROR_CODE.TIMED_OUT);
   });
 });
@@ -242,9 +254,9 @@ describe('JobSweeper: maxJobsPerRun', () => {
     const second = await sweeper({ maxJobsPerRun: 3 }).sweep();
 
     // Assess
-    expect(first).toEqual({ examined: 3, settled: 3, failed: 0, announced: 0 });
+    expect(first).toEqual({ examined: 3, settled: 3, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect(settledAfterFirst).toBe(3);
-    expect(second).toEqual({ examined: 2, settled: 2, failed: 0, announced: 0 });
+    expect(second).toEqual({ examined: 2, settled: 2, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect(announcedJobs()).toEqual(all);
   });
 
@@ -252,11 +264,11 @@ describe('JobSweeper: maxJobsPerRun', () => {
     await job('a', -3600);
     await job('b', -3600);
     await job('c', -3600);
-    cancelExecution.mockRejectedValue(new WaterflaiHttpError('cancel', 503));
+    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'no' }] });
 
     const report = await sweeper({ maxJobsPerRun: 2 }).sweep();
 
-    expect(report).toEqual({ examined: 2, settled: 0, failed: 2, announced: 0 });
+    expect(report).toEqual({ examined: 2, settled: 0, failed: 2, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
     expect(cancelExecution).toHaveBeenCalledTimes(2);
   });
 });
@@ -314,7 +326,7 @@ describe('JobSweeper: outcomes that were never announced', () => {
       {
         store,
         publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
-        waterflai: { cancelExecution },
+        waterflai: { cancelExecution, getExecution },
         logger,
         now: () => NOW_MS + (GRACE_SECONDS + 60) * 1000,
       },
@@ -324,7 +336,73 @@ describe('JobSweeper: outcomes that were never announced', () => {
 
     // Assess
     expect(first).toMatchObject({ examined: 1, failed: 1 });
-    expect(second).toMatchObject({ examined: 0, announced: 1 });
+    expect(second).toMatchObject({ examined: 0, announced: 1, cancelsConfirmed: 0, cancelsPending: 0 });
     expect((await store.get('overdue'))?.event_published_at).toBeDefined();
+  });
+});
+
+describe('JobSweeper: executions whose cancellation is still unconfirmed', () => {
+  async function endedWithPending(jobId: string, executions: string[]): Promise<void> {
+    await job(jobId, 3600);
+    await store.applyStatus(jobId, {
+      status: JOB_STATUS.FAILED,
+      fields: { error_code: ERROR_CODE.TIMED_OUT, error_message: 'late', finished_at: fromNow(-60), upstream_cancel: 'unconfirmed' },
+      pendingCancels: executions,
+      now: fromNow(-60),
+    });
+  }
+
+  it('cancels every pending execution, takes each off the list, and marks the job confirmed when none is left', async () => {
+    await endedWithPending('ended', ['wf-ended', 'wf-extra']);
+
+    const report = await sweeper().sweep();
+
+    expect(report).toMatchObject({ cancelsConfirmed: 2, cancelsPending: 0 });
+    expect(cancelExecution.mock.calls.map(([id]) => id).sort()).toEqual(['wf-ended', 'wf-extra']);
+    const record = await store.get('ended');
+    expect(record).toMatchObject({ status: JOB_STATUS.FAILED, upstream_cancel: 'confirmed' });
+    expect(record?.pending_cancels).toBeUndefined();
+    expect(await store.listPendingCancels(10)).toEqual([]);
+  });
+
+  it('an execution Waterflai keeps refusing to cancel stays pending, with the reason, for the next sweep', async () => {
+    await endedWithPending('stubborn', ['wf-stubborn']);
+    cancelExecution.mockResolvedValue(cancelResult(false, { previous_status: 'RUNNING' }));
+
+    const report = await sweeper().sweep();
+
+    expect(report).toMatchObject({ cancelsConfirmed: 0, cancelsPending: 1 });
+    const record = await store.get('stubborn');
+    expect(record).toMatchObject({ upstream_cancel: 'unconfirmed', cancel_pending: 'pending' });
+    expect(record?.last_cancel_error).toMatch(/still RUNNING/);
+    expect(await store.listPendingCancels(10)).toEqual(['stubborn']);
+  });
+
+  it('a pending execution found COMPLETED is taken off the list and logged: its result cannot be delivered any more', async () => {
+    await endedWithPending('late', ['wf-late']);
+    cancelExecution.mockRejectedValueOnce(new WaterflaiHttpError('cancel', 409));
+    getExecution.mockResolvedValueOnce(execution('COMPLETED', { execution_id: 'wf-late', final_output: 'too late' }));
+
+    const report = await sweeper().sweep();
+
+    expect(report).toMatchObject({ cancelsConfirmed: 1, cancelsPending: 0 });
+    expect(logger.error).toHaveBeenCalledWith(
+      'a Waterflai execution of an ended job completed before its cancel took effect; its result is not delivered',
+      expect.objectContaining({ job_id: 'late', execution_id: 'wf-late' }),
+    );
+    expect(await store.listPendingCancels(10)).toEqual([]);
+  });
+
+  it('a superfluous execution of a job that completed on its own is cancelled without touching the job\'s outcome fields', async () => {
+    await job('done', 3600);
+    await store.applyStatus('done', { status: JOB_STATUS.COMPLETED, fields: { final_output: 'ok', finished_at: fromNow(-60) }, now: fromNow(-60) });
+    await store.addPendingCancels('done', ['wf-duplicate'], 'refused', fromNow(-30));
+
+    await sweeper().sweep();
+
+    const record = await store.get('done');
+    expect(record?.upstream_cancel).toBeUndefined();
+    expect(record?.pending_cancels).toBeUndefined();
+    expect(cancelExecution.mock.calls.map(([id]) => id)).toEqual(['wf-duplicate']);
   });
 });

@@ -1464,3 +1464,60 @@ describe('requestTimeoutFor', () => {
     expect(Date.now() - startedAt).toBeLessThan(2_000);
   });
 });
+
+describe('WaterflaiClient: a refused key is read again (key rotation)', () => {
+  const OLD_KEY = 'wf-old-key-1';
+  const NEW_KEY = 'wf-new-key-2';
+  const acceptOnly = (key: string): Responder => (req, res) =>
+    req.headers['x-api-key'] === key ? sendJson(res, 200, { status: 'RUNNING' }) : sendJson(res, 401, { message: 'invalid key' });
+
+  it.each([401, 403])('a %i is sent once more with the freshly read key, and succeeds', async (status) => {
+    server.responder = (req, res) => (req.headers['x-api-key'] === NEW_KEY ? sendJson(res, 200, { status: 'RUNNING' }) : sendJson(res, status, {}));
+    let refreshes = 0;
+    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => (refreshes += 1, NEW_KEY) });
+
+    const result = await client.getExecution('exec-1');
+
+    expect(result.status).toBe('RUNNING');
+    expect(refreshes).toBe(1);
+    expect(server.requests.map((request) => request.headers['x-api-key'])).toEqual([OLD_KEY, NEW_KEY]);
+  });
+
+  it('a fresh key equal to the refused one is not sent again: the 401 is the answer', async () => {
+    server.responder = acceptOnly(NEW_KEY);
+    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => OLD_KEY });
+
+    const error = await rejectionOf(client.getExecution('exec-1'));
+
+    expect(error).toBeInstanceOf(WaterflaiHttpError);
+    expect((error as WaterflaiHttpError).status).toBe(401);
+    expect(server.requests).toHaveLength(1);
+  });
+
+  it('without a refresh function a 401 is returned as it is', async () => {
+    server.responder = acceptOnly(NEW_KEY);
+    const client = makeClient({ apiKey: () => OLD_KEY });
+
+    expect(await rejectionOf(client.cancelExecution('exec-1'))).toMatchObject({ status: 401 });
+    expect(server.requests).toHaveLength(1);
+  });
+
+  it('retries at most once: a second 401 with the fresh key is the answer', async () => {
+    server.responder = (_req, res) => sendJson(res, 401, {});
+    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => NEW_KEY });
+
+    expect(await rejectionOf(client.startExecution('bot', { q: 1 }))).toMatchObject({ status: 401 });
+    expect(server.requests).toHaveLength(2);
+  });
+
+  it('other errors never read the key again', async () => {
+    server.responder = (_req, res) => sendJson(res, 503, {});
+    let refreshes = 0;
+    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => (refreshes += 1, NEW_KEY) });
+
+    await rejectionOf(client.getExecution('exec-1'));
+
+    expect(refreshes).toBe(0);
+    expect(server.requests).toHaveLength(1);
+  });
+});
