@@ -8,6 +8,7 @@ import type { AppLogger } from '../shared/logger';
 import { acceptedOutputBytes, placeOutput, type OutputStore } from '../shared/output-store';
 import { DEFAULT_STREAM_RESERVE_MS, listenBudgetSeconds, type ListenOutcome, type ListenResult, type StreamProgress } from '../shared/execution-stream';
 import { fixedIntervalStrategy, MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings, type JobObservation, type PollStrategy, type StrategyMemory, type StreamState } from '../shared/poll-strategy';
+import { inferProgressScale, progressSampleOf, toPercent, type ProgressScale } from '../shared/progress-scale';
 import { mapExecutionStatus } from '../shared/status-mapping';
 import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../shared/upstream-cancel';
 import { requestTimeoutFor, type ExecutionStatus } from '../shared/waterflai-client';
@@ -25,6 +26,8 @@ export interface ExecutionStreamListener {
       readonly onEvent: (event: StreamProgress) => void;
       readonly keepListening: () => boolean;
       readonly checkIntervalMs: number;
+      /** The progress scale decided so far: the events' progress comes back as percent. */
+      readonly progressScale?: ProgressScale;
     },
   ): Promise<ListenResult>;
 }
@@ -182,7 +185,7 @@ export class JobPoller {
     if (first.kind === 'cancel-deferred') throw new Error('a first status read never defers a cancel');
 
     // Ask the strategy; maybe listen on the stream until the end (or until it is not worth it).
-    let memory = this.strategy.observe(state.poll_memo, this.observation(state, first.execution, first.atMs));
+    let memory = this.strategy.observe(state.poll_memo, this.observation(state, first.execution, first.atMs, first.next.progress_scale));
     let plan = this.strategy.plan(memory, {
       now: this.jobSeconds(state, this.now()),
       pollCount,
@@ -193,10 +196,11 @@ export class JobPoller {
     memory = plan.memory;
     let next = first.next;
     if (plan.listenSeconds > 0 && this.deps.stream !== undefined) {
-      const heard = await this.listen(state, memory, plan.listenSeconds, remainingMs);
+      const heard = await this.listen(first.next, memory, plan.listenSeconds, remainingMs);
       memory = heard.memory;
       // Whatever the stream said, the status read decides (and records) the outcome.
-      const second = await this.read(first.next, first.next, remainingMs, this.now(), { deferCancelled: true });
+      const listened: PollState = heard.progressScale === undefined ? first.next : { ...first.next, progress_scale: heard.progressScale };
+      const second = await this.read(listened, listened, remainingMs, this.now(), { deferCancelled: true });
       if (second.kind === 'cancel-deferred') {
         // A Lambda invocation outlives a StopExecution: if an operator stopped this execution
         // while it listened, the CANCELLED it heard is the reconciler's upstream cancel, which
@@ -208,7 +212,7 @@ export class JobPoller {
       if (second.kind === 'done') return second.state;
       if (second.kind === 'incident') return this.incident(withMemory(first.next, memory), undefined, second, remainingMs);
       if (second.kind === 'rate-limited') return this.rateLimited(first.next, memory, second.retryAfterSeconds, 'listened');
-      memory = this.strategy.observe(memory, this.observation(state, second.execution, second.atMs));
+      memory = this.strategy.observe(memory, this.observation(state, second.execution, second.atMs, second.next.progress_scale));
       // A stream that closed although the job goes on is not trusted for a while.
       const failed = isStreamFailure(heard.outcome) || heard.outcome === 'closed';
       memory = failed ? this.strategy.streamFailed(memory, this.jobSeconds(state, this.now())) : this.strategy.streamWorked(memory);
@@ -275,12 +279,12 @@ export class JobPoller {
     return (ms - Date.parse(state.accepted_at)) / 1000 / this.timeScale;
   }
 
-  private observation(state: PollState, execution: ExecutionStatus, atMs: number): JobObservation {
+  private observation(state: PollState, execution: ExecutionStatus, atMs: number, scale: ProgressScale | undefined): JobObservation {
     const startedMs = execution.started_at === null ? Number.NaN : Date.parse(execution.started_at);
     return {
       at: this.jobSeconds(state, atMs),
       status: execution.known_status ?? execution.status,
-      progress: execution.progress,
+      progress: toPercent(execution.progress, scale),
       completedNodes: execution.completed_nodes,
       totalNodes: execution.total_nodes,
       startedAt: Number.isFinite(startedMs) ? this.jobSeconds(state, startedMs) : null,
@@ -304,13 +308,19 @@ export class JobPoller {
   }
 
   /** Listens on the stream for up to `seconds` of job time, folding its events into the memory. */
-  private async listen(state: PollState, start: StrategyMemory, seconds: number, remainingMs: () => number): Promise<{ memory: StrategyMemory; outcome: ListenOutcome }> {
+  private async listen(
+    state: PollState,
+    start: StrategyMemory,
+    seconds: number,
+    remainingMs: () => number,
+  ): Promise<{ memory: StrategyMemory; outcome: ListenOutcome; progressScale: ProgressScale | undefined }> {
     const stream = this.deps.stream!;
     let memory = start;
     const windowMs = Math.min(seconds * 1000 * this.timeScale, remainingMs() - this.streamReserveMs, Date.parse(state.deadline_at) - this.now());
-    if (!(windowMs >= 1)) return { memory, outcome: 'window' };
+    if (!(windowMs >= 1)) return { memory, outcome: 'window', progressScale: state.progress_scale };
     const result = await stream.listen(state.execution_id, {
       windowMs,
+      ...(state.progress_scale === undefined ? {} : { progressScale: state.progress_scale }),
       checkIntervalMs: Math.max(10, LISTEN_CHECK_MS * this.timeScale),
       onEvent: (event) => {
         memory = this.strategy.observe(memory, {
@@ -333,7 +343,7 @@ export class JobPoller {
       listened_ms: result.elapsedMs,
       ...(result.reason === undefined ? {} : { reason: result.reason }),
     });
-    return { memory, outcome: result.outcome };
+    return { memory, outcome: result.outcome, progressScale: result.progressScale ?? state.progress_scale };
   }
 
   /**
@@ -395,7 +405,8 @@ export class JobPoller {
     const { logger } = this.deps;
     const pollCount = counted.poll_count;
     const observedAt = new Date(nowMs).toISOString();
-    const mapped = mapExecutionStatus(execution, observedAt, acceptedOutputBytes(this.deps));
+    const scale = inferProgressScale(compare.progress_scale, progressSampleOf(execution));
+    const mapped = mapExecutionStatus(execution, observedAt, acceptedOutputBytes(this.deps), scale);
     if (options.deferCancelled === true && mapped.status === JOB_STATUS.CANCELLED) return { kind: 'cancel-deferred' };
     const fields = await this.placeOutput(compare, mapped.status, mapped.fields, mapped.outputBytes);
     const progress = fields.progress ?? null;
@@ -407,6 +418,7 @@ export class JobPoller {
       current_node: currentNode,
       cleanup_after: execution.cleanup_after,
       upstream_seen: true,
+      ...(scale === undefined ? {} : { progress_scale: scale }),
     };
     const changed = mapped.status !== compare.status || progress !== compare.progress || currentNode !== compare.current_node;
     if (!changed && !isTerminalStatus(mapped.status)) return { kind: 'running', next, execution, atMs: nowMs };

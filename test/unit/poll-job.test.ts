@@ -129,6 +129,7 @@ describe('JobPoller', () => {
         execution_polls: 1,
         cleanup_after: null,
         upstream_seen: true,
+        progress_scale: 'percent',
         next_poll_seconds: nextPollSeconds(POLL_SETTINGS),
       });
       expect(await store.get(state.job_id)).toMatchObject({
@@ -663,5 +664,38 @@ describe('JobPoller: DynamoDB faults while recording', () => {
     sendSpy = vi.spyOn(dynamo.documentClient, 'send').mockRejectedValueOnce(fault);
 
     await expect(instance.poll(state, PLENTY_OF_TIME)).rejects.toBe(fault);
+  });
+});
+
+describe('JobPoller: progress as a fraction or a percent', () => {
+  it('a server reporting 0..1 fractions is recorded in percent, and the decided scale is kept in the loop state', async () => {
+    let state: PollState = await startedJob();
+    const { instance } = poller([execution('RUNNING', { progress: 0.37 }), execution('RUNNING', { progress: 1, status: 'RUNNING' })]);
+
+    state = await instance.poll(state, PLENTY_OF_TIME);
+    expect(state).toMatchObject({ progress: 37, progress_scale: 'fraction' });
+    expect((await store.get(state.job_id))?.progress).toBe(37);
+
+    // Once decided, an ambiguous 1 is 100%, not 1%.
+    state = await instance.poll(state, PLENTY_OF_TIME);
+    expect(state).toMatchObject({ progress: 100, progress_scale: 'fraction' });
+  });
+
+  it('node counts tell 1% from 100%: progress 1 with 1 of 100 nodes done is 1%', async () => {
+    const state = await startedJob();
+    const { instance } = poller([execution('RUNNING', { progress: 1, completed_nodes: 1, total_nodes: 100 })]);
+
+    const next = await instance.poll(state, PLENTY_OF_TIME);
+
+    expect(next).toMatchObject({ progress: 1, progress_scale: 'percent' });
+  });
+
+  it('a percent server (the contract\'s stream example, 50.0) is recorded as it is', async () => {
+    const state = await startedJob();
+    const { instance } = poller([execution('RUNNING', { progress: 50 })]);
+
+    const next = await instance.poll(state, PLENTY_OF_TIME);
+
+    expect(next).toMatchObject({ progress: 50, progress_scale: 'percent' });
   });
 });
