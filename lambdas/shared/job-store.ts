@@ -374,16 +374,15 @@ export class JobStore {
   }
 
   /**
-   * Records an upstream incident the poll loop is riding out (or its end, with null) on a
-   * job that is not terminal. Returns false when the job is terminal or unknown.
+   * Records an upstream incident the poll loop is riding out on a job that is not terminal,
+   * or its end (null, whatever the job's status: the read that ended it may have settled the
+   * job). Returns false when the job is unknown, or terminal for a new incident.
    */
   async recordIncident(jobId: string, incident: PollIncident | null, now: string): Promise<boolean> {
-    const record = await this.conditionalUpdate(
-      jobId,
-      { incident, updated_at: now },
-      'attribute_exists(#job_id) AND #status_rank < :terminal',
-      { ':terminal': TERMINAL_RANK },
-    );
+    const record =
+      incident === null
+        ? await this.conditionalUpdate(jobId, { incident: null }, 'attribute_exists(#job_id)', {})
+        : await this.conditionalUpdate(jobId, { incident, updated_at: now }, 'attribute_exists(#job_id) AND #status_rank < :terminal', { ':terminal': TERMINAL_RANK });
     return record !== undefined;
   }
 

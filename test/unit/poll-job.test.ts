@@ -377,6 +377,18 @@ describe('JobPoller', () => {
       expect(logger.info).toHaveBeenCalledWith('upstream incident over: Waterflai answers again', expect.objectContaining({ job_id: state.job_id, failures: 1 }));
     });
 
+    it('the read that ends an incident may settle the job: the record stops showing the incident all the same', async () => {
+      const state = await startedJob();
+      const { instance } = poller([new WaterflaiNetworkError('get', 'NETWORK_ERROR', 'connection failed (ECONNREFUSED)'), execution('COMPLETED', { final_output: 1 })]);
+
+      const during = await instance.poll(state, PLENTY_OF_TIME);
+      expect((await store.get(state.job_id))?.incident).toMatchObject({ kind: 'transient' });
+      const after = await instance.poll(during, PLENTY_OF_TIME);
+
+      expect(after.status).toBe(JOB_STATUS.COMPLETED);
+      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.COMPLETED, incident: null });
+    });
+
     it('an outage never fails the job before its deadline; at the deadline the execution is cancelled and the job times out', async () => {
       // Prepare: every read fails until past the deadline (2 days of 503s at pollMaxSeconds)
       let state: PollState = { ...(await startedJob()), deadline_at: at(3_600) };
