@@ -14,17 +14,19 @@ export const DEFAULT_API_KEY_MIN_REFRESH_MS = 5_000;
 export interface CachedApiKey {
   (): Promise<string>;
   /**
-   * Re-reads the secret now, bypassing the cache (a rotated key is picked up before the TTL
-   * runs out). Calls within the minimum refresh interval of the last read share that read.
+   * Re-reads the secret, bypassing the cache (a rotated key is picked up before the TTL runs
+   * out), unless a read started at or after `notBeforeMs` already did: pass the time the
+   * refused request was sent, and a burst of refusals costs one read. Without it, reads
+   * started within the minimum refresh interval count.
    */
-  refresh(): Promise<string>;
+  refresh(notBeforeMs?: number): Promise<string>;
 }
 
 /**
  * Returns a function that yields the Waterflai API key from Secrets Manager, cached for a
- * short time so that a rotated key is picked up within minutes without a call per request.
- * The key is never logged. A secret holding JSON `{"apiKey": "..."}` (or `api_key`) is
- * accepted as well as a plain string.
+ * short time so that a rotated key is picked up within minutes without a call per request,
+ * and at once through `refresh()` when Waterflai refuses it. The key is never logged. A
+ * secret holding JSON `{"apiKey": "..."}` (or `api_key`) is accepted as well as a plain string.
  */
 export function cachedApiKey(
   client: SecretsManagerClient,
@@ -34,28 +36,39 @@ export function cachedApiKey(
   const ttlMs = options.ttlMs ?? DEFAULT_API_KEY_TTL_MS;
   const minRefreshMs = options.minRefreshMs ?? DEFAULT_API_KEY_MIN_REFRESH_MS;
   const now = options.now ?? Date.now;
-  let cached: { value: string; fetchedAt: number } | undefined;
-  let inFlight: Promise<string> | undefined;
+  /** The key and when the read that got it started. */
+  let cached: { value: string; readStartedAt: number } | undefined;
+  let inFlight: { promise: Promise<string>; startedAt: number } | undefined;
 
-  const fetchKey = (): Promise<string> => {
-    inFlight ??= (async () => {
-      const result = await client.send(new GetSecretValueCommand({ SecretId: secretId }));
-      const value = extractKey(result.SecretString);
-      cached = { value, fetchedAt: now() };
-      return value;
-    })().finally(() => {
-      inFlight = undefined;
-    });
-    return inFlight;
+  const read = (): Promise<string> => {
+    if (inFlight === undefined) {
+      const startedAt = now();
+      const promise = (async () => {
+        const result = await client.send(new GetSecretValueCommand({ SecretId: secretId }));
+        const value = extractKey(result.SecretString);
+        if (cached === undefined || cached.readStartedAt <= startedAt) cached = { value, readStartedAt: startedAt };
+        return value;
+      })().finally(() => {
+        inFlight = undefined;
+      });
+      inFlight = { promise, startedAt };
+    }
+    return inFlight.promise;
   };
 
   const key = async (): Promise<string> => {
-    if (cached && cached.fetchedAt + ttlMs > now()) return cached.value;
-    return fetchKey();
+    if (cached && cached.readStartedAt + ttlMs > now()) return cached.value;
+    return read();
   };
-  key.refresh = async (): Promise<string> => {
-    if (cached && cached.fetchedAt + minRefreshMs > now()) return cached.value;
-    return fetchKey();
+  key.refresh = async (notBeforeMs?: number): Promise<string> => {
+    // Without a send time: reads started less than minRefreshMs ago.
+    const threshold = notBeforeMs ?? now() - minRefreshMs + 1;
+    if (cached && cached.readStartedAt >= threshold) return cached.value;
+    if (inFlight && inFlight.startedAt >= threshold) return inFlight.promise;
+    // A read under way that started too early may still carry the refused key: wait for it, then read again.
+    if (inFlight) await inFlight.promise.catch(() => undefined);
+    if (cached && cached.readStartedAt >= threshold) return cached.value;
+    return read();
   };
   return key;
 }

@@ -190,12 +190,13 @@ export interface WaterflaiClientOptions {
    */
   readonly apiKey: () => Promise<string> | string;
   /**
-   * Re-reads the API key from its source, bypassing any cache. When set, a request answered
-   * 401 or 403 is sent once more with the fresh key if it differs from the one refused (the
-   * key was rotated while the cached copy was still in use). Errors it throws propagate.
+   * Re-reads the API key from its source, bypassing any cache read before `notBeforeMs`
+   * (when the refused request was sent). When set, a request answered 401 or 403 is sent
+   * once more with the fresh key if it differs from the one refused (the key was rotated
+   * while the cached copy was still in use). Errors it throws propagate.
    * @default - no refresh: a 401/403 is returned as it is
    */
-  readonly refreshApiKey?: () => Promise<string>;
+  readonly refreshApiKey?: (notBeforeMs: number) => Promise<string>;
   /**
    * Per-request deadline in ms, covering connection, headers and body.
    * @default 10_000
@@ -265,7 +266,7 @@ class BodyTooLargeError extends Error {}
 export class WaterflaiClient {
   readonly #base: string;
   readonly #apiKey: () => Promise<string> | string;
-  readonly #refreshApiKey: (() => Promise<string>) | undefined;
+  readonly #refreshApiKey: ((notBeforeMs: number) => Promise<string>) | undefined;
   readonly #defaultTimeoutMs: number;
   readonly #maxResponseBytes: number;
   readonly #fetch: typeof fetch;
@@ -417,9 +418,11 @@ export class WaterflaiClient {
     const timeoutMs = options.timeoutMs ?? this.#defaultTimeoutMs;
     if (!isValidTimeout(timeoutMs)) throw new RangeError(`timeoutMs must be a finite number of at least 1, got ${String(timeoutMs)}`);
     options.signal?.throwIfAborted();
-    const first = await this.#send(operation, method, path, body, options, checkApiKey(await this.#apiKey()));
+    const apiKey = checkApiKey(await this.#apiKey());
+    const sentAt = this.#now();
+    const first = await this.#send(operation, method, path, body, options, apiKey);
     if ((first.status !== 401 && first.status !== 403) || this.#refreshApiKey === undefined) return first;
-    const fresh = checkApiKey(await this.#refreshApiKey());
+    const fresh = checkApiKey(await this.#refreshApiKey(sentAt));
     if (fresh === first.apiKey) return first;
     return this.#send(operation, method, path, body, options, fresh);
   }

@@ -580,11 +580,14 @@ export function sqsSafe(text: string): string {
 }
 
 /**
- * Failures that no retry can fix: Waterflai refusing the request (4xx other than 408, 425
- * and 429, or a redirect) or an identifier that may not be sent. Everything else, including
+ * Failures that no retry can fix: Waterflai refusing the request (4xx other than 401, 403,
+ * 408, 425 and 429, or a redirect) or an identifier that may not be sent. Everything else, including
  * configuration and AWS errors, is retried: an operator can fix those without losing jobs.
  */
 function isPermanentStartError(error: unknown): error is WaterflaiError | InvalidIdentifierError {
+  // A refused key (401/403, even after the client re-read the secret) is the deployment's
+  // problem, not the job's: a key rotation in progress, or one an operator can fix. Retried.
+  if (error instanceof WaterflaiHttpError && (error.status === 401 || error.status === 403)) return false;
   return (error instanceof WaterflaiError || error instanceof InvalidIdentifierError) && !error.retryable;
 }
 

@@ -226,3 +226,20 @@ describe('cachedApiKey.refresh', () => {
     expect(secrets).toHaveReceivedCommandTimes(GetSecretValueCommand, 1);
   });
 });
+
+describe('cachedApiKey.refresh(notBeforeMs)', () => {
+  it('reuses a read that started after the refused request was sent, and reads again for a request sent after it', async () => {
+    const clock = manualClock();
+    secrets.on(GetSecretValueCommand).resolvesOnce({ SecretString: 'old-key' }).resolvesOnce({ SecretString: 'new-key' }).resolves({ SecretString: 'newer-key' });
+    const apiKey = cachedApiKey(client, SECRET_ID, { now: clock.now });
+    const sentBeforeRotation = clock.now();
+    await apiKey();
+
+    // Sent at the same time as the read: that read is not older than the request, so it is reused.
+    expect(await apiKey.refresh(sentBeforeRotation)).toBe('old-key');
+    clock.advance(10);
+    // A request sent after the read was refused: the key that read returned is the refused one.
+    expect(await apiKey.refresh(clock.now())).toBe('new-key');
+    expect(secrets).toHaveReceivedCommandTimes(GetSecretValueCommand, 2);
+  });
+});

@@ -330,7 +330,7 @@ describe('JobStarter: transient failures fail only the item and are retried', ()
 });
 
 describe('JobStarter: permanent failures are not retried', () => {
-  it.each([400, 401, 403, 404, 409, 422])('Waterflai %i on start: FAILED with WATERFLAI_REJECTED, Failed event, DLQ with the reason', async (status) => {
+  it.each([400, 404, 409, 422])('Waterflai %i on start: FAILED with WATERFLAI_REJECTED, Failed event, DLQ with the reason', async (status) => {
     // Prepare
     waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', status, undefined, 'chatbot is not published'));
 
@@ -350,6 +350,21 @@ describe('JobStarter: permanent failures are not retried', () => {
     expect(sqsMock.commandCalls(SendMessageCommand)[0]?.args[0].input.MessageBody).toBe(job());
     expect(sfnMock).not.toHaveReceivedCommand(StartExecutionCommand);
     expect(sqsMock).not.toHaveReceivedCommand(ChangeMessageVisibilityCommand);
+  });
+
+  it.each([401, 403])('Waterflai %i on start (the key refused even after a fresh read) is retried through SQS, not a rejection of the job', async (status) => {
+    // Prepare
+    waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', status, undefined, 'invalid key'));
+
+    // Act
+    const attempt = starter.handleRecord(sqsRecord(job(), { receiveCount: 1 }), remaining);
+
+    // Assess
+    await expect(attempt).rejects.toBeInstanceOf(WaterflaiHttpError);
+    expect((await store.get('job-1'))?.status).toBe(JOB_STATUS.SUBMITTING);
+    expect(sqsMock).toHaveReceivedCommand(ChangeMessageVisibilityCommand);
+    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+    expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
   });
 
   it('an invalid message that is not a JSON object goes to the DLQ with its reason, and no event (no job id is known)', async () => {
