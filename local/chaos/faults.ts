@@ -2,7 +2,10 @@
  * The chaos run's fault mix and the hooks that inject it into the local runtime, below the
  * handlers (see `local/runtime/runtime.ts`, `LocalRuntimeFaults`):
  *
- * - Waterflai: the simulator's own seeded faults (`SimulatorOptions.faults`).
+ * - Waterflai: the simulator's own seeded faults (`SimulatorOptions.faults`), refused cancels
+ *   (`refuseCancel`), the answer to a DELETE of a finished execution (`finishedCancelAnswer`),
+ *   and the upstream incidents of {@link IncidentMix}: outage windows and key rotations, put
+ *   on the run's timeline by the plan (`plan.ts`, `ChaosPlan.incidents`) and started by the run.
  * - DynamoDB: a proxy in front of DynamoDB answers throttling and 500s in DynamoDB's exact
  *   error shape, and sometimes loses the answer to a write that took effect.
  * - Step Functions: `StartExecution` answers `ThrottlingException`.
@@ -21,8 +24,63 @@ import { AwsServiceError, type AwsFault } from '../runtime/aws-json-server';
 import type { DynamoDbErrorCode, DynamoDbFault } from '../runtime/dynamodb-fault-proxy';
 import type { PutEventsEntry, PutEventsEntryFault } from '../runtime/eventbridge';
 import type { LocalRuntimeFaults } from '../runtime/runtime';
-import { FAULT_KINDS, type FaultSettings } from '../simulator/server';
+import { FAULT_KINDS, type FaultSettings, type OutageAnswer, type RouteName } from '../simulator/server';
 import { Dice } from './dice';
+
+/**
+ * An outage of Waterflai: every request to `routes` fails for `durationMs` (real ms), with
+ * 503s, resets or timeouts as weighted by `answers`.
+ */
+export interface OutageIncident {
+  /** When it begins, as a share (0..1) of the time the plan takes to send its job messages. */
+  readonly atShare: number;
+  /** How long it lasts, real ms (not scaled: the old poll retries gave up after ~90 s at time scale 0.1). */
+  readonly durationMs: number;
+  readonly routes: readonly RouteName[];
+  readonly answers: Readonly<Partial<Record<OutageAnswer, number>>>;
+}
+
+/**
+ * A rotation of the API key: the run writes a new key into the local Secrets Manager and the
+ * simulator accepts it; `revokeOldAfterMs` later the simulator answers the old key 401, long
+ * before the Lambdas' 5-minute key cache would have expired.
+ */
+export interface KeyRotationIncident {
+  /** When it happens, as a share (0..1) of the time the plan takes to send its job messages. */
+  readonly atShare: number;
+  /** Real ms between the new key and the old one's refusal. */
+  readonly revokeOldAfterMs: number;
+}
+
+/** Upstream incidents of a run (scheduled by the plan, see `ChaosPlan.incidents`). */
+export interface IncidentMix {
+  readonly outages: readonly OutageIncident[];
+  readonly keyRotations: readonly KeyRotationIncident[];
+}
+
+/** No incidents. */
+export const NO_INCIDENTS: IncidentMix = { outages: [], keyRotations: [] };
+
+/**
+ * The default outage: two minutes of real time (20 minutes of job time at the chaos time
+ * scale 0.1), longer than the state machine's old `TransientPollError` retries lasted (about
+ * 15 minutes of job time), so a poll loop that gives up on transient errors fails its jobs
+ * `POLL_FAILED`. It covers the status, cancel and stream routes; the start route stays up (an
+ * outage of starts only delays them through the intake queue's retries, and a long one would
+ * turn most of the run into start give-ups).
+ */
+export const DEFAULT_OUTAGE: OutageIncident = {
+  atShare: 0.5,
+  durationMs: 120_000,
+  routes: ['get', 'cancel', 'stream'],
+  answers: { error5xx: 6, reset: 3, hang: 1 },
+};
+
+/** The default incidents: a key rotation early in the send phase, then the outage. */
+export const DEFAULT_INCIDENTS: IncidentMix = {
+  outages: [DEFAULT_OUTAGE],
+  keyRotations: [{ atShare: 0.2, revokeOldAfterMs: 2_000 }],
+};
 
 /** Probabilities (0..1) of the AWS-side faults, per request (or per entry / per received record). */
 export interface AwsFaultRates {
@@ -61,6 +119,8 @@ export interface AwsFaultRates {
 export interface FaultMix {
   readonly waterflai: FaultSettings;
   readonly aws: AwsFaultRates;
+  /** Outages and key rotations. @default NO_INCIDENTS */
+  readonly incidents?: IncidentMix;
 }
 
 /** Attempts a burst lasts: the SDK's `maxAttempts` (4) for AWS calls, the publisher's 5 for PutEvents entries. */
@@ -78,8 +138,11 @@ export const DEFAULT_FAULT_MIX: FaultMix = {
     unknownStatus: 0.03,
     statusRegression: 0.03,
     acceptThenFail: 0.02,
+    refuseCancel: 0.25,
     retryAfterSeconds: 1,
     slowMs: 1500,
+    // The contract does not say how a DELETE of a finished execution is answered: every reading.
+    finishedCancelAnswer: [409, 400, 404, 200],
   },
   aws: {
     dynamodb: { throughputExceeded: 0.02, throttling: 0.01, internalError: 0.01, lostResponse: 0.004, burst: 0.003 },
@@ -87,6 +150,7 @@ export const DEFAULT_FAULT_MIX: FaultMix = {
     eventBridge: { throttling: 0.03, failedEntry: 0.08, burst: 0.02 },
     sqs: { redelivery: 0.05 },
   },
+  incidents: DEFAULT_INCIDENTS,
 };
 
 /** No faults at all (a baseline run). */
@@ -98,6 +162,7 @@ export const NO_FAULTS: FaultMix = {
     eventBridge: { throttling: 0, failedEntry: 0, burst: 0 },
     sqs: { redelivery: 0 },
   },
+  incidents: NO_INCIDENTS,
 };
 
 /** Names of the AWS-side fault kinds, as counted and reported. */
@@ -118,7 +183,12 @@ export type AwsFaultKind = (typeof AWS_FAULT_KINDS)[number];
 
 /** Every fault kind of a run: the simulator's (prefixed `waterflai.`), the AWS-side ones, and the planned duplicate sends. */
 export const PLANNED_FAULT_KINDS = ['sqs.duplicateSend', 'sqs.lateDuplicateSend'] as const;
-export const ALL_FAULT_KINDS = [...FAULT_KINDS.map((kind) => `waterflai.${kind}` as const), ...AWS_FAULT_KINDS, ...PLANNED_FAULT_KINDS] as const;
+/**
+ * What the incidents did, counted by the simulator: requests failed by an outage, 401s for a
+ * key revoked by a rotation.
+ */
+export const INCIDENT_FAULT_KINDS = ['waterflai.outage', 'waterflai.revokedKey'] as const;
+export const ALL_FAULT_KINDS = [...FAULT_KINDS.map((kind) => `waterflai.${kind}` as const), ...INCIDENT_FAULT_KINDS, ...AWS_FAULT_KINDS, ...PLANNED_FAULT_KINDS] as const;
 
 const WRITE_OPERATIONS = new Set(['PutItem', 'UpdateItem', 'DeleteItem']);
 
@@ -160,6 +230,7 @@ export class ChaosFaults {
   readonly #bursts = new Map<string, Burst>();
   readonly #observed = new Map<string, number>();
   readonly #trace = new Map<string, string[]>();
+  readonly #struck = new Map<string, number>();
   readonly #startedAt = Date.now();
   #enabled = true;
 
@@ -185,6 +256,21 @@ export class ChaosFaults {
     const entry = `+${((atMs - this.#startedAt) / 1000).toFixed(3)}s ${line}`;
     if (lines === undefined) this.#trace.set(jobId, [entry]);
     else lines.push(entry);
+  }
+
+  /** Seconds from the creation of the faults (the origin of the traces) to `atMs`. */
+  since(atMs: number): number {
+    return Math.round((atMs - this.#startedAt) / 10) / 100;
+  }
+
+  /** AWS-side faults injected into each job's requests so far (by job id). */
+  struckByJob(): Record<string, number> {
+    return Object.fromEntries(this.#struck);
+  }
+
+  #strike(jobId: string | undefined): void {
+    if (jobId === undefined || jobId === '-' || jobId === '') return;
+    this.#struck.set(jobId, (this.#struck.get(jobId) ?? 0) + 1);
   }
 
   /** Stops injecting (the run is over; the checks read state without faults). */
@@ -233,16 +319,23 @@ export class ChaosFaults {
 
   #dynamodb(operation: string, input: Record<string, unknown>): DynamoDbFault | undefined {
     if (!this.#enabled) return undefined;
-    const rates = this.#rates.dynamodb;
     const jobId = dynamoJobId(input) ?? '-';
     const burstKey = `dynamodb|${operation}|${jobId}`;
     const running = this.#burst(burstKey);
     if (running !== undefined) {
       this.#count('dynamodb.throughputExceeded');
+      this.#strike(jobId);
       return { error: 'ProvisionedThroughputExceededException' };
     }
     const n = this.#dice.occurrence(burstKey);
     const r = this.#dice.roll('dynamodb', `${burstKey}|${n}`);
+    const fault = this.#dynamodbRoll(operation, input, jobId, burstKey, n, r);
+    if (fault !== undefined) this.#strike(jobId);
+    return fault;
+  }
+
+  #dynamodbRoll(operation: string, input: Record<string, unknown>, jobId: string, burstKey: string, n: number, r: number): DynamoDbFault | undefined {
+    const rates = this.#rates.dynamodb;
     let edge = rates.burst;
     if (r < edge) {
       this.#count('dynamodb.burst');
@@ -278,6 +371,7 @@ export class ChaosFaults {
       const jobId = startExecutionJobId(input);
       const key = `sfn|${jobId}|${typeof input.name === 'string' ? input.name : ''}`;
       const throttled = (): AwsFault => {
+        this.#strike(jobId);
         this.note(jobId, `StartExecution ${String(input.name)} -> ThrottlingException (injected)`);
         return { error: new AwsServiceError('ThrottlingException', 'Rate exceeded') };
       };
@@ -308,6 +402,7 @@ export class ChaosFaults {
         for (const eventId of key.slice('events|'.length).split(',')) {
           const jobId = eventId.slice(0, eventId.lastIndexOf(':'));
           if (jobId !== '') this.note(jobId, `PutEvents ${eventId} -> ThrottlingException (injected)`);
+          this.#strike(jobId);
         }
         return { error: new AwsServiceError('ThrottlingException', 'Rate exceeded') };
       }
@@ -323,6 +418,7 @@ export class ChaosFaults {
     const jobId = typeof entry.detail.job_id === 'string' ? entry.detail.job_id : undefined;
     const failure = (code: string): PutEventsEntryFault => {
       if (jobId !== undefined) this.note(jobId, `PutEvents entry ${eventId} -> ${code} (injected)`);
+      this.#strike(jobId);
       return { ErrorCode: code, ErrorMessage: code === 'ThrottlingException' ? 'Rate exceeded.' : 'An internal error occurred while processing the entry.' };
     };
     const running = this.#burst(key);
@@ -353,6 +449,7 @@ export class ChaosFaults {
     const key = `${record.messageId}|${record.attributes.ApproximateReceiveCount}`;
     if (this.#dice.roll('sqs-redelivery', key) >= this.#rates.sqs.redelivery) return undefined;
     this.#count('sqs.redelivery');
+    this.#strike(deliveredJob);
     const delay = Math.floor(this.#dice.roll('sqs-redelivery-delay', key) * 300);
     if (deliveredJob !== undefined) this.note(deliveredJob, `SQS message ${record.messageId} (receive ${record.attributes.ApproximateReceiveCount}) delivered again after ${delay} ms (injected)`);
     return delay;
@@ -416,6 +513,7 @@ export function withEveryWaterflaiKind(mix: FaultMix): FaultMix {
         { kind: 'hang', route: 'get' },
         { kind: 'unknownStatus', route: 'get' },
         { kind: 'statusRegression', route: 'get' },
+        { kind: 'refuseCancel', route: 'cancel' },
       ],
     },
   };

@@ -16,19 +16,32 @@
  *   crash-window faults explain, and no job has two Step Functions executions of the same
  *   generation;
  * - outcome mismatches: every job ends with an outcome its scenario allows (what Waterflai
- *   or the producer decided), or with a give-up outcome (retries exhausted).
+ *   or the producer decided), or with a give-up faults can explain (`START_RETRIES_EXHAUSTED`);
+ *   `POLL_FAILED` is never allowed (every Waterflai fault of a chaos run is transient);
+ * - orphaned executions: no Waterflai execution whose id the orchestrator received (its POST
+ *   was answered with the id, or a record holds it) is still PENDING/RUNNING once its job has
+ *   an outcome;
+ * - outcome/upstream mismatches: the outcome of a job agrees with the final status of its
+ *   execution in Waterflai (COMPLETED with COMPLETED, EXECUTION_FAILED with FAILED, a remote
+ *   cancel with CANCELLED, and every outcome the orchestrator decided (TIMED_OUT, a producer's
+ *   or an operator's cancel, a give-up) with CANCELLED: "TIMED_OUT = cancelled upstream");
+ *   excused only when the orchestrator announced the cancel as unconfirmed while an outage
+ *   of the cancel route was going on (reported);
+ * - unexplained give-ups: a job that gave up met at least one injected fault (or an outage
+ *   of the start route).
  *
  * Reported, not violations: duplicate executions caused by the crash window (Waterflai
- * created the execution but the start attempt failed before the id was saved), duplicate
- * publications of the same event, jobs that gave up under faults, orphaned executions.
+ * created the execution but the start attempt failed before the id was saved) and those of
+ * them still running, duplicate publications of the same event, give-ups the faults explain,
+ * cancels announced as unconfirmed, executions no record points at.
  */
-import { DLQ_ATTRIBUTE, EVENT_SOURCE, isTerminalStatus } from '../../lambdas/shared/constants';
+import { DLQ_ATTRIBUTE, EVENT_SOURCE, isTerminalStatus, UPSTREAM_CANCEL } from '../../lambdas/shared/constants';
 import type { JobRecord } from '../../lambdas/shared/job-store';
 import type { PublishedEvent } from '../runtime/eventbridge';
 import type { QueuedMessage } from '../runtime/sqs';
 import type { ExecutionView } from '../runtime/step-functions';
 import type { SimulatedExecutionView } from '../simulator/server';
-import { GIVE_UP_OUTCOMES, outcomeName, type ChaosPlan, type MessagePurpose, type PlannedMessage } from './plan';
+import { EXPLAINABLE_GIVE_UPS, GIVE_UP_OUTCOMES, outcomeName, type ChaosPlan, type MessagePurpose, type PlannedJob, type PlannedMessage } from './plan';
 
 /** A message the producer sent, with the id SQS gave it. */
 export interface SentMessage {
@@ -52,7 +65,41 @@ export interface RunObservations {
   readonly stateMachineExecutions: readonly ExecutionView[];
   /** POSTs the simulator answered with an `acceptThenFail` fault, by chatbot id. */
   readonly acceptThenFailByChatbot: Readonly<Record<string, number>>;
+  /**
+   * Injected faults that struck each job's requests (AWS-side hooks, simulator faults,
+   * outage answers, 401s for a revoked key), by job id: a give-up of a job no fault struck
+   * is a bug.
+   */
+  readonly faultsByJob: Readonly<Record<string, number>>;
+  /** The outage windows as they happened (absolute epoch ms). */
+  readonly outages: readonly ObservedOutage[];
 }
+
+/** An outage window of the run. */
+export interface ObservedOutage {
+  readonly from: number;
+  readonly until: number;
+  readonly routes: readonly string[];
+}
+
+/**
+ * The fields of a job record about its upstream cancel (`upstream_cancel`, the executions
+ * left for the sweeper), read defensively: the checks work on records with or without them.
+ */
+export interface UpstreamCancelFields {
+  readonly upstream_cancel?: string;
+  readonly cancel_pending?: string;
+  readonly pending_cancels?: ReadonlySet<string> | readonly string[];
+  readonly last_cancel_error?: string;
+}
+
+/** A record's upstream-cancel fields. */
+export function cancelFields(record: JobRecord): UpstreamCancelFields {
+  return record as UpstreamCancelFields;
+}
+
+/** A job ended this long after an outage of the cancel route still counts as ended during it (its last attempts failed in it). */
+export const OUTAGE_SLACK_MS = 2_000;
 
 export interface JobProblem {
   readonly jobId: string;
@@ -70,6 +117,26 @@ export interface ChaosFindings {
   readonly conflictingOutcomes: readonly JobProblem[];
   readonly deadLetterProblems: readonly JobProblem[];
   readonly outcomeMismatches: readonly JobProblem[];
+  /** Executions whose id the orchestrator received, still PENDING/RUNNING while their job has an outcome (violations). */
+  readonly orphanedExecutions: readonly JobProblem[];
+  /** Outcomes that contradict the final status of the job's execution in Waterflai (violations). */
+  readonly outcomeUpstreamMismatches: readonly JobProblem[];
+  /** Contradictions excused: the cancel was announced unconfirmed during an outage of the cancel route (reported). */
+  readonly excusedUpstreamMismatches: readonly JobProblem[];
+  /** Give-ups of jobs no injected fault struck (violations). */
+  readonly unexplainedGiveUps: readonly JobProblem[];
+  /** Jobs announced with `upstream_cancel: unconfirmed` (reported). */
+  readonly unconfirmedCancels: readonly JobProblem[];
+  /** Give-ups by outcome, and how many the faults explain. */
+  readonly giveUps: { readonly total: number; readonly byOutcome: Readonly<Record<string, number>>; readonly explained: number; readonly unexplained: number };
+  /** `deadline-race` jobs: how many, how many ended COMPLETED, how many TIMED_OUT because their start came too late to win. */
+  readonly deadlineRaces: { readonly jobs: number; readonly completed: number; readonly lateStart: number };
+  /**
+   * `deadline` jobs that ended COMPLETED because an outage of the cancel route lasted from
+   * their deadline until their execution completed on its own (allowed: the result is true
+   * upstream and is not thrown away).
+   */
+  readonly deadlineJobsCompletedDuringOutage: number;
   readonly duplicateExecutionsFromRedelivery: readonly JobProblem[];
   readonly duplicateStateMachineExecutions: readonly JobProblem[];
   readonly events: { readonly total: number; readonly jobsAnnounced: number; readonly duplicates: number };
@@ -81,13 +148,15 @@ export interface ChaosFindings {
     readonly jobsWithDuplicates: number;
     readonly duplicatesFromCrash: number;
     readonly duplicatesFromRedelivery: number;
-    /** Executions no job record points at (crash-window duplicates, superfluous ones, starts that gave up). */
-    readonly orphans: number;
-    /** Orphans the orchestrator cancelled in Waterflai (it detected them). */
-    readonly orphansCancelled: number;
+    /** Executions no job record points at (crash-window duplicates, superfluous ones, starts that gave up), whatever their status. */
+    readonly untracked: number;
+    /** Of those, the ones the orchestrator cancelled in Waterflai (it detected them). */
+    readonly untrackedCancelled: number;
     readonly acceptThenFail: number;
+    /** Crash-window executions (their POST's answer was lost) still PENDING/RUNNING at the end: nobody can know their id. */
+    readonly crashWindowStillRunning: number;
   };
-  /** Jobs that failed because faults exhausted their retries (allowed, reported). */
+  /** Jobs the orchestrator gave up on (START_RETRIES_EXHAUSTED, POLL_FAILED), with what happened upstream (reported; see `giveUps`). */
   readonly gaveUp: readonly JobProblem[];
   /** Of those, jobs for which Waterflai nevertheless ran an execution that nothing tracks or cancelled. */
   readonly gaveUpWithOrphans: number;
@@ -145,15 +214,24 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
 
   // Jobs.
   const executionsByJob = groupBy(observed.executions, (execution) => (execution.input_data as { job?: unknown }).job);
+  const orphaned: JobProblem[] = [];
+  const upstreamMismatches: JobProblem[] = [];
+  const excused: JobProblem[] = [];
+  const unexplainedGiveUps: JobProblem[] = [];
+  const unconfirmed: JobProblem[] = [];
+  const giveUpsByOutcome: Record<string, number> = {};
   let terminal = 0;
-  let orphans = 0;
-  let orphansCancelled = 0;
+  let untracked = 0;
+  let untrackedCancelled = 0;
+  let crashWindowStillRunning = 0;
   let jobsWithDuplicates = 0;
   let crashCount = 0;
   let redeliveryCount = 0;
   let acceptThenFail = 0;
   let executionsTotal = 0;
   let gaveUpWithOrphans = 0;
+  const races = { jobs: 0, completed: 0, lateStart: 0 };
+  let deadlineCompletedInOutage = 0;
   for (const job of plan.jobs) {
     const record = records.get(job.jobId);
     const events = eventsByJob.get(job.jobId) ?? [];
@@ -161,6 +239,7 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
     executionsTotal += executions.length;
     const atf = observed.acceptThenFailByChatbot[job.chatbotId] ?? 0;
     acceptThenFail += atf;
+    if (job.kind === 'deadline-race') races.jobs += 1;
 
     // Waterflai executions: one per job, except what the crash window explains.
     const extra = Math.max(0, executions.length - 1);
@@ -175,8 +254,8 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
     }
     for (const execution of executions) {
       if (execution.execution_id === record?.execution_id) continue;
-      orphans += 1;
-      if (execution.cancelled_by === 'api') orphansCancelled += 1;
+      untracked += 1;
+      if (execution.cancelled_by === 'api') untrackedCancelled += 1;
     }
 
     // Step Functions: one execution per generation.
@@ -212,16 +291,66 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
     }
 
     const adopted = executions.find((execution) => execution.execution_id === record.execution_id);
+    const cancel = cancelFields(record);
+    const announcedUnconfirmed =
+      cancel.upstream_cancel === UPSTREAM_CANCEL.UNCONFIRMED || events.some((event) => (event.detail as { upstream_cancel?: unknown }).upstream_cancel === UPSTREAM_CANCEL.UNCONFIRMED);
+    const endedAt = Date.parse(record.finished_at ?? record.updated_at);
+    if (announcedUnconfirmed) {
+      unconfirmed.push({ jobId: job.jobId, detail: `${outcome} announced with upstream_cancel unconfirmed; Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)} at the end${cancel.last_cancel_error ? `; last cancel error: ${cancel.last_cancel_error.slice(0, 160)}` : ''}` });
+    }
+
+    // The orchestrator knew these ids: none may still run now that the job has an outcome.
+    for (const execution of executions) {
+      const known = execution.start_acknowledged || execution.execution_id === record.execution_id;
+      if (!isActive(execution.status)) continue;
+      if (!known) {
+        crashWindowStillRunning += 1;
+        continue;
+      }
+      const role = execution.execution_id === record.execution_id ? 'its own execution' : 'a superfluous execution whose id the start received';
+      orphaned.push({
+        jobId: job.jobId,
+        detail: `${execution.execution_id} (${role}) is still ${execution.status} in Waterflai, but the job ended ${outcome}${cancel.upstream_cancel ? ` (upstream_cancel ${cancel.upstream_cancel})` : ''}`,
+      });
+    }
+
+    // The outcome must agree with what the execution really did.
+    if (record.execution_id !== undefined) {
+      const contradiction = upstreamContradiction(outcome, record.execution_id, adopted);
+      if (contradiction !== undefined) {
+        const duringOutage = observed.outages.some((outage) => outage.routes.includes('cancel') && outage.from <= endedAt && endedAt <= outage.until + OUTAGE_SLACK_MS);
+        if (announcedUnconfirmed && duringOutage) excused.push({ jobId: job.jobId, detail: `${contradiction}; announced with upstream_cancel unconfirmed during an outage of the cancel route` });
+        else upstreamMismatches.push({ jobId: job.jobId, detail: contradiction });
+      }
+    }
+
     if ((GIVE_UP_OUTCOMES as readonly string[]).includes(outcome)) {
-      const untracked = executions.filter((execution) => execution.execution_id !== record.execution_id && execution.cancelled_by !== 'api');
-      if (untracked.length > 0) gaveUpWithOrphans += 1;
-      const orphanNote = untracked.length > 0 ? `; Waterflai ran ${untracked.map((execution) => `${execution.execution_id} (${execution.status})`).join(', ')} for it, untracked` : '';
-      gaveUp.push({ jobId: job.jobId, detail: `${outcome}: ${(record.error_message ?? '').slice(0, 200)}${orphanNote}` });
+      giveUpsByOutcome[outcome] = (giveUpsByOutcome[outcome] ?? 0) + 1;
+      const untrackedHere = executions.filter((execution) => execution.execution_id !== record.execution_id && execution.cancelled_by !== 'api');
+      if (untrackedHere.length > 0) gaveUpWithOrphans += 1;
+      const orphanNote = untrackedHere.length > 0 ? `; Waterflai ran ${untrackedHere.map((execution) => `${execution.execution_id} (${execution.status})`).join(', ')} for it, untracked` : '';
+      const struck = observed.faultsByJob[job.jobId] ?? 0;
+      const acceptedAt = Date.parse(record.accepted_at);
+      const startOutage = observed.outages.some((outage) => outage.routes.includes('start') && outage.from <= endedAt && outage.until >= acceptedAt);
+      const explained = (EXPLAINABLE_GIVE_UPS as readonly string[]).includes(outcome) && (struck > 0 || startOutage);
+      gaveUp.push({ jobId: job.jobId, detail: `${outcome} after ${struck} injected fault(s)${startOutage ? ' and an outage of the start route' : ''}: ${(record.error_message ?? '').slice(0, 200)}${orphanNote}` });
+      if (outcome === 'FAILED:POLL_FAILED') {
+        mismatches.push({ jobId: job.jobId, detail: `${job.kind} job ended POLL_FAILED (transient faults must never fail a job before its deadline): ${(record.error_message ?? '').slice(0, 200)}; Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)}` });
+      } else if (!explained) {
+        unexplainedGiveUps.push({ jobId: job.jobId, detail: `${outcome} although no injected fault struck the job: ${(record.error_message ?? '').slice(0, 200)}` });
+      }
+    } else if (job.kind === 'deadline-race' && outcome === 'FAILED:TIMED_OUT' && startedTooLate(job, record.deadline_at, adopted, plan.timeScale)) {
+      races.lateStart += 1;
+    } else if (job.kind === 'deadline' && outcome === 'COMPLETED' && adopted?.status === 'COMPLETED' && cancelBlockedUntilTheEnd(record.deadline_at, adopted, observed.outages)) {
+      // The deadline passed during an outage of the cancel route and the execution completed
+      // before a cancel could get through: a finished result is never thrown away.
+      deadlineCompletedInOutage += 1;
     } else if (!(job.expected as readonly string[]).includes(outcome)) {
-      mismatches.push({ jobId: job.jobId, detail: `${job.kind} job ended ${outcome} (expected ${job.expected.join(' or ')}); Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)}` });
+      mismatches.push({ jobId: job.jobId, detail: `${job.kind} job ended ${outcome} (expected ${job.expected.join(' or ')}); Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)}${raceNote(job, record.deadline_at, adopted, plan.timeScale)}` });
     } else if (outcome === 'CANCELLED:remote' && adopted?.cancelled_by === 'api') {
       mismatches.push({ jobId: job.jobId, detail: `ended CANCELLED (remote) but the orchestrator itself cancelled its execution ${record.execution_id}` });
     }
+    if (job.kind === 'deadline-race' && outcome === 'COMPLETED') races.completed += 1;
   }
 
   // Records of invalid messages with a job id: failed and announced too.
@@ -252,6 +381,19 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
     conflictingOutcomes: conflicting,
     deadLetterProblems,
     outcomeMismatches: mismatches,
+    orphanedExecutions: orphaned,
+    outcomeUpstreamMismatches: upstreamMismatches,
+    excusedUpstreamMismatches: excused,
+    unexplainedGiveUps,
+    unconfirmedCancels: unconfirmed,
+    giveUps: {
+      total: gaveUp.length,
+      byOutcome: giveUpsByOutcome,
+      explained: gaveUp.length - unexplainedGiveUps.length - (giveUpsByOutcome['FAILED:POLL_FAILED'] ?? 0),
+      unexplained: unexplainedGiveUps.length + (giveUpsByOutcome['FAILED:POLL_FAILED'] ?? 0),
+    },
+    deadlineRaces: races,
+    deadlineJobsCompletedDuringOutage: deadlineCompletedInOutage,
     duplicateExecutionsFromRedelivery: fromRedelivery,
     duplicateStateMachineExecutions: sfnDuplicates,
     events: { total: outcomeEvents.length, jobsAnnounced: eventsByJob.size, duplicates: outcomeEvents.length - announcedIds.size },
@@ -266,9 +408,10 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
       jobsWithDuplicates,
       duplicatesFromCrash: crashCount,
       duplicatesFromRedelivery: redeliveryCount,
-      orphans,
-      orphansCancelled,
+      untracked,
+      untrackedCancelled,
       acceptThenFail,
+      crashWindowStillRunning,
     },
     gaveUp,
     gaveUpWithOrphans,
@@ -286,9 +429,83 @@ export function violationCount(findings: ChaosFindings): number {
     findings.conflictingOutcomes.length +
     findings.deadLetterProblems.length +
     findings.outcomeMismatches.length +
+    findings.orphanedExecutions.length +
+    findings.outcomeUpstreamMismatches.length +
+    findings.unexplainedGiveUps.length +
     findings.duplicateExecutionsFromRedelivery.length +
     findings.duplicateStateMachineExecutions.length
   );
+}
+
+function isActive(status: string): boolean {
+  return status === 'PENDING' || status === 'RUNNING';
+}
+
+/**
+ * What the final status of a job's own execution must be for its outcome to be true, or
+ * undefined when any ending will do (the execution was gone: EXECUTION_NOT_FOUND; or never
+ * meant to run: a rejected start).
+ */
+export function upstreamStatusesFor(outcome: string): readonly string[] | undefined {
+  switch (outcome) {
+    case 'COMPLETED':
+    case 'FAILED:OUTPUT_EXPIRED':
+    case 'FAILED:OUTPUT_TOO_LARGE':
+      return ['COMPLETED'];
+    case 'FAILED:EXECUTION_FAILED':
+      return ['FAILED'];
+    case 'CANCELLED:remote':
+      return ['CANCELLED'];
+    case 'FAILED:EXECUTION_NOT_FOUND':
+    case 'FAILED:WATERFLAI_REJECTED':
+    case 'FAILED:INVALID_MESSAGE':
+      return undefined;
+    default:
+      // Outcomes the orchestrator decided (TIMED_OUT, a producer's or an operator's cancel,
+      // a give-up): it cancelled the execution, so Waterflai must say CANCELLED.
+      return ['CANCELLED'];
+  }
+}
+
+/** Why the outcome contradicts the execution's final status, or undefined when they agree (an execution still running is an orphan, not this). */
+function upstreamContradiction(outcome: string, executionId: string, execution: SimulatedExecutionView | undefined): string | undefined {
+  if (execution === undefined) return `the job ended ${outcome} with execution ${executionId}, which Waterflai never created`;
+  if (isActive(execution.status)) return undefined;
+  const allowed = upstreamStatusesFor(outcome);
+  if (allowed === undefined || allowed.includes(execution.status)) return undefined;
+  return `the job ended ${outcome} but its execution ${executionId} ${describeUpstream(execution)}${execution.completed_at ? ` (ended ${execution.completed_at})` : ''}`;
+}
+
+/** When a simulated execution ends on its own (natural end or scheduled remote cancel), epoch ms. */
+function naturalEndMs(execution: SimulatedExecutionView, timeScale: number): number {
+  const created = Date.parse(execution.created_at);
+  const natural = created + (execution.scenario.queue_ms + execution.scenario.duration_ms) * timeScale;
+  const scheduled = execution.scenario.cancel_after_ms === undefined ? Infinity : created + execution.scenario.cancel_after_ms * timeScale;
+  return Math.min(natural, scheduled);
+}
+
+/**
+ * Whether an outage of the cancel route covered the whole time from the job's deadline to the
+ * end of its execution (give or take {@link OUTAGE_SLACK_MS}): no cancel could get through.
+ */
+function cancelBlockedUntilTheEnd(deadlineAt: string, execution: SimulatedExecutionView, outages: readonly ObservedOutage[]): boolean {
+  const deadline = Date.parse(deadlineAt);
+  const end = Date.parse(execution.completed_at ?? '');
+  if (!Number.isFinite(deadline) || !Number.isFinite(end)) return false;
+  return outages.some((outage) => outage.routes.includes('cancel') && outage.from <= deadline + OUTAGE_SLACK_MS && end <= outage.until + OUTAGE_SLACK_MS);
+}
+
+/** A deadline race the start lost: the execution (if any) could only end at or after the job's deadline. */
+function startedTooLate(job: PlannedJob, deadlineAt: string, execution: SimulatedExecutionView | undefined, timeScale: number): boolean {
+  if (job.kind !== 'deadline-race') return false;
+  if (execution === undefined) return true;
+  return naturalEndMs(execution, timeScale) >= Date.parse(deadlineAt);
+}
+
+function raceNote(job: PlannedJob, deadlineAt: string, execution: SimulatedExecutionView | undefined, timeScale: number): string {
+  if (job.kind !== 'deadline-race' || execution === undefined) return '';
+  const lead = Date.parse(deadlineAt) - naturalEndMs(execution, timeScale);
+  return `; it ended on its own ${Math.round(lead)} ms before the deadline ${deadlineAt}`;
 }
 
 function describeUpstream(execution: SimulatedExecutionView | undefined): string {

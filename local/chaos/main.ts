@@ -8,7 +8,8 @@ import { parseArgs } from 'node:util';
 import type { DynamoDbEngineChoice } from '../runtime/dynamodb';
 import { RuntimeBootError } from '../runtime/runtime';
 import { parseTimeScale } from '../runtime/time-scale';
-import { DEFAULT_FAULT_MIX, NO_FAULTS } from './faults';
+import { FINISHED_CANCEL_ANSWERS, type FinishedCancelAnswer } from '../simulator/server';
+import { DEFAULT_FAULT_MIX, DEFAULT_INCIDENTS, DEFAULT_OUTAGE, NO_FAULTS, NO_INCIDENTS, type FaultMix } from './faults';
 import { chaosJson, chaosTable, reportedLines, violationLines } from './report';
 import { CHAOS_DEFAULTS, runChaos } from './run';
 
@@ -27,13 +28,21 @@ Options:
   --time-scale X     scale of poll waits, retry intervals and simulated durations (default ${CHAOS_DEFAULTS.timeScale})
   --rate N           job messages sent per second (default ${CHAOS_DEFAULTS.rate})
   --timeout SECONDS  give up waiting after this long, boot included (default ${CHAOS_DEFAULTS.timeoutSeconds})
-  --no-faults        the same plan without any injected fault (a baseline)
+  --no-faults        the same plan without any injected fault or incident (a baseline)
+  --no-incidents     the fault mix without the outage and the key rotation
+  --outage-seconds S length of the outage of Waterflai's status/cancel/stream routes
+                     (default ${DEFAULT_OUTAGE.durationMs / 1000}; 0 = no outage)
+  --finished-cancel A[,B]  how the simulator answers a DELETE of a finished execution:
+                     ${FINISHED_CANCEL_ANSWERS.join(', ')} (default: all four, drawn per request)
+  --settle SECONDS   once every job has its outcome, wait up to this long for pending
+                     upstream cancels (the sweeper) before the checks (default ${CHAOS_DEFAULTS.upstreamSettleSeconds})
   --dynamodb ENGINE  auto | local | dynalite (default auto)
   --log-level LEVEL  the handlers' log level (default SILENT)
   -h, --help         show this help
 
 Exit codes:
-  0  every invariant held (crash-window duplicate executions are reported, not failed)
+  0  every invariant held (crash-window duplicate executions are reported, not failed;
+     orphaned_executions and outcome_upstream_mismatches are 0)
   1  an invariant failed (the violations are listed on stderr; --json has each job's
      trace: the faults injected, conditional-check failures, deliveries, Waterflai requests)
   2  bad arguments
@@ -46,6 +55,36 @@ function positiveInteger(name: string, value: string | undefined, fallback: numb
   const number = Number(value);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(number) || number < 1) throw new UsageError(`--${name} must be a positive integer, got ${JSON.stringify(value)}`);
   return number;
+}
+
+function nonNegativeInteger(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const number = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(number)) throw new UsageError(`--${name} must be an integer >= 0, got ${JSON.stringify(value)}`);
+  return number;
+}
+
+/** The fault mix the options ask for. */
+function faultMix(args: { 'no-faults'?: boolean; 'no-incidents'?: boolean; 'outage-seconds'?: string; 'finished-cancel'?: string }): FaultMix {
+  if (args['no-faults']) return NO_FAULTS;
+  const outageSeconds = nonNegativeInteger('outage-seconds', args['outage-seconds'], DEFAULT_OUTAGE.durationMs / 1000);
+  let finishedCancelAnswer: FinishedCancelAnswer | FinishedCancelAnswer[] | undefined;
+  if (args['finished-cancel'] !== undefined) {
+    const answers = args['finished-cancel'].split(',').map((raw) => {
+      const answer = FINISHED_CANCEL_ANSWERS.find((candidate) => String(candidate) === raw.trim());
+      if (answer === undefined) throw new UsageError(`--finished-cancel must list some of ${FINISHED_CANCEL_ANSWERS.join(', ')}, got ${JSON.stringify(args['finished-cancel'])}`);
+      return answer;
+    });
+    finishedCancelAnswer = answers.length === 1 ? answers[0] : answers;
+  }
+  const incidents = args['no-incidents']
+    ? NO_INCIDENTS
+    : { ...DEFAULT_INCIDENTS, outages: outageSeconds === 0 ? [] : DEFAULT_INCIDENTS.outages.map((outage) => ({ ...outage, durationMs: outageSeconds * 1000 })) };
+  return {
+    ...DEFAULT_FAULT_MIX,
+    waterflai: { ...DEFAULT_FAULT_MIX.waterflai, ...(finishedCancelAnswer === undefined ? {} : { finishedCancelAnswer }) },
+    incidents,
+  };
 }
 
 class UsageError extends Error {}
@@ -63,6 +102,10 @@ async function main(argv: string[]): Promise<number> {
         rate: { type: 'string' },
         timeout: { type: 'string' },
         'no-faults': { type: 'boolean' },
+        'no-incidents': { type: 'boolean' },
+        'outage-seconds': { type: 'string' },
+        'finished-cancel': { type: 'string' },
+        settle: { type: 'string' },
         dynamodb: { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -98,7 +141,8 @@ async function main(argv: string[]): Promise<number> {
       timeScale,
       rate: positiveInteger('rate', args.rate, CHAOS_DEFAULTS.rate),
       timeoutSeconds: positiveInteger('timeout', args.timeout, CHAOS_DEFAULTS.timeoutSeconds),
-      faults: args['no-faults'] ? NO_FAULTS : DEFAULT_FAULT_MIX,
+      faults: faultMix(args),
+      upstreamSettleSeconds: nonNegativeInteger('settle', args.settle, CHAOS_DEFAULTS.upstreamSettleSeconds),
       dynamodb: (dynamodb === 'local' ? 'dynamodb-local' : dynamodb) as DynamoDbEngineChoice,
       logLevel: args['log-level'] ?? 'SILENT',
     };
@@ -108,7 +152,14 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_CODE.USAGE;
   }
 
-  process.stderr.write(`chaos: ${options.jobs} jobs, seed ${options.seed}, time scale ${options.timeScale}, ${options.rate} jobs/s${args['no-faults'] ? ', no faults' : ''}\n`);
+  const incidents = options.faults.incidents ?? NO_INCIDENTS;
+  const incidentNote = [
+    ...incidents.outages.map((outage) => `a ${outage.durationMs / 1000} s outage of ${outage.routes.join(',')}`),
+    ...incidents.keyRotations.map(() => 'a key rotation'),
+  ].join(', ');
+  process.stderr.write(
+    `chaos: ${options.jobs} jobs, seed ${options.seed}, time scale ${options.timeScale}, ${options.rate} jobs/s${args['no-faults'] ? ', no faults' : ''}${incidentNote === '' ? '' : `, ${incidentNote}`}\n`,
+  );
   let lastProgress = 0;
   let result;
   try {
@@ -122,7 +173,8 @@ async function main(argv: string[]): Promise<number> {
         lastProgress = progress.elapsedMs;
         process.stderr.write(
           `  ${Math.round(progress.elapsedMs / 1000)} s: sent ${progress.sent}/${progress.messages} messages, ${progress.finished}/${progress.jobs} jobs finished, ` +
-            `${progress.intake} in the intake queue${progress.intake > 0 ? ` ${JSON.stringify(progress.intakeStates)}` : ''}, ${progress.running} poll loops running\n`,
+            `${progress.intake} in the intake queue${progress.intake > 0 ? ` ${JSON.stringify(progress.intakeStates)}` : ''}, ${progress.running} poll loops running` +
+            `${progress.openUpstreamCancels > 0 ? `, ${progress.openUpstreamCancels} upstream cancels pending` : ''}\n`,
         );
       },
     });

@@ -1,23 +1,27 @@
 /**
  * The seeded plan of a chaos run: which jobs, with which scenario (what the simulator will
  * make of each one), which producer messages are sent when (duplicates, late duplicates,
- * cancel requests, a few invalid messages), and what outcome each job may end with.
- * The same `jobs`, `seed`, `rate` and `timeScale` always give the same plan.
+ * cancel requests, a few invalid messages), what outcome each job may end with, and when the
+ * upstream incidents happen (outages, key rotations).
+ * The same `jobs`, `seed`, `rate`, `timeScale` and incident mix always give the same plan.
  */
-import { DEFAULT_SCENARIO } from '../simulator/server';
+import { randomHex } from '../simulator/prng';
+import { DEFAULT_SCENARIO, type OutageAnswer, type RouteName } from '../simulator/server';
 import { Dice, intBetween, pick } from './dice';
+import { NO_INCIDENTS, type IncidentMix } from './faults';
 
 /** What a job is meant to do (the mix is in {@link JOB_KIND_SHARES}). */
-export type JobKind = 'completed' | 'failed' | 'remote-cancel' | 'producer-cancel' | 'cancel-first' | 'deadline';
+export type JobKind = 'completed' | 'failed' | 'remote-cancel' | 'producer-cancel' | 'cancel-first' | 'deadline' | 'deadline-race';
 
 /** Share of each kind of job (sums to 1). */
 export const JOB_KIND_SHARES: Readonly<Record<JobKind, number>> = {
-  completed: 0.58,
+  completed: 0.54,
   failed: 0.14,
   'remote-cancel': 0.1,
   'producer-cancel': 0.08,
   'cancel-first': 0.03,
   deadline: 0.07,
+  'deadline-race': 0.04,
 };
 
 /** Producer-side duplicates and invalid messages. */
@@ -36,10 +40,19 @@ export const MESSAGE_SHARES = {
 export type OutcomeName = `COMPLETED` | `FAILED:${string}` | `CANCELLED:${string}`;
 
 /**
- * Outcomes any job may end with because faults made a start or a poll loop give up (the
- * system then fails the job with the reason; nothing is lost). Reported, never an error.
+ * Outcomes of a job the orchestrator gave up on: a start whose retries faults exhausted, a
+ * poll loop that stopped polling. Reported as give-ups (`give_ups`).
  */
 export const GIVE_UP_OUTCOMES: readonly OutcomeName[] = ['FAILED:START_RETRIES_EXHAUSTED', 'FAILED:POLL_FAILED'];
+
+/**
+ * The give-ups faults may explain: any job may end `START_RETRIES_EXHAUSTED` when faults
+ * struck its start (a give-up no fault explains is a violation). `POLL_FAILED` is not one of
+ * them: every Waterflai fault of the run is transient (5xx, 429, resets, timeouts, outages,
+ * a rotated key within the auth grace period), and transient faults must never fail a job
+ * before its deadline, so a `POLL_FAILED` is always a violation (an outcome mismatch).
+ */
+export const EXPLAINABLE_GIVE_UPS: readonly OutcomeName[] = ['FAILED:START_RETRIES_EXHAUSTED'];
 
 export interface PlannedJob {
   readonly index: number;
@@ -56,6 +69,35 @@ export interface PlannedJob {
   readonly expected: readonly OutcomeName[];
   /** Whether a Waterflai execution is expected at all (false: the cancel comes first). */
   readonly expectsExecution: boolean;
+  /**
+   * `deadline-race` only: real ms by which the execution, counted from its POST, ends before
+   * the job's deadline (`timeoutSeconds` after acceptance). A start delayed by more than this
+   * (faults) makes the deadline come first: then `TIMED_OUT` is right, with the execution
+   * cancelled upstream (the checks compare with the simulator's timeline).
+   */
+  readonly raceMarginMs?: number;
+}
+
+/** An outage on the run's timeline (`atMs` after the first message is sent). */
+export interface PlannedOutage {
+  readonly atMs: number;
+  readonly durationMs: number;
+  readonly routes: readonly RouteName[];
+  readonly answers: Readonly<Partial<Record<OutageAnswer, number>>>;
+}
+
+/** A key rotation on the run's timeline: the new key goes into the secret at `atMs`. */
+export interface PlannedKeyRotation {
+  readonly atMs: number;
+  readonly revokeOldAfterMs: number;
+  /** The new key (seeded; a local test key). */
+  readonly newKey: string;
+}
+
+/** When the incidents happen. */
+export interface PlannedIncidents {
+  readonly outages: readonly PlannedOutage[];
+  readonly keyRotations: readonly PlannedKeyRotation[];
 }
 
 export type MessagePurpose = 'job' | 'duplicate' | 'late-duplicate' | 'cancel' | 'invalid';
@@ -73,11 +115,14 @@ export interface PlannedMessage {
 
 export interface ChaosPlan {
   readonly seed: number;
+  /** The time scale the plan was made for (scenario ms x time scale = real ms). */
+  readonly timeScale: number;
   readonly jobs: readonly PlannedJob[];
   /** Every message, in sending order. */
   readonly messages: readonly PlannedMessage[];
   /** When the last message goes out (ms after the start). */
   readonly lastSendMs: number;
+  readonly incidents: PlannedIncidents;
 }
 
 export interface PlanOptions {
@@ -87,6 +132,8 @@ export interface PlanOptions {
   readonly rate: number;
   /** The run's time scale: scenario durations are chosen so real durations stay reasonable. */
   readonly timeScale: number;
+  /** Outages and key rotations to put on the timeline. @default NO_INCIDENTS */
+  readonly incidents?: IncidentMix;
 }
 
 const SHAPES = ['linear', 'front_loaded', 'back_loaded', 'stall', 'none'] as const;
@@ -138,6 +185,7 @@ export function buildPlan(options: PlanOptions): ChaosPlan {
     let expected: OutcomeName[];
     let expectsExecution = true;
     let cancelAtMs: number | undefined;
+    let raceMarginMs: number | undefined;
     switch (kind) {
       case 'completed':
         simulate.duration_ms = intBetween(random, 500, 6_000);
@@ -176,6 +224,18 @@ export function buildPlan(options: PlanOptions): ChaosPlan {
         timeoutSeconds = intBetween(random, 1, 2);
         expected = ['FAILED:TIMED_OUT'];
         break;
+      case 'deadline-race': {
+        // Completes a few hundred ms (real) before its deadline, reporting no progress, so
+        // the last look before the deadline may well be the deadline poll itself.
+        timeoutSeconds = intBetween(random, 2, 4);
+        raceMarginMs = intBetween(random, 150, 450);
+        const totalMs = scenarioMs(timeoutSeconds * 1000 - raceMarginMs);
+        simulate.queue_ms = Math.min(Number(simulate.queue_ms), Math.floor(totalMs / 4));
+        simulate.duration_ms = totalMs - Number(simulate.queue_ms);
+        simulate.progress = 'none';
+        expected = ['COMPLETED'];
+        break;
+      }
     }
     const viaEventBridge = random() < MESSAGE_SHARES.eventBridgeEnvelope;
     const request = {
@@ -188,7 +248,19 @@ export function buildPlan(options: PlanOptions): ChaosPlan {
     const body = viaEventBridge
       ? JSON.stringify({ version: '0', id: `evt-${jobId}`, 'detail-type': 'Waterflai Job Requested', source: 'com.example.chaos', detail: request })
       : JSON.stringify(request);
-    jobs.push({ index, jobId, chatbotId, kind, simulate, ...(timeoutSeconds === undefined ? {} : { timeoutSeconds }), viaEventBridge, body, expected, expectsExecution });
+    jobs.push({
+      index,
+      jobId,
+      chatbotId,
+      kind,
+      simulate,
+      ...(timeoutSeconds === undefined ? {} : { timeoutSeconds }),
+      viaEventBridge,
+      body,
+      expected,
+      expectsExecution,
+      ...(raceMarginMs === undefined ? {} : { raceMarginMs }),
+    });
 
     const cancelBody = JSON.stringify({ action: 'cancel', job_id: jobId });
     if (kind === 'cancel-first' && cancelAtMs !== undefined) {
@@ -213,7 +285,25 @@ export function buildPlan(options: PlanOptions): ChaosPlan {
   }
 
   messages.sort((a, b) => a.atMs - b.atMs);
-  return { seed, jobs, messages, lastSendMs: messages.at(-1)?.atMs ?? 0 };
+  return { seed, timeScale, jobs, messages, lastSendMs: messages.at(-1)?.atMs ?? 0, incidents: planIncidents(options.incidents ?? NO_INCIDENTS, (count - 1) * spacingMs, dice) };
+}
+
+/** Puts the incidents on the timeline: shares of the time the job messages take to send. */
+function planIncidents(mix: IncidentMix, sendPhaseMs: number, dice: Dice): PlannedIncidents {
+  const keys = dice.stream('keys');
+  return {
+    outages: mix.outages.map((outage) => ({
+      atMs: Math.round(outage.atShare * sendPhaseMs),
+      durationMs: outage.durationMs,
+      routes: [...outage.routes],
+      answers: { ...outage.answers },
+    })),
+    keyRotations: mix.keyRotations.map((rotation, index) => ({
+      atMs: Math.round(rotation.atShare * sendPhaseMs),
+      revokeOldAfterMs: rotation.revokeOldAfterMs,
+      newKey: `chaos-rotated-${dice.seed}-${index + 1}-${randomHex(keys, 16)}`,
+    })),
+  };
 }
 
 /** The outcome name of a terminal record. */

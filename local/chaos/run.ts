@@ -1,8 +1,9 @@
 /**
  * One chaos run: boots the local runtime with the fault hooks of a {@link FaultMix}, sends
- * the seeded plan's messages at their times, waits until every job reached a terminal
- * outcome (or the deadline passed), collects what the system recorded and checks the
- * invariants. Used by `npm run chaos` (main.ts) and by test/e2e/chaos.test.ts.
+ * the seeded plan's messages at their times, starts the plan's upstream incidents (outages
+ * of the simulator, key rotations through the local Secrets Manager), waits until every job
+ * reached a terminal outcome (or the deadline passed), collects what the system recorded and
+ * checks the invariants. Used by `npm run chaos` (main.ts) and by test/e2e/chaos.test.ts.
  *
  * The local runtime can be started once per process, so this can run once per process too.
  */
@@ -12,9 +13,9 @@ import type { JobRecord } from '../../lambdas/shared/job-store';
 import type { DynamoDbEngine, DynamoDbEngineChoice } from '../runtime/dynamodb';
 import type { NetworkGuard, NetworkGuardOptions } from '../runtime/net-guard';
 import { startLocalRuntime, type LocalRuntime } from '../runtime/runtime';
-import { FAULT_KINDS } from '../simulator/server';
+import { FAULT_KINDS, type OutageAnswer, type SimulatedExecutionView, type Simulator } from '../simulator/server';
 import { ChaosFaults, DEFAULT_FAULT_MIX, jobIdOfBody, type FaultMix } from './faults';
-import { checkInvariants, violationCount, type ChaosFindings, type SentMessage } from './invariants';
+import { cancelFields, checkInvariants, violationCount, type ChaosFindings, type ObservedOutage, type SentMessage } from './invariants';
 import { buildPlan, type ChaosPlan, type PlannedMessage } from './plan';
 
 export interface ChaosOptions {
@@ -42,6 +43,27 @@ export interface ChaosOptions {
   readonly onNote?: (note: string) => void;
   /** Given the runtime once it is up (for inspection while the run goes on). */
   readonly onRuntime?: (runtime: LocalRuntime) => void;
+  /**
+   * Once every job has its outcome: how long to wait more while a job's upstream cancel is
+   * still pending (announced unconfirmed, or executions left for the sweeper to cancel), so
+   * the sweeper gets its tries before the checks look for orphaned executions. @default 90
+   */
+  readonly upstreamSettleSeconds?: number;
+}
+
+/** What the incidents did (times in seconds from the origin of the traces). */
+export interface ChaosIncidentReport {
+  readonly outages: ReadonlyArray<{ readonly routes: readonly string[]; readonly from_s: number; readonly until_s: number }>;
+  readonly key_rotations: ReadonlyArray<{ readonly at_s: number; readonly old_key_refused_at_s: number }>;
+  /** Requests the outages failed, in total and by how. */
+  readonly outage_requests: number;
+  readonly outage_by_answer: Readonly<Record<OutageAnswer, number>>;
+  /** 401s the simulator answered to the rotated-out key. */
+  readonly revoked_key_401s: number;
+  /** DELETEs of unfinished executions answered 200 `cancelled: false` (nothing cancelled). */
+  readonly refused_cancels: number;
+  /** DELETEs of finished executions, by the answer given. */
+  readonly finished_cancel_answers: Readonly<Record<string, number>>;
 }
 
 export interface ChaosProgress {
@@ -57,6 +79,8 @@ export interface ChaosProgress {
   readonly intakeStates: Readonly<Record<string, number>>;
   /** Step Functions executions running. */
   readonly running: number;
+  /** Jobs with an outcome whose upstream cancel is still pending (the sweeper's work). */
+  readonly openUpstreamCancels: number;
 }
 
 export interface ChaosResult {
@@ -84,6 +108,7 @@ export interface ChaosResult {
    * deliveries and every simulator request, in order.
    */
   readonly traces: Readonly<Record<string, readonly string[]>>;
+  readonly incidents: ChaosIncidentReport;
   readonly findings: ChaosFindings;
   readonly violations: number;
 }
@@ -91,7 +116,7 @@ export interface ChaosResult {
 /** An in-flight message that stays invisible longer than this is parked on the visibility timeout, not deferred by the handler. */
 const PARKED_MS = 60_000;
 
-export const CHAOS_DEFAULTS = { jobs: 1000, seed: 1, timeScale: 0.1, rate: 25, timeoutSeconds: 900 } as const;
+export const CHAOS_DEFAULTS = { jobs: 1000, seed: 1, timeScale: 0.1, rate: 25, timeoutSeconds: 900, upstreamSettleSeconds: 90 } as const;
 
 /** Matches a simulator log line of a POST answered with the crash-window fault. */
 const ACCEPT_THEN_FAIL_LINE = /^POST \/v1\/executions\/([^/\s]+)\/async -> .* fault=acceptThenFail$/;
@@ -104,7 +129,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
   const deadline = Date.now() + (options.timeoutSeconds ?? CHAOS_DEFAULTS.timeoutSeconds) * 1000;
   const mix = options.faults ?? DEFAULT_FAULT_MIX;
   const startedAt = Date.now();
-  const plan = buildPlan({ jobs, seed, rate, timeScale });
+  const plan = buildPlan({ jobs, seed, rate, timeScale, ...(mix.incidents === undefined ? {} : { incidents: mix.incidents }) });
+  const settleMs = (options.upstreamSettleSeconds ?? CHAOS_DEFAULTS.upstreamSettleSeconds) * 1000;
   const faults = new ChaosFaults(mix, seed);
   const acceptThenFailByChatbot: Record<string, number> = {};
   const simulatorLines: Array<{ at: number; line: string }> = [];
@@ -139,6 +165,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     options.onRuntime?.(runtime);
     const sent: SentMessage[] = [];
     const sendStart = Date.now();
+    const incidents = startIncidents(runtime, plan, sendStart, (note) => options.onNote?.(note));
     let producerDone = false;
     let producerError: unknown;
     const stopSending = { stopped: false };
@@ -152,6 +179,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     );
 
     let completed = false;
+    let doneSince: number | undefined;
     for (;;) {
       await sleep(2_000);
       const records = new Map((await runtime.scanJobs()).map((record) => [record.job_id, record]));
@@ -161,7 +189,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       const intakeStates: Record<string, number> = {};
       for (const message of intakeMessages) intakeStates[`${message.state}:${message.receiveCount}`] = (intakeStates[`${message.state}:${message.receiveCount}`] ?? 0) + 1;
       const running = runtime.stepFunctions.executions().filter((execution) => execution.status === 'RUNNING').length;
-      options.onProgress?.({ elapsedMs: Date.now() - startedAt, sent: sent.length, messages: plan.messages.length, finished, jobs: plan.jobs.length, intake, intakeStates, running });
+      const openUpstreamCancels = countOpenUpstreamCancels(records, runtime.simulator);
+      options.onProgress?.({ elapsedMs: Date.now() - startedAt, sent: sent.length, messages: plan.messages.length, finished, jobs: plan.jobs.length, intake, intakeStates, running, openUpstreamCancels });
       // A message whose batch failed as a whole waits out the visibility timeout (6x the start
       // function's timeout); when every job is finished the run does not wait for it (it is
       // reported as left in the queue).
@@ -170,8 +199,14 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       );
       const intakeDone = intake === 0 || (onlyParked && runtime.eventSource.inFlight() === 0);
       if (producerDone && finished === plan.jobs.length && intakeDone && running === 0 && invalidMessagesDeadLettered(runtime, sent)) {
-        completed = true;
-        break;
+        doneSince ??= Date.now();
+        // Give the sweeper its tries at cancels still pending before looking for orphans.
+        if (openUpstreamCancels === 0 || Date.now() - doneSince >= settleMs) {
+          completed = true;
+          break;
+        }
+      } else {
+        doneSince = undefined;
       }
       if (Date.now() > deadline || producerError !== undefined) break;
     }
@@ -181,8 +216,24 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     }
     await producer;
     faults.disable();
+    incidents.stop();
 
     const executions = runtime.simulator?.executions() ?? [];
+    const outages: ObservedOutage[] = (runtime.simulator?.outages() ?? []).map((outage) => ({ from: outage.from, until: outage.until, routes: outage.routes }));
+    const jobByChatbot = new Map(plan.jobs.map((job) => [job.chatbotId, job.jobId]));
+    const jobByExecution = new Map(executions.map((execution) => [execution.execution_id, (execution.input_data as { job?: unknown }).job]));
+    // Faults that struck each job: the AWS-side ones, and the simulator's (its log lines).
+    const faultsByJob: Record<string, number> = { ...faults.struckByJob() };
+    const attributed: Array<{ at: number; line: string; jobId: string }> = [];
+    for (const { at, line } of simulatorLines) {
+      const match = /^\S+ \/v1\/executions\/([^/\s]+)(\/async)?/.exec(line);
+      if (match === null) continue;
+      const id = decodeURIComponent(match[1]!);
+      const jobId = match[2] === undefined ? jobByExecution.get(id) : jobByChatbot.get(id);
+      if (typeof jobId !== 'string') continue;
+      attributed.push({ at, line, jobId });
+      if (/ fault=| auth=revoked-key/.test(line)) faultsByJob[jobId] = (faultsByJob[jobId] ?? 0) + 1;
+    }
     const findings = checkInvariants({
       plan,
       sent,
@@ -192,18 +243,12 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       executions,
       stateMachineExecutions: runtime.stepFunctions.executions(),
       acceptThenFailByChatbot,
+      faultsByJob,
+      outages,
     });
 
     // Attribute the simulator's request lines and the event source's failures to jobs.
-    const jobByChatbot = new Map(plan.jobs.map((job) => [job.chatbotId, job.jobId]));
-    const jobByExecution = new Map(executions.map((execution) => [execution.execution_id, (execution.input_data as { job?: unknown }).job]));
-    for (const { at, line } of simulatorLines) {
-      const match = /^\S+ \/v1\/executions\/([^/\s]+)(\/async)?/.exec(line);
-      if (match === null) continue;
-      const id = decodeURIComponent(match[1]!);
-      const jobId = match[2] === undefined ? jobByExecution.get(id) : jobByChatbot.get(id);
-      if (typeof jobId === 'string') faults.note(jobId, `Waterflai ${line}`, at);
-    }
+    for (const { at, line, jobId } of attributed) faults.note(jobId, `Waterflai ${line}`, at);
     const jobByMessage = new Map(sent.flatMap((item) => (item.message.jobId === undefined ? [] : [[item.messageId, item.message.jobId] as const])));
     const sourceErrors = eventSourceErrors.map(({ at, phase, error, messageIds }) => {
       const jobIds = messageIds.flatMap((id) => (jobByMessage.has(id) ? [jobByMessage.get(id)!] : []));
@@ -215,7 +260,19 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       return { messageId: message.messageId, state: message.state, receiveCount: message.receiveCount, ...(jobId === undefined ? {} : { jobId }) };
     });
     const named = new Set<string>([
-      ...[findings.lost, findings.stuck, findings.unannounced, findings.conflictingOutcomes, findings.deadLetterProblems, findings.outcomeMismatches]
+      ...[
+        findings.lost,
+        findings.stuck,
+        findings.unannounced,
+        findings.conflictingOutcomes,
+        findings.deadLetterProblems,
+        findings.outcomeMismatches,
+        findings.orphanedExecutions,
+        findings.outcomeUpstreamMismatches,
+        findings.excusedUpstreamMismatches,
+        findings.unexplainedGiveUps,
+        findings.unconfirmedCancels,
+      ]
         .flat()
         .map((problem) => problem.jobId),
       ...findings.duplicateExecutionsFromRedelivery.map((problem) => problem.jobId),
@@ -228,6 +285,9 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     const simulatorFaults = runtime.simulator?.stats().faults;
     const faultCounts: Record<string, number> = {};
     for (const kind of FAULT_KINDS) faultCounts[`waterflai.${kind}`] = simulatorFaults?.[kind] ?? 0;
+    const simulatorStats = runtime.simulator?.stats();
+    faultCounts['waterflai.outage'] = simulatorStats?.outage_requests ?? 0;
+    faultCounts['waterflai.revokedKey'] = simulatorStats?.revoked_key ?? 0;
     Object.assign(faultCounts, faults.counts());
     faultCounts['sqs.duplicateSend'] = sent.filter((item) => item.message.purpose === 'duplicate').length;
     faultCounts['sqs.lateDuplicateSend'] = sent.filter((item) => item.message.purpose === 'late-duplicate').length;
@@ -245,6 +305,15 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       eventSourceErrors: sourceErrors,
       leftInIntake,
       traces,
+      incidents: {
+        outages: outages.map((outage) => ({ routes: outage.routes, from_s: faults.since(outage.from), until_s: faults.since(outage.until) })),
+        key_rotations: incidents.rotations.map((rotation) => ({ at_s: faults.since(rotation.at), old_key_refused_at_s: faults.since(rotation.at + rotation.revokeOldAfterMs) })),
+        outage_requests: simulatorStats?.outage_requests ?? 0,
+        outage_by_answer: simulatorStats?.outage_by_answer ?? { error5xx: 0, reset: 0, hang: 0 },
+        revoked_key_401s: simulatorStats?.revoked_key ?? 0,
+        refused_cancels: simulatorFaults?.refuseCancel ?? 0,
+        finished_cancel_answers: simulatorStats?.finished_cancel_answers ?? {},
+      },
       findings,
       violations: violationCount(findings),
     };
@@ -252,6 +321,63 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     faults.disable();
     await runtime.close();
   }
+}
+
+/**
+ * Starts the plan's incidents relative to `sendStart`: the outage windows go to the
+ * simulator at once (it keeps the times), key rotations run on timers (the new key is
+ * accepted by the simulator and written to the secret; the old one is refused later).
+ */
+function startIncidents(runtime: LocalRuntime, plan: ChaosPlan, sendStart: number, note: (note: string) => void): { rotations: Array<{ at: number; revokeOldAfterMs: number }>; stop: () => void } {
+  const simulator = runtime.simulator;
+  const rotations: Array<{ at: number; revokeOldAfterMs: number }> = [];
+  const timers: NodeJS.Timeout[] = [];
+  const { outages, keyRotations } = plan.incidents;
+  if (simulator === undefined) {
+    if (outages.length + keyRotations.length > 0) note('warning: the incidents need the embedded simulator; none started');
+    return { rotations, stop: () => undefined };
+  }
+  for (const outage of outages) {
+    simulator.scheduleOutage({ startMs: Math.max(0, sendStart + outage.atMs - Date.now()), durationMs: outage.durationMs, routes: outage.routes, answers: outage.answers });
+  }
+  for (const rotation of keyRotations) {
+    timers.push(
+      setTimeout(() => {
+        simulator.rotateApiKey(rotation.newKey, { revokeOldAfterMs: rotation.revokeOldAfterMs });
+        runtime.secrets.update(runtime.model.apiKeySecretId, rotation.newKey);
+        rotations.push({ at: Date.now(), revokeOldAfterMs: rotation.revokeOldAfterMs });
+      }, Math.max(0, sendStart + rotation.atMs - Date.now())),
+    );
+  }
+  return {
+    rotations,
+    stop: () => {
+      for (const timer of timers) clearTimeout(timer);
+    },
+  };
+}
+
+/**
+ * Jobs with an outcome whose upstream cancel is still pending: announced unconfirmed or with
+ * executions left for the sweeper (`cancel_pending`), and an execution of theirs still
+ * PENDING/RUNNING in the simulator.
+ */
+function countOpenUpstreamCancels(records: ReadonlyMap<string, JobRecord>, simulator: Simulator | undefined): number {
+  if (simulator === undefined) return 0;
+  const active = (id: string | undefined): boolean => {
+    if (id === undefined) return false;
+    const execution: SimulatedExecutionView | undefined = simulator.execution(id);
+    return execution !== undefined && (execution.status === 'PENDING' || execution.status === 'RUNNING');
+  };
+  let open = 0;
+  for (const record of records.values()) {
+    if (!isTerminalStatus(record.status)) continue;
+    const cancel = cancelFields(record);
+    const pending = cancel.upstream_cancel === 'unconfirmed' || cancel.cancel_pending !== undefined;
+    if (!pending) continue;
+    if (active(record.execution_id) || [...(cancel.pending_cancels ?? [])].some(active)) open += 1;
+  }
+  return open;
 }
 
 function isFinished(record: JobRecord | undefined): boolean {

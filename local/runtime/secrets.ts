@@ -2,7 +2,8 @@
  * A local Secrets Manager: `GetSecretValue` (awsJson1_1, `X-Amz-Target:
  * secretsmanager.GetSecretValue`) for the secrets the runtime registers, found by ARN,
  * partial ARN (without the random suffix) or name. The values live in memory only and are
- * never logged.
+ * never logged. {@link LocalSecretsManager.update} changes a secret's value while the runtime
+ * runs (a rotation: a new version becomes `AWSCURRENT`), e.g. for the chaos run's key rotation.
  */
 import { randomUUID } from 'node:crypto';
 import { AwsServiceError, awsTimestamp, optionalString, requireString, type AwsJsonService } from './aws-json-server';
@@ -18,6 +19,7 @@ interface StoredSecret {
 export class LocalSecretsManager {
   readonly #secrets: StoredSecret[] = [];
   #reads = 0;
+  #updates = 0;
 
   constructor(
     private readonly region: string,
@@ -39,6 +41,28 @@ export class LocalSecretsManager {
     return { arn, name };
   }
 
+  /**
+   * Changes the value of a registered secret (found like `GetSecretValue` finds it: ARN,
+   * partial ARN or name), as a rotation would: a new version id, and every later
+   * `GetSecretValue` answers the new value. Callers that cached the old value keep it until
+   * they read again.
+   * @throws Error when no such secret is registered
+   */
+  update(id: string, value: string): { arn: string; versionId: string } {
+    const index = this.#secrets.findIndex((secret) => matches(secret, id));
+    const current = this.#secrets[index];
+    if (current === undefined) throw new Error(`no secret ${JSON.stringify(id)} is registered`);
+    const updated = { ...current, value, versionId: randomUUID(), createdAt: Date.now() };
+    this.#secrets[index] = updated;
+    this.#updates += 1;
+    return { arn: updated.arn, versionId: updated.versionId };
+  }
+
+  /** Number of {@link update} calls (rotations) so far. */
+  updates(): number {
+    return this.#updates;
+  }
+
   /** Number of successful `GetSecretValue` calls (the handlers cache the key; tests can check). */
   reads(): number {
     return this.#reads;
@@ -48,7 +72,7 @@ export class LocalSecretsManager {
     const id = requireString(input, 'SecretId');
     const stage = optionalString(input, 'VersionStage');
     const versionId = optionalString(input, 'VersionId');
-    const secret = this.#secrets.find((candidate) => candidate.arn === id || candidate.name === id || candidate.arn.replace(/-[A-Za-z0-9]{6}$/, '') === id);
+    const secret = this.#secrets.find((candidate) => matches(candidate, id));
     if (secret === undefined || (stage !== undefined && stage !== 'AWSCURRENT') || (versionId !== undefined && versionId !== secret.versionId)) {
       throw new AwsServiceError('ResourceNotFoundException', "Secrets Manager can't find the specified secret.");
     }
@@ -71,4 +95,9 @@ export class LocalSecretsManager {
       operations: { GetSecretValue: (input) => this.getSecretValue(input) },
     };
   }
+}
+
+/** Whether `id` names `secret`: its ARN, its name, or its ARN without the random suffix. */
+function matches(secret: StoredSecret, id: string): boolean {
+  return secret.arn === id || secret.name === id || secret.arn.replace(/-[A-Za-z0-9]{6}$/, '') === id;
 }

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
-import type { FaultKind, FaultSettings, RouteName } from './faults';
-import { ROUTE_NAMES } from './faults';
+import type { FaultKind, FaultSettings, FinishedCancelAnswer, OutageAnswer, OutageWindow, RouteName } from './faults';
+import { FINISHED_CANCEL_ANSWERS, OUTAGE_ANSWERS, ROUTE_NAMES } from './faults';
 import type { Scenario } from './scenario';
 import { PROGRESS_SHAPES, SCENARIO_OUTCOMES } from './scenario';
 import { DEFAULT_SIMULATOR_API_KEY, type SimulatorOptions } from './server';
@@ -18,6 +18,7 @@ const FAULT_FLAGS = {
   'fault-unknown-status': 'unknownStatus',
   'fault-regression': 'statusRegression',
   'fault-accept-then-fail': 'acceptThenFail',
+  'fault-refuse-cancel': 'refuseCancel',
 } as const satisfies Record<string, FaultKind>;
 
 export const USAGE = `Usage: npm run simulator -- [options]
@@ -50,10 +51,18 @@ Faults (probability 0..1 per request, drawn from the seeded generator):
   --fault-unknown-status P    GET reports status QUEUED_FOR_REVIEW
   --fault-regression P        GET reports an earlier status than the real one
   --fault-accept-then-fail P  POST creates the execution, then answers 500 or resets
+  --fault-refuse-cancel P     DELETE of an unfinished execution answers 200 cancelled:false, cancels nothing
   --fault-routes a,b          limit faults to routes: ${ROUTE_NAMES.join(',')}
   --slow-ms N                 delay of slow answers (default 2000)
   --retry-after N             Retry-After seconds of 429 answers (default 1)
   --retry-after-format F      seconds | http-date (default seconds)
+
+Incidents and contract readings:
+  --outage-at MS              an outage begins MS real ms after start (with --outage-for)
+  --outage-for MS             how long the outage lasts (real ms)
+  --outage-routes a,b         routes the outage affects (default all: ${ROUTE_NAMES.join(',')})
+  --outage-answers a,b        how requests fail, equally often: ${OUTAGE_ANSWERS.join(',')} (default error5xx = 503)
+  --finished-cancel A[,B]     answer to a DELETE of a finished execution: ${FINISHED_CANCEL_ANSWERS.join(' | ')} (default 409; a list = drawn per request)
 
   -h, --help                  show this help
 `;
@@ -102,6 +111,11 @@ export function parseSimulatorArgs(argv: readonly string[], env: NodeJS.ProcessE
     'slow-ms',
     'retry-after',
     'retry-after-format',
+    'outage-at',
+    'outage-for',
+    'outage-routes',
+    'outage-answers',
+    'finished-cancel',
   ];
   const { values } = parseArgs({
     args: [...argv],
@@ -163,6 +177,33 @@ export function parseSimulatorArgs(argv: readonly string[], env: NodeJS.ProcessE
   if (retryAfter !== undefined) faults.retryAfterSeconds = retryAfter;
   const retryAfterFormat = oneOf('retry-after-format', str('retry-after-format'), ['seconds', 'http-date'] as const);
   if (retryAfterFormat !== undefined) faults.retryAfterFormat = retryAfterFormat;
+
+  const outageAt = number('outage-at', str('outage-at'), nonNegative, 'a number of ms >= 0');
+  const outageFor = number('outage-for', str('outage-for'), nonNegative, 'a number of ms >= 0');
+  const outageRoutes = list(str('outage-routes'));
+  const outageAnswers = list(str('outage-answers'));
+  if (outageFor === undefined && (outageAt !== undefined || outageRoutes !== undefined || outageAnswers !== undefined)) {
+    throw new Error('--outage-at, --outage-routes and --outage-answers need --outage-for');
+  }
+  if (outageFor !== undefined) {
+    const outage: OutageWindow = { startMs: outageAt ?? 0, durationMs: outageFor };
+    if (outageRoutes !== undefined) outage.routes = outageRoutes.map((r) => oneOf<RouteName>('outage-routes', r, ROUTE_NAMES) ?? 'get');
+    if (outageAnswers !== undefined) {
+      const answers: Partial<Record<OutageAnswer, number>> = {};
+      for (const answer of outageAnswers) answers[oneOf<OutageAnswer>('outage-answers', answer, OUTAGE_ANSWERS) ?? 'error5xx'] = 1;
+      outage.answers = answers;
+    }
+    faults.outages = [outage];
+  }
+  const finishedCancel = list(str('finished-cancel'));
+  if (finishedCancel !== undefined) {
+    const answers = finishedCancel.map((raw) => {
+      const answer = FINISHED_CANCEL_ANSWERS.find((candidate) => String(candidate) === raw);
+      if (answer === undefined) throw new Error(`--finished-cancel must be one or more of ${FINISHED_CANCEL_ANSWERS.join(', ')}, got ${JSON.stringify(raw)}`);
+      return answer;
+    });
+    faults.finishedCancelAnswer = answers.length === 1 ? (answers[0] as FinishedCancelAnswer) : answers;
+  }
 
   const knownChatbots = list(str('known-chatbots'));
   return {

@@ -16,6 +16,7 @@ export const FAULT_KINDS = [
   'unknownStatus',
   'statusRegression',
   'acceptThenFail',
+  'refuseCancel',
 ] as const;
 /**
  * - `error5xx`: 500, 502 or 503 with a JSON `detail`.
@@ -27,11 +28,14 @@ export const FAULT_KINDS = [
  * - `unknownStatus` (`get` only): the real body with `status` replaced by `unknownStatusValue`.
  * - `statusRegression` (`get` only): a stale snapshot with an earlier status than the real one.
  * - `acceptThenFail` (`start` only): the execution IS created, then the answer is a 500 or a reset.
+ * - `refuseCancel` (`cancel` only): a DELETE of a PENDING or RUNNING execution is answered
+ *   200 `{"cancelled": false, "previous_status": ...}` and the execution goes on.
  *
  * Every kind except `acceptThenFail` strikes before the request is processed: nothing is
  * created or cancelled. `unknownStatus` and `statusRegression` only strike a GET of an existing
- * execution (and `statusRegression` only when an earlier status exists); otherwise the request
- * is answered normally and nothing is counted.
+ * execution (and `statusRegression` only when an earlier status exists), `refuseCancel` only a
+ * DELETE of an unfinished execution; otherwise the request is answered normally and nothing is
+ * counted.
  */
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -46,7 +50,56 @@ export const FAULT_ROUTES: Readonly<Record<FaultKind, readonly RouteName[]>> = {
   unknownStatus: ['get'],
   statusRegression: ['get'],
   acceptThenFail: ['start'],
+  refuseCancel: ['cancel'],
 };
+
+/**
+ * How a request fails during an outage window: `error5xx` (503 with a JSON `detail`), `reset`
+ * (the socket is destroyed) or `hang` (no answer until the client gives up: a timeout).
+ */
+export const OUTAGE_ANSWERS = ['error5xx', 'reset', 'hang'] as const;
+export type OutageAnswer = (typeof OUTAGE_ANSWERS)[number];
+
+/**
+ * A window of time during which every request to some routes fails (Waterflai is down or
+ * unreachable). Times are real milliseconds (not scaled by `timeScale`).
+ */
+export interface OutageWindow {
+  /**
+   * When the outage begins, in ms after the settings take effect (`startSimulator`,
+   * `Simulator.setFaults`) or, for `Simulator.scheduleOutage`, after the call. @default 0
+   */
+  startMs?: number;
+  /** How long it lasts, in ms. */
+  durationMs: number;
+  /** The routes that fail. @default every route */
+  routes?: readonly RouteName[];
+  /**
+   * Relative weights of the ways a request fails, drawn per request from the seeded
+   * generator (a stream of its own; a request an outage answers draws no fault).
+   * @default { error5xx: 1 } (every request answered 503)
+   */
+  answers?: Partial<Record<OutageAnswer, number>>;
+}
+
+/** An outage window with absolute times (epoch ms). */
+export interface ScheduledOutage {
+  readonly from: number;
+  readonly until: number;
+  readonly routes: readonly RouteName[];
+  readonly answers: Readonly<Partial<Record<OutageAnswer, number>>>;
+}
+
+/**
+ * The answer to a DELETE of an execution that already finished (COMPLETED, FAILED or
+ * CANCELLED). The contract only says such executions "cannot be cancelled again":
+ * - `409`: 409 Conflict `{"execution_id", "cancelled": false, "message", "previous_status"}`;
+ * - `400`: 400 Bad Request `{"detail": "... cannot be cancelled"}`;
+ * - `404`: 404 Not Found `{"detail": "... not found or not cancellable"}`;
+ * - `200`: 200 `{"execution_id", "cancelled": false, "message", "previous_status": <the terminal status>}`.
+ */
+export const FINISHED_CANCEL_ANSWERS = [409, 400, 404, 200] as const;
+export type FinishedCancelAnswer = (typeof FINISHED_CANCEL_ANSWERS)[number];
 
 /** A probability (0..1) per request, optionally limited to some routes. */
 export type FaultRate = number | { probability: number; routes?: readonly RouteName[] };
@@ -74,6 +127,7 @@ export interface FaultSettings {
   unknownStatus?: FaultRate;
   statusRegression?: FaultRate;
   acceptThenFail?: FaultRate;
+  refuseCancel?: FaultRate;
   /** Limits the probabilistic faults to these routes (a kind's own `routes` wins). @default all routes */
   routes?: readonly RouteName[];
   /** `Retry-After` of 429 answers, in seconds. @default 1 */
@@ -86,11 +140,29 @@ export interface FaultSettings {
   unknownStatusValue?: string;
   /** Deterministic faults, taken in order by the next matching requests, before any random one. */
   failNext?: readonly ScheduledFault[];
+  /** Outage windows (every request to their routes fails while they last). @default none */
+  outages?: readonly OutageWindow[];
+  /**
+   * The answer to a DELETE of a finished execution; a list means one of them, drawn per
+   * request from the seeded generator (the outage stream). @default 409
+   */
+  finishedCancelAnswer?: FinishedCancelAnswer | readonly FinishedCancelAnswer[];
 }
 
 const routeName = z.enum(ROUTE_NAMES);
 const probability = z.number().min(0).max(1);
 const faultRate = z.union([probability, z.strictObject({ probability, routes: z.array(routeName).optional() })]);
+
+const outageWindow = z.strictObject({
+  startMs: z.number().min(0).optional(),
+  durationMs: z.number().min(0),
+  routes: z.array(routeName).optional(),
+  answers: z
+    .strictObject({ error5xx: z.number().min(0).optional(), reset: z.number().min(0).optional(), hang: z.number().min(0).optional() })
+    .refine((answers) => Object.values(answers).some((weight) => weight !== undefined && weight > 0), { message: 'at least one answer needs a positive weight' })
+    .optional(),
+});
+const finishedCancelAnswer = z.union([z.literal(409), z.literal(400), z.literal(404), z.literal(200)]);
 
 const scheduledFault = z
   .strictObject({
@@ -114,13 +186,29 @@ const faultSettingsSchema = z.strictObject({
   unknownStatus: faultRate.optional(),
   statusRegression: faultRate.optional(),
   acceptThenFail: faultRate.optional(),
+  refuseCancel: faultRate.optional(),
   routes: z.array(routeName).optional(),
   retryAfterSeconds: z.number().int().min(0).optional(),
   retryAfterFormat: z.enum(['seconds', 'http-date']).optional(),
   slowMs: z.number().min(0).optional(),
   unknownStatusValue: z.string().min(1).optional(),
   failNext: z.array(scheduledFault).optional(),
+  outages: z.array(outageWindow).optional(),
+  finishedCancelAnswer: z.union([finishedCancelAnswer, z.array(finishedCancelAnswer).min(1)]).optional(),
 });
+
+/**
+ * Validates one outage window.
+ * @throws Error naming the offending field(s)
+ */
+export function parseOutageWindow(value: unknown): OutageWindow {
+  const result = outageWindow.safeParse(value);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `${['outage', ...i.path.map(String)].join('.')}: ${i.message}`);
+    throw new Error(`Invalid outage window: ${problems.join('; ')}`);
+  }
+  return result.data;
+}
 
 /**
  * Validates fault settings.
@@ -157,24 +245,90 @@ interface QueuedFault {
 
 const SERVER_ERRORS = [500, 502, 503] as const;
 
+/** Extra sources of {@link FaultInjector}. */
+export interface FaultInjectorSources {
+  /**
+   * The generator of outage answers and finished-cancel variants (kept apart from the fault
+   * draws, so turning them on does not change which requests the other faults strike).
+   * @default the fault generator
+   */
+  readonly behaviourRandom?: RandomSource;
+  /** The clock of outage windows. @default Date.now */
+  readonly now?: () => number;
+}
+
 /** Decides, per request, which fault (if any) strikes it. */
 export class FaultInjector {
   private settings: FaultSettings = {};
   private queue: QueuedFault[] = [];
+  private windows: ScheduledOutage[] = [];
+  private readonly behaviourRandom: RandomSource;
+  private readonly now: () => number;
 
   constructor(
     private readonly random: RandomSource,
     private readonly onInjected: (kind: FaultKind) => void,
     settings: FaultSettings = {},
+    sources: FaultInjectorSources = {},
   ) {
+    this.behaviourRandom = sources.behaviourRandom ?? random;
+    this.now = sources.now ?? Date.now;
     this.set(settings);
   }
 
-  /** Replaces the settings (and the `failNext` queue); the random sequence goes on. */
+  /** Replaces the settings (the `failNext` queue and the outage windows too); the random sequences go on. */
   set(settings: FaultSettings): void {
     const parsed = parseFaultSettings(settings);
     this.settings = parsed;
     this.queue = (parsed.failNext ?? []).map((fault) => ({ fault, remaining: fault.count ?? 1 }));
+    const at = this.now();
+    this.windows = (parsed.outages ?? []).map((window) => absoluteOutage(window, at));
+  }
+
+  /**
+   * Adds an outage window beginning `window.startMs` after now (kept until the next `set`).
+   * @returns the window with absolute times
+   * @throws Error on an invalid window
+   */
+  scheduleOutage(window: OutageWindow): ScheduledOutage {
+    const scheduled = absoluteOutage(parseOutageWindow(window), this.now());
+    this.windows.push(scheduled);
+    return scheduled;
+  }
+
+  /** Every outage window (absolute times), in the order they were added. */
+  outages(): readonly ScheduledOutage[] {
+    return [...this.windows];
+  }
+
+  /**
+   * How a request to `route` fails now because of an outage, or undefined when no window
+   * covers it. Draws one number from the behaviour generator when the window has more than
+   * one possible answer.
+   */
+  outageAt(route: RouteName, t: number = this.now()): OutageAnswer | undefined {
+    const window = this.windows.find((candidate) => candidate.from <= t && t < candidate.until && candidate.routes.includes(route));
+    if (window === undefined) return undefined;
+    const weighted = OUTAGE_ANSWERS.flatMap((answer) => {
+      const weight = window.answers[answer] ?? 0;
+      return weight > 0 ? [{ answer, weight }] : [];
+    });
+    if (weighted.length === 1) return weighted[0]!.answer;
+    const total = weighted.reduce((sum, item) => sum + item.weight, 0);
+    let r = this.behaviourRandom() * total;
+    for (const item of weighted) {
+      if (r < item.weight) return item.answer;
+      r -= item.weight;
+    }
+    return weighted.at(-1)?.answer ?? 'error5xx';
+  }
+
+  /** The answer to a DELETE of a finished execution (drawn when several are configured). */
+  finishedCancelAnswer(): FinishedCancelAnswer {
+    const setting = this.settings.finishedCancelAnswer ?? 409;
+    if (typeof setting === 'number') return setting;
+    if (setting.length === 1) return setting[0]!;
+    return setting[Math.floor(this.behaviourRandom() * setting.length)] ?? 409;
   }
 
   get current(): FaultSettings {
@@ -267,4 +421,9 @@ export class FaultInjector {
     }
     return {};
   }
+}
+
+function absoluteOutage(window: OutageWindow, at: number): ScheduledOutage {
+  const from = at + (window.startMs ?? 0);
+  return { from, until: from + window.durationMs, routes: window.routes ?? ROUTE_NAMES, answers: window.answers ?? { error5xx: 1 } };
 }

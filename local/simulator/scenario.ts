@@ -148,6 +148,12 @@ export interface SimulatedExecutionView extends ExecutionStatusBody {
   /** The resolved scenario (unscaled). */
   scenario: Scenario;
   cancelled_by: CancelledBy | null;
+  /**
+   * Whether the POST that created it was answered 202 with its id: false for the crash
+   * window (`acceptThenFail`), or when the client was gone before the answer went out. An
+   * execution whose start was not acknowledged is one nobody outside can know the id of.
+   */
+  start_acknowledged: boolean;
 }
 
 /** One step of an execution's timeline (absolute epoch milliseconds). */
@@ -218,6 +224,8 @@ export class SimulatedExecution {
   readonly naturalEndAt: number;
   readonly scheduledCancelAt: number | undefined;
   private explicitCancelAt: number | undefined;
+  /** Set once the POST's 202 with the id went out (see `SimulatedExecutionView.start_acknowledged`). */
+  startAcknowledged = false;
   private cancelledByCaller: CancelledBy | undefined;
   private readonly timeline: TimelineEvent[];
   private readonly subscribers = new Set<() => void>();
@@ -397,6 +405,7 @@ export class SimulatedExecution {
       input_data: this.inputData,
       scenario: this.scenario,
       cancelled_by: this.isTerminalAt(t) ? this.cancelledBy() : null,
+      start_acknowledged: this.startAcknowledged,
     };
   }
 }

@@ -16,7 +16,19 @@ import { createHash, randomInt, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WATERFLAI_STATUS } from '../../lambdas/shared/constants';
-import { FAULT_KINDS, FaultInjector, type FaultDecision, type FaultKind, type FaultSettings, type RouteName } from './faults';
+import {
+  FAULT_KINDS,
+  FaultInjector,
+  OUTAGE_ANSWERS,
+  type FaultDecision,
+  type FaultKind,
+  type FaultSettings,
+  type FinishedCancelAnswer,
+  type OutageAnswer,
+  type OutageWindow,
+  type RouteName,
+  type ScheduledOutage,
+} from './faults';
 import { deriveSeed, mulberry32, randomHex } from './prng';
 import {
   buildFinalOutput,
@@ -40,8 +52,19 @@ export type {
   CancelledBy,
 } from './scenario';
 export { DEFAULT_SCENARIO } from './scenario';
-export type { FaultDecision, FaultKind, FaultRate, FaultSettings, RouteName, ScheduledFault } from './faults';
-export { FAULT_KINDS, FAULT_ROUTES, ROUTE_NAMES } from './faults';
+export type {
+  FaultDecision,
+  FaultKind,
+  FaultRate,
+  FaultSettings,
+  FinishedCancelAnswer,
+  OutageAnswer,
+  OutageWindow,
+  RouteName,
+  ScheduledFault,
+  ScheduledOutage,
+} from './faults';
+export { FAULT_KINDS, FAULT_ROUTES, FINISHED_CANCEL_ANSWERS, OUTAGE_ANSWERS, ROUTE_NAMES } from './faults';
 
 /** The API key the simulator accepts unless told otherwise. */
 export const DEFAULT_SIMULATOR_API_KEY = 'local-dev-key';
@@ -53,6 +76,8 @@ export interface SimulatorOptions {
   port?: number;
   /** The `X-API-Key` every request must carry (401 otherwise). @default 'local-dev-key' */
   apiKey?: string;
+  /** More keys accepted besides `apiKey` (e.g. the next key of a rotation). @default none */
+  apiKeys?: readonly string[];
   /** Seed of every random choice (faults, ids). @default a random seed, see `Simulator.seed` */
   seed?: number;
   /** Multiplies every scenario duration (0.1 runs 10x faster). @default 1 */
@@ -85,8 +110,16 @@ export interface SimulatorStats {
   by_status: Record<number, number>;
   /** Requests closed without any answer (`reset`, `hang`, client gone during `slow`). */
   no_response: number;
-  /** 401 answers (missing or wrong `X-API-Key`). */
+  /** 401 answers (missing or wrong `X-API-Key`, revoked keys included). */
   unauthorized: number;
+  /** Of those, 401 answers to a key that was accepted before and has been revoked (a rotation). */
+  revoked_key: number;
+  /** Requests failed by an outage window. */
+  outage_requests: number;
+  /** The same, by how they failed. */
+  outage_by_answer: Record<OutageAnswer, number>;
+  /** DELETEs of finished executions, by the answer given (`409`, `400`, `404`, `200`). */
+  finished_cancel_answers: Record<string, number>;
   /** Faults that really struck, by kind. */
   faults: Record<FaultKind, number>;
   faults_total: number;
@@ -102,6 +135,7 @@ export interface SimulatorStats {
 export interface Simulator {
   /** Base URL, e.g. `http://127.0.0.1:8787` (no trailing slash). */
   readonly url: string;
+  /** The current key (the newest one accepted; `rotateApiKey` changes it). */
   readonly apiKey: string;
   /** The seed in use (given or drawn), to reproduce a run. */
   readonly seed: number;
@@ -117,6 +151,23 @@ export interface Simulator {
   setFaults(faults: FaultSettings): void;
   /** Cancels as someone else would (status becomes CANCELLED). False if unknown or already finished. */
   cancelRemotely(id: string): boolean;
+  /**
+   * Adds an outage window beginning `window.startMs` (default 0) after now: every request to
+   * its routes fails until it ends (kept until the next `setFaults`). Open streams on
+   * affected routes are cut when it begins. @throws on an invalid window
+   */
+  scheduleOutage(window: OutageWindow): ScheduledOutage;
+  /** Every outage window so far (absolute epoch ms). */
+  outages(): readonly ScheduledOutage[];
+  /** Accepts one more API key and makes it the current one (`apiKey`). */
+  acceptApiKey(key: string): void;
+  /** Refuses a key from now on: requests carrying it get 401 (counted in `revoked_key`). */
+  revokeApiKey(key: string): void;
+  /**
+   * A key rotation: accepts `newKey` at once (the current key from now on), and refuses every
+   * other key `revokeOldAfterMs` later (real ms; default 0 = at once).
+   */
+  rotateApiKey(newKey: string, options?: { revokeOldAfterMs?: number }): void;
   close(): Promise<void>;
 }
 
@@ -160,6 +211,10 @@ function emptyStats(): SimulatorStats {
     by_status: {},
     no_response: 0,
     unauthorized: 0,
+    revoked_key: 0,
+    outage_requests: 0,
+    outage_by_answer: Object.fromEntries(OUTAGE_ANSWERS.map((answer) => [answer, 0])) as Record<OutageAnswer, number>,
+    finished_cancel_answers: {},
     faults: Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as Record<FaultKind, number>,
     faults_total: 0,
     starts_by_chatbot: {},
@@ -199,6 +254,7 @@ function malformedBody(route: RouteName, param: string): string {
 export async function startSimulator(options: SimulatorOptions = {}): Promise<Simulator> {
   const apiKey = options.apiKey ?? DEFAULT_SIMULATOR_API_KEY;
   if (apiKey === '') throw new Error('apiKey must not be empty');
+  if ((options.apiKeys ?? []).some((key) => key === '')) throw new Error('apiKeys must not contain an empty key');
   const timeScale = options.timeScale ?? 1;
   if (!Number.isFinite(timeScale) || timeScale < 0) throw new Error(`timeScale must be a finite number >= 0, got ${timeScale}`);
   const seed = (options.seed ?? randomInt(0, 2 ** 32)) >>> 0;
@@ -208,7 +264,10 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   const maxBodyBytes = options.maxBodyBytes ?? 5 * 1024 * 1024;
   const knownChatbots = options.knownChatbots === undefined ? undefined : new Set(options.knownChatbots);
   const log = options.log ?? (() => undefined);
-  const expectedKey = digest(apiKey);
+  /** Accepted keys by their digest (never the key itself), and keys refused after a rotation. */
+  const acceptedKeys: Buffer[] = [digest(apiKey), ...(options.apiKeys ?? []).map(digest)];
+  const revokedKeys: Buffer[] = [];
+  let currentKey = apiKey;
 
   let stats = emptyStats();
   const executions = new Map<string, SimulatedExecution>();
@@ -220,9 +279,17 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       stats.faults_total += 1;
     },
     options.faults,
+    { behaviourRandom: mulberry32(deriveSeed(seed, 'behaviour')) },
   );
   const timers = new Set<NodeJS.Timeout>();
   const streamClosers = new Set<() => void>();
+  /** Open streams, to cut (destroy, no clean end) when an outage begins. */
+  const streamCutters = new Set<() => void>();
+  /** Notes added to a request's log line while it is handled (a finished-cancel variant, ...). */
+  const requestNotes = new WeakMap<ServerResponse, string>();
+  const addNote = (res: ServerResponse, note: string): void => {
+    requestNotes.set(res, `${requestNotes.get(res) ?? ''} ${note}`);
+  };
   let closing = false;
   let baseUrl = '';
 
@@ -243,8 +310,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     timers.add(timer);
   }
 
-  function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-    if (res.headersSent || res.destroyed) return;
+  /** Sends a JSON answer; false when it could not be sent (the client is gone, or an answer went out already). */
+  function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): boolean {
+    if (res.headersSent || res.destroyed) return false;
     const text = JSON.stringify(body);
     increment(stats.by_status, status);
     res.writeHead(status, {
@@ -253,6 +321,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       ...headers,
     });
     res.end(text);
+    return true;
   }
 
   function sendRaw(res: ServerResponse, status: number, contentType: string, text: string): void {
@@ -313,6 +382,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       case 'unknownStatus':
       case 'statusRegression':
       case 'acceptThenFail':
+      case 'refuseCancel':
         return false;
     }
   }
@@ -379,7 +449,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       return;
     }
     const statusUrl = `${baseUrl}/v1/executions/${encodeURIComponent(id)}`;
-    sendJson(res, 202, {
+    execution.startAcknowledged = sendJson(res, 202, {
       execution_id: id,
       status_url: statusUrl,
       stream_url: `${statusUrl}/stream`,
@@ -404,8 +474,20 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     sendJson(res, 200, body);
   }
 
-  function handleCancel(execution: SimulatedExecution, res: ServerResponse): void {
-    const { cancelled, previousStatus } = execution.cancel(now(), 'api');
+  function handleCancel(execution: SimulatedExecution, fault: FaultDecision | undefined, res: ServerResponse): void {
+    const t = now();
+    if (fault?.kind === 'refuseCancel' && !execution.isTerminalAt(t)) {
+      // Answered like a success, but nothing is cancelled: the execution goes on.
+      fault.commit();
+      sendJson(res, 200, {
+        execution_id: execution.id,
+        cancelled: false,
+        message: `Execution ${execution.id} could not be cancelled`,
+        previous_status: execution.statusAt(t),
+      });
+      return;
+    }
+    const { cancelled, previousStatus } = execution.cancel(t, 'api');
     if (cancelled) {
       sendJson(res, 200, {
         execution_id: execution.id,
@@ -415,12 +497,22 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       });
       return;
     }
-    sendJson(res, 409, {
-      execution_id: execution.id,
-      cancelled: false,
-      message: `Execution ${execution.id} is ${previousStatus} and cannot be cancelled`,
-      previous_status: previousStatus,
-    });
+    const answer: FinishedCancelAnswer = faults.finishedCancelAnswer();
+    increment(stats.finished_cancel_answers, String(answer));
+    addNote(res, `finished-cancel=${answer}`);
+    const message = `Execution ${execution.id} is ${previousStatus} and cannot be cancelled`;
+    switch (answer) {
+      case 409:
+      case 200:
+        sendJson(res, answer, { execution_id: execution.id, cancelled: false, message, previous_status: previousStatus });
+        return;
+      case 400:
+        sendJson(res, 400, { detail: message });
+        return;
+      case 404:
+        sendJson(res, 404, { detail: `No cancellable execution ${JSON.stringify(execution.id)} found` });
+        return;
+    }
   }
 
   function eventPayload(execution: SimulatedExecution, event: TimelineEvent): Record<string, unknown> {
@@ -515,6 +607,12 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     }
     const unsubscribe = execution.subscribe(pump);
     streamClosers.add(finish);
+    const cut = (): void => {
+      streamCutters.delete(cut);
+      res.destroy();
+    };
+    streamCutters.add(cut);
+    res.on('close', () => streamCutters.delete(cut));
     // Not req.on('close'): since Node 16 it fires once the request is read, not on disconnect.
     res.on('close', finish);
 
@@ -538,10 +636,56 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     schedule(cursor);
   }
 
-  function isAuthorized(req: IncomingMessage): boolean {
+  /** `ok`, `revoked` (a key refused since a rotation) or `invalid` (missing or unknown). */
+  function authorize(req: IncomingMessage): 'ok' | 'revoked' | 'invalid' {
     const given = req.headers['x-api-key'];
-    if (typeof given !== 'string' || given === '') return false;
-    return timingSafeEqual(digest(given), expectedKey);
+    if (typeof given !== 'string' || given === '') return 'invalid';
+    const hash = digest(given);
+    // Every comparison is made, so the time taken does not tell which key matched.
+    const accepted = acceptedKeys.reduce((found, key) => timingSafeEqual(hash, key) || found, false);
+    if (accepted) return 'ok';
+    return revokedKeys.reduce((found, key) => timingSafeEqual(hash, key) || found, false) ? 'revoked' : 'invalid';
+  }
+
+  function revoke(hash: Buffer): void {
+    const index = acceptedKeys.findIndex((key) => key.equals(hash));
+    if (index < 0) return;
+    acceptedKeys.splice(index, 1);
+    revokedKeys.push(hash);
+  }
+
+  function accept(key: string): void {
+    if (key === '') throw new Error('an API key must not be empty');
+    const hash = digest(key);
+    if (!acceptedKeys.some((accepted) => accepted.equals(hash))) acceptedKeys.push(hash);
+    const revokedIndex = revokedKeys.findIndex((revoked) => revoked.equals(hash));
+    if (revokedIndex >= 0) revokedKeys.splice(revokedIndex, 1);
+    currentKey = key;
+  }
+
+  /** Applies an outage answer to a request. */
+  function failForOutage(answer: OutageAnswer, req: IncomingMessage, res: ServerResponse): void {
+    stats.outage_requests += 1;
+    stats.outage_by_answer[answer] += 1;
+    switch (answer) {
+      case 'error5xx':
+        sendJson(res, 503, { detail: 'Service temporarily unavailable' });
+        return;
+      case 'reset':
+        req.socket.destroy();
+        return;
+      case 'hang':
+        // Never answered: the client times out, or close() destroys the connection.
+        return;
+    }
+  }
+
+  /** Cuts the open streams when an outage covering the stream route begins. */
+  function cutStreamsAt(outage: ScheduledOutage): void {
+    if (!outage.routes.includes('stream') || outage.until <= outage.from) return;
+    later(outage.from - now(), () => {
+      for (const cut of [...streamCutters]) cut();
+    });
   }
 
   async function dispatch(route: RouteName, param: string, fault: FaultDecision | undefined, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -555,7 +699,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       return;
     }
     if (route === 'get') handleGet(execution, fault, res);
-    else if (route === 'cancel') handleCancel(execution, res);
+    else if (route === 'cancel') handleCancel(execution, fault, res);
     else handleStream(execution, res);
   }
 
@@ -569,7 +713,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     res.on('close', () => {
       if (!res.headersSent) stats.no_response += 1;
       const outcome = res.headersSent ? String(res.statusCode) : 'no response';
-      log(`${method} ${pathname} -> ${outcome} ${now() - receivedAt}ms${faultNote}`);
+      log(`${method} ${pathname} -> ${outcome} ${now() - receivedAt}ms${faultNote}${requestNotes.get(res) ?? ''}`);
     });
 
     const match = matchRoute(method, pathname);
@@ -586,13 +730,35 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     const { route, param } = match;
     stats.by_route[route] += 1;
     if (route === 'start') increment(stats.starts_by_chatbot, param);
-    if (!isAuthorized(req)) {
-      stats.unauthorized += 1;
-      sendJson(res, 401, { detail: 'Missing or invalid X-API-Key' });
+    // An outage comes before the key check: nothing behind it answers.
+    const outage = faults.outageAt(route, receivedAt);
+    if (outage !== undefined) {
+      faultNote = ` fault=outage:${outage}`;
+      failForOutage(outage, req, res);
       return;
     }
-    const fault = faults.decide(route);
-    if (fault !== undefined) faultNote = ` fault=${fault.kind}`;
+    const auth = authorize(req);
+    if (auth !== 'ok') {
+      stats.unauthorized += 1;
+      if (auth === 'revoked') {
+        stats.revoked_key += 1;
+        addNote(res, 'auth=revoked-key');
+      }
+      sendJson(res, 401, { detail: auth === 'revoked' ? 'Invalid X-API-Key: the key has been revoked' : 'Missing or invalid X-API-Key' });
+      return;
+    }
+    const drawn = faults.decide(route);
+    // The log line names a fault only once it really struck (commit).
+    const fault: FaultDecision | undefined =
+      drawn === undefined
+        ? undefined
+        : {
+            ...drawn,
+            commit: () => {
+              faultNote = ` fault=${drawn.kind}`;
+              drawn.commit();
+            },
+          };
     const run = (): void => {
       dispatch(route, param, fault, req, res).catch((error: unknown) => {
         log(`internal error: ${error instanceof Error ? error.message : String(error)}`);
@@ -625,9 +791,13 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   // A deep copy: callers may mutate what they get without touching the simulator's state.
   const view = (execution: SimulatedExecution): SimulatedExecutionView => structuredClone(execution.viewAt(now()));
 
+  for (const outage of faults.outages()) cutStreamsAt(outage);
+
   return {
     url: baseUrl,
-    apiKey,
+    get apiKey() {
+      return currentKey;
+    },
     seed,
     address: { ...address },
     stats: () => structuredClone(stats),
@@ -641,8 +811,30 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       return execution === undefined ? undefined : view(execution);
     },
     executions: () => [...executions.values()].map(view),
-    setFaults: (settings) => faults.set(settings),
+    setFaults: (settings) => {
+      faults.set(settings);
+      for (const outage of faults.outages()) cutStreamsAt(outage);
+    },
     cancelRemotely: (id) => executions.get(id)?.cancel(now(), 'remote').cancelled ?? false,
+    scheduleOutage: (window) => {
+      const outage = faults.scheduleOutage(window);
+      cutStreamsAt(outage);
+      return outage;
+    },
+    outages: () => faults.outages(),
+    acceptApiKey: accept,
+    revokeApiKey: (key) => revoke(digest(key)),
+    rotateApiKey(newKey, rotation = {}) {
+      accept(newKey);
+      const keep = digest(newKey);
+      const old = acceptedKeys.filter((key) => !key.equals(keep));
+      const revokeOld = (): void => {
+        for (const key of old) revoke(key);
+      };
+      const after = rotation.revokeOldAfterMs ?? 0;
+      if (after <= 0) revokeOld();
+      else later(after, revokeOld);
+    },
     close: async () => {
       if (closing) return;
       closing = true;

@@ -1,8 +1,11 @@
 /**
  * Reliability under faults: the local runtime's fault hooks on their own (no boot), the
- * seeded plan, and a short chaos run (`npm run chaos` in small) over the whole local runtime
- * asserting the invariants: nothing lost, nothing stuck, no conflicting outcomes, no
- * duplicate execution from redeliveries, every kind of fault really injected.
+ * seeded plan, and a short chaos run (`npm run chaos` in small) over the whole local runtime,
+ * with a short Waterflai outage, a key rotation and refused cancels, asserting every verdict
+ * the checker computes: no violation at all (nothing lost, stuck, unannounced or conflicting,
+ * no outcome mismatch, no orphaned execution, no outcome contradicting Waterflai, no
+ * unexplained give-up, no duplicate execution from redeliveries), every kind of fault really
+ * injected. The checker itself is unit-tested on fabricated runs (test/unit/chaos-invariants.test.ts).
  */
 import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
 import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
@@ -13,13 +16,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AwsServiceError, startAwsJsonServer, type AwsFaultHook } from '../../local/runtime/aws-json-server';
 import { startDynamoDbFaultProxy, type DynamoDbFault } from '../../local/runtime/dynamodb-fault-proxy';
 import { LocalEventBridge } from '../../local/runtime/eventbridge';
+import { LocalSecretsManager } from '../../local/runtime/secrets';
 import { ExecutionEnvironments, invokeFunction, type LambdaHandler } from '../../local/runtime/lambda';
 import { SqsEventSource } from '../../local/runtime/sqs-event-source';
 import { startLocalSqs } from '../../local/runtime/sqs';
 import { LocalStepFunctions } from '../../local/runtime/step-functions';
-import { ALL_FAULT_KINDS, ChaosFaults, DEFAULT_FAULT_MIX, withEveryWaterflaiKind } from '../../local/chaos/faults';
-import { buildPlan } from '../../local/chaos/plan';
-import { chaosJson } from '../../local/chaos/report';
+import { ALL_FAULT_KINDS, ChaosFaults, DEFAULT_FAULT_MIX, DEFAULT_INCIDENTS, withEveryWaterflaiKind, type FaultMix } from '../../local/chaos/faults';
+import { EXPLAINABLE_GIVE_UPS, buildPlan } from '../../local/chaos/plan';
+import { chaosJson, violationLines } from '../../local/chaos/report';
 import { runChaos, type ChaosResult } from '../../local/chaos/run';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { waitFor } from './support';
@@ -231,6 +235,22 @@ describe('fault hooks of the local runtime', () => {
     }
   }, 20_000);
 
+  it('the local Secrets Manager changes a secret at run time (a rotation): new version, new value, by name or ARN', () => {
+    // Prepare
+    const secrets = new LocalSecretsManager(REGION, ACCOUNT);
+    const { arn } = secrets.put('waterflai-api-key', 'old-key');
+    const before = secrets.getSecretValue({ SecretId: 'waterflai-api-key' });
+
+    // Act
+    const rotated = secrets.update(arn, 'new-key');
+
+    // Assess
+    expect(secrets.getSecretValue({ SecretId: 'waterflai-api-key' })).toMatchObject({ ARN: arn, SecretString: 'new-key', VersionId: rotated.versionId });
+    expect(rotated.versionId).not.toBe(before.VersionId);
+    expect(secrets.updates()).toBe(1);
+    expect(() => secrets.update('no-such-secret', 'x')).toThrow('no secret');
+  });
+
   it('execution environments run one invocation at a time each and queue the others', async () => {
     // Prepare: a handler that keeps per-invocation module state, as Powertools' BatchProcessor does
     let running = 0;
@@ -268,7 +288,7 @@ describe('the seeded plan and fault decisions', () => {
     expect(plan(5)).toEqual(plan(5));
     expect(plan(5).messages.map((message) => message.body)).not.toEqual(plan(6).messages.map((message) => message.body));
     const kinds = new Set(plan(5).jobs.map((job) => job.kind));
-    expect([...kinds].sort()).toEqual(['cancel-first', 'completed', 'deadline', 'failed', 'producer-cancel', 'remote-cancel']);
+    expect([...kinds].sort()).toEqual(['cancel-first', 'completed', 'deadline', 'deadline-race', 'failed', 'producer-cancel', 'remote-cancel']);
     expect(plan(5).messages.filter((message) => message.purpose === 'invalid').length).toBe(4);
 
     const decisions = (seed: number) => {
@@ -280,17 +300,79 @@ describe('the seeded plan and fault decisions', () => {
   });
 });
 
+describe('the seeded incidents', () => {
+  it('are on the plan: outages and key rotations at their share of the send phase, deadline races that end before their deadline', () => {
+    // Act
+    const plan = buildPlan({ jobs: 200, seed: 5, rate: 25, timeScale: 0.1, incidents: DEFAULT_INCIDENTS });
+
+    // Assess: 199 job messages 40 ms apart, so the send phase lasts 7.96 s
+    expect(plan.incidents.outages).toEqual([{ atMs: 3_980, durationMs: 120_000, routes: ['get', 'cancel', 'stream'], answers: { error5xx: 6, reset: 3, hang: 1 } }]);
+    expect(plan.incidents.keyRotations).toEqual([{ atMs: 1_592, revokeOldAfterMs: 2_000, newKey: expect.stringMatching(/^chaos-rotated-5-1-[0-9a-f]{16}$/) as unknown }]);
+    expect(buildPlan({ jobs: 200, seed: 5, rate: 25, timeScale: 0.1, incidents: DEFAULT_INCIDENTS }).incidents).toEqual(plan.incidents);
+    const races = plan.jobs.filter((job) => job.kind === 'deadline-race');
+    expect(races.length).toBeGreaterThan(0);
+    for (const race of races) {
+      const realMs = (Number(race.simulate.queue_ms) + Number(race.simulate.duration_ms)) * 0.1;
+      expect(race.simulate.progress).toBe('none');
+      expect(race.expected).toEqual(['COMPLETED']);
+      expect((race.timeoutSeconds ?? 0) * 1000 - realMs).toBeCloseTo(race.raceMarginMs ?? -1, 0);
+    }
+  });
+});
+
 describe('a short chaos run over the local runtime', () => {
   const JOBS = 120;
+  /** The default mix, a scheduled fault of every simulator kind, a short outage of every route but the start, a key rotation, refused cancels. */
+  const MIX: FaultMix = {
+    ...withEveryWaterflaiKind(DEFAULT_FAULT_MIX),
+    incidents: {
+      outages: [{ atShare: 0.5, durationMs: 8_000, routes: ['get', 'cancel', 'stream'], answers: { error5xx: 6, reset: 3, hang: 1 } }],
+      keyRotations: [{ atShare: 0.2, revokeOldAfterMs: 1_000 }],
+    },
+  };
   let result: ChaosResult;
 
   beforeAll(async () => {
-    result = await runChaos({ jobs: JOBS, seed: 11, faults: withEveryWaterflaiKind(DEFAULT_FAULT_MIX), timeoutSeconds: 100 });
+    result = await runChaos({ jobs: JOBS, seed: 11, faults: MIX, timeoutSeconds: 100, upstreamSettleSeconds: 35 });
   }, 150_000);
+
+  it('held every invariant: no violation at all', () => {
+    expect(violationLines(result)).toEqual([]);
+    expect(chaosJson(result).violations).toEqual([]);
+    expect(result.violations).toBe(0);
+  });
 
   it('finished every job before the deadline', () => {
     expect(result.completed, JSON.stringify(chaosJson(result).violations)).toBe(true);
     expect(result.findings.terminal).toBe(JOBS);
+  });
+
+  it('left no execution running upstream for a job with an outcome, and no outcome contradicts Waterflai', () => {
+    const json = chaosJson(result);
+    expect(json.orphaned_executions).toBe(0);
+    expect(json.outcome_upstream_mismatches).toBe(0);
+    expect(result.findings.orphanedExecutions).toEqual([]);
+    expect(result.findings.outcomeUpstreamMismatches).toEqual([]);
+    expect(result.findings.outcomeMismatches).toEqual([]);
+  });
+
+  it('gave up only where the faults explain it, and never with POLL_FAILED', () => {
+    expect(result.findings.unexplainedGiveUps).toEqual([]);
+    expect(result.findings.giveUps.unexplained).toBe(0);
+    expect(result.findings.giveUps.byOutcome['FAILED:POLL_FAILED'] ?? 0).toBe(0);
+    for (const outcome of Object.keys(result.findings.giveUps.byOutcome)) expect(EXPLAINABLE_GIVE_UPS).toContain(outcome);
+    // A handful at most: the start path retries through faults (0 in recent runs).
+    expect(result.findings.giveUps.total).toBeLessThanOrEqual(3);
+  });
+
+  it('met the incidents: requests failed by the outage, the old key refused after the rotation, refused cancels, deadline races', () => {
+    expect(result.incidents.outages).toHaveLength(1);
+    expect(result.incidents.outage_requests).toBeGreaterThan(0);
+    expect(result.incidents.key_rotations).toHaveLength(1);
+    expect(result.incidents.revoked_key_401s).toBeGreaterThan(0);
+    expect(result.incidents.refused_cancels).toBeGreaterThan(0);
+    expect(result.findings.deadlineRaces.jobs).toBeGreaterThan(0);
+    expect(result.findings.deadlineRaces.completed + result.findings.deadlineRaces.lateStart).toBe(result.findings.deadlineRaces.jobs);
   });
 
   it('lost nothing and left nothing stuck', () => {
@@ -323,7 +405,21 @@ describe('a short chaos run over the local runtime', () => {
   it('injected every kind of fault, and reports the crash window separately', () => {
     for (const kind of ALL_FAULT_KINDS) expect(result.faults[kind], kind).toBeGreaterThan(0);
     const json = chaosJson(result);
-    for (const key of ['jobs', 'lost', 'stuck', 'conflicting_outcomes', 'duplicate_executions_from_redelivery', 'duplicate_executions_from_crash', 'faults']) expect(json).toHaveProperty(key);
+    for (const key of [
+      'jobs',
+      'lost',
+      'stuck',
+      'conflicting_outcomes',
+      'duplicate_executions_from_redelivery',
+      'duplicate_executions_from_crash',
+      'faults',
+      'orphaned_executions',
+      'outcome_upstream_mismatches',
+      'give_ups',
+      'incidents',
+    ]) {
+      expect(json).toHaveProperty(key);
+    }
     expect(result.findings.waterflai.acceptThenFail).toBeGreaterThan(0);
     expect(json.duplicate_executions_from_crash).toBeLessThanOrEqual(result.findings.waterflai.acceptThenFail);
   });

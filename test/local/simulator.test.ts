@@ -986,6 +986,7 @@ describe('fault injection, probabilistic', () => {
       const signal = AbortSignal.timeout(300);
       try {
         if (kind === 'acceptThenFail') await post(sim, 'bot-1', { input_data: {} }, { signal });
+        else if (kind === 'refuseCancel') await fetch(job.cancel_url, { method: 'DELETE', headers: headers(), signal });
         else await fetch(job.status_url, { headers: headers(), signal });
       } catch {
         // reset, hang and acceptThenFail-with-reset reject: expected.
@@ -1099,6 +1100,215 @@ describe('seeded random source', () => {
   });
 });
 
+describe('incidents: outage windows', () => {
+  /** One GET of an unknown execution: its status, or `reset` / `timeout` when no answer came. */
+  async function attempt(sim: Simulator, route: 'get' | 'start' = 'get', key: string | null = API_KEY): Promise<number | 'reset' | 'timeout'> {
+    try {
+      const signal = AbortSignal.timeout(150);
+      const res =
+        route === 'get'
+          ? await fetch(`${sim.url}/v1/executions/exec_none`, { headers: headers(key), signal })
+          : await fetch(`${sim.url}/v1/executions/bot-1/async`, { method: 'POST', headers: headers(key), body: JSON.stringify({ input_data: {} }), signal });
+      return res.status;
+    } catch (error) {
+      return error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError') ? 'timeout' : 'reset';
+    }
+  }
+
+  it('fails every request to its routes while it lasts (before the key check), then recovers', async () => {
+    // Prepare: an outage of GETs from 100 ms to 400 ms
+    const sim = await simulator({ faults: { outages: [{ startMs: 100, durationMs: 300, routes: ['get'] }] } });
+
+    // Act
+    const before = await attempt(sim);
+    await sleep(150);
+    const during = [await attempt(sim), await attempt(sim, 'get', 'wrong-key'), await attempt(sim, 'start')];
+    await sleep(300);
+    const after = await attempt(sim);
+
+    // Assess: 404 (unknown id) outside the window; 503 inside, even without a valid key; POST unaffected
+    expect(before).toBe(404);
+    expect(during).toEqual([503, 503, 202]);
+    expect(after).toBe(404);
+    expect(sim.stats()).toMatchObject({ outage_requests: 2, outage_by_answer: { error5xx: 2, reset: 0, hang: 0 }, unauthorized: 0, faults_total: 0 });
+    expect(sim.outages()).toHaveLength(1);
+  });
+
+  it('mixes 503, resets and timeouts as weighted, the same way for the same seed', async () => {
+    const sequence = async (seed: number): Promise<Array<number | 'reset' | 'timeout'>> => {
+      const sim = await simulator({ seed });
+      sim.scheduleOutage({ durationMs: 60_000, answers: { error5xx: 2, reset: 1, hang: 1 } });
+      const out: Array<number | 'reset' | 'timeout'> = [];
+      for (let i = 0; i < 24; i += 1) out.push(await attempt(sim));
+      return out;
+    };
+
+    const a = await sequence(5);
+    const b = await sequence(5);
+
+    expect(a).toEqual(b);
+    expect(new Set(a)).toEqual(new Set([503, 'reset', 'timeout']));
+  });
+
+  it('does not shift the random faults: the same requests get the same faults with or without an outage of another route', async () => {
+    const statuses = async (outage: boolean): Promise<number[]> => {
+      const sim = await simulator({ seed: 77, faults: { error5xx: 0.4, ...(outage ? { outages: [{ durationMs: 60_000, routes: ['cancel'], answers: { error5xx: 1, reset: 1 } }] } : {}) } });
+      const out: number[] = [];
+      for (let i = 0; i < 20; i += 1) {
+        out.push((await fetch(`${sim.url}/v1/executions/exec_none`, { headers: headers() })).status);
+        if (outage) await fetch(`${sim.url}/v1/executions/exec_none`, { method: 'DELETE', headers: headers() }).catch(() => undefined);
+      }
+      return out;
+    };
+
+    expect(await statuses(true)).toEqual(await statuses(false));
+  });
+
+  it('cuts open streams when it begins', async () => {
+    // Prepare
+    const sim = await simulator({ defaults: { queue_ms: 0, duration_ms: 10_000 } });
+    const job = await startJob(sim);
+    const res = await fetch(job.stream_url, { headers: headers() });
+    expect(res.status).toBe(200);
+
+    // Act
+    sim.scheduleOutage({ startMs: 20, durationMs: 1_000, routes: ['stream'] });
+    const outcome = await res.text().then(
+      () => 'clean end',
+      () => 'cut',
+    );
+
+    // Assess
+    expect(outcome).toBe('cut');
+    expect(await fetch(job.stream_url, { headers: headers() }).then((r) => r.status)).toBe(503);
+  });
+
+  it('refuses an invalid window', () => {
+    return simulator().then((sim) => {
+      expect(() => sim.scheduleOutage({ durationMs: -1 })).toThrow('durationMs');
+      expect(() => sim.scheduleOutage({ durationMs: 1, answers: { error5xx: 0 } })).toThrow('positive weight');
+    });
+  });
+});
+
+describe('incidents: key rotation', () => {
+  it('accepts the new key at once and refuses the old one (401) once revokeOldAfterMs has passed', async () => {
+    // Prepare
+    const sim = await simulator();
+    const job = await startJob(sim, { queue_ms: 0, duration_ms: 10_000 });
+    const statusWith = async (key: string): Promise<number> => (await fetch(job.status_url, { headers: headers(key) })).status;
+
+    // Act
+    sim.rotateApiKey('next-key', { revokeOldAfterMs: 150 });
+    const inGrace = [await statusWith(API_KEY), await statusWith('next-key')];
+    await sleep(200);
+    const afterRevocation = [await statusWith(API_KEY), await statusWith('next-key'), await statusWith('never-valid')];
+
+    // Assess
+    expect(sim.apiKey).toBe('next-key');
+    expect(inGrace).toEqual([200, 200]);
+    expect(afterRevocation).toEqual([401, 200, 401]);
+    expect(sim.stats()).toMatchObject({ unauthorized: 2, revoked_key: 1 });
+  });
+
+  it('accepts the keys of options.apiKeys besides apiKey, and revokes one key on request', async () => {
+    const sim = await simulator({ apiKeys: ['second-key'] });
+    const get = async (key: string): Promise<number> => (await fetch(`${sim.url}/v1/executions/exec_none`, { headers: headers(key) })).status;
+
+    expect([await get(API_KEY), await get('second-key')]).toEqual([404, 404]);
+    sim.revokeApiKey('second-key');
+    expect([await get(API_KEY), await get('second-key')]).toEqual([404, 401]);
+    sim.acceptApiKey('second-key');
+    expect(await get('second-key')).toBe(404);
+  });
+});
+
+describe('cancels: refused, and the answer for finished executions', () => {
+  it('refuseCancel answers 200 cancelled:false with the real previous_status and cancels nothing', async () => {
+    // Prepare
+    const sim = await simulator();
+    const job = await startJob(sim, { queue_ms: 0, duration_ms: 10_000 });
+    await sleep(10);
+    sim.setFaults({ failNext: [{ kind: 'refuseCancel' }] });
+
+    // Act
+    const refused = await fetch(job.cancel_url, { method: 'DELETE', headers: headers() });
+    const refusedBody = (await refused.json()) as Record<string, unknown>;
+    const statusAfterRefusal = (await getStatus(sim, job.execution_id)).body.status;
+    const accepted = await fetch(job.cancel_url, { method: 'DELETE', headers: headers() });
+
+    // Assess
+    expect(refused.status).toBe(200);
+    expect(refusedBody).toMatchObject({ execution_id: job.execution_id, cancelled: false, previous_status: 'RUNNING' });
+    expect(statusAfterRefusal).toBe('RUNNING');
+    expect(accepted.status).toBe(200);
+    expect(((await accepted.json()) as { cancelled: boolean }).cancelled).toBe(true);
+    expect(sim.stats().faults.refuseCancel).toBe(1);
+  });
+
+  it('refuseCancel does not strike a DELETE of a finished execution (it stays queued)', async () => {
+    const sim = await simulator();
+    const job = await startJob(sim, { queue_ms: 0, duration_ms: 5 });
+    await waitForTerminal(sim, job.execution_id);
+    sim.setFaults({ failNext: [{ kind: 'refuseCancel' }] });
+
+    const res = await fetch(job.cancel_url, { method: 'DELETE', headers: headers() });
+
+    expect(res.status).toBe(409);
+    expect(sim.stats().faults.refuseCancel).toBe(0);
+  });
+
+  it.each([
+    [409, { execution_id: expect.any(String) as unknown, cancelled: false, previous_status: 'COMPLETED' }],
+    [400, { detail: expect.stringContaining('cannot be cancelled') as unknown }],
+    [404, { detail: expect.any(String) as unknown }],
+    [200, { execution_id: expect.any(String) as unknown, cancelled: false, previous_status: 'COMPLETED' }],
+  ] as const)('finishedCancelAnswer %i: a DELETE of a COMPLETED execution gets that answer, and nothing changes', async (answer, body) => {
+    // Prepare
+    const sim = await simulator({ faults: { finishedCancelAnswer: answer } });
+    const job = await startJob(sim, { queue_ms: 0, duration_ms: 5 });
+    await waitForTerminal(sim, job.execution_id);
+
+    // Act
+    const res = await fetch(job.cancel_url, { method: 'DELETE', headers: headers() });
+
+    // Assess
+    expect(res.status).toBe(answer);
+    expect(await res.json()).toMatchObject(body);
+    expect((await getStatus(sim, job.execution_id)).body.status).toBe('COMPLETED');
+    expect(sim.stats().finished_cancel_answers).toEqual({ [answer]: 1 });
+  });
+
+  it('a list of finished-cancel answers is drawn from per request, reproducibly', async () => {
+    const answers = async (seed: number): Promise<number[]> => {
+      const sim = await simulator({ seed, faults: { finishedCancelAnswer: [409, 400, 404, 200] } });
+      const job = await startJob(sim, { queue_ms: 0, duration_ms: 5 });
+      await waitForTerminal(sim, job.execution_id);
+      const out: number[] = [];
+      for (let i = 0; i < 24; i += 1) out.push((await fetch(job.cancel_url, { method: 'DELETE', headers: headers() })).status);
+      return out;
+    };
+
+    const a = await answers(3);
+
+    expect(a).toEqual(await answers(3));
+    expect(new Set(a)).toEqual(new Set([409, 400, 404, 200]));
+  });
+});
+
+describe('start_acknowledged', () => {
+  it('is true when the POST answered 202 with the id, false for the crash window', async () => {
+    const sim = await simulator();
+    const acknowledged = await startJob(sim, {}, 'ack-bot');
+    sim.setFaults({ failNext: [{ kind: 'acceptThenFail', mode: 'error' }] });
+    const lost = await post(sim, 'lost-bot', { input_data: {} });
+
+    expect(lost.status).toBe(500);
+    expect(sim.execution(acknowledged.execution_id)?.start_acknowledged).toBe(true);
+    expect(sim.executions().find((execution) => execution.chatbot_id === 'lost-bot')?.start_acknowledged).toBe(false);
+  });
+});
+
 describe('CLI arguments', () => {
   it('maps flags to simulator options', () => {
     const parsed = parseSimulatorArgs(
@@ -1119,6 +1329,25 @@ describe('CLI arguments', () => {
     });
   });
 
+  it('maps the incident flags: refused cancels, an outage window, finished-cancel answers', () => {
+    const parsed = parseSimulatorArgs(
+      ['--fault-refuse-cancel', '0.3', '--outage-at', '1000', '--outage-for', '120000', '--outage-routes', 'get,cancel', '--outage-answers', 'error5xx,hang', '--finished-cancel', '409,404'],
+      {},
+    );
+
+    expect(parsed).toMatchObject({
+      help: false,
+      options: {
+        faults: {
+          refuseCancel: 0.3,
+          outages: [{ startMs: 1000, durationMs: 120_000, routes: ['get', 'cancel'], answers: { error5xx: 1, hang: 1 } }],
+          finishedCancelAnswer: [409, 404],
+        },
+      },
+    });
+    expect(parseSimulatorArgs(['--finished-cancel', '400'], {})).toMatchObject({ options: { faults: { finishedCancelAnswer: 400 } } });
+  });
+
   it('defaults to port 8787 and the WATERFLAI_API_KEY environment variable', () => {
     const parsed = parseSimulatorArgs([], { WATERFLAI_API_KEY: 'from-env' });
 
@@ -1131,6 +1360,9 @@ describe('CLI arguments', () => {
     [['--outcome', 'boom'], '--outcome'],
     [['--fault-routes', 'get,post'], '--fault-routes'],
     [['--nope'], 'nope'],
+    [['--outage-at', '5'], '--outage-for'],
+    [['--outage-for', '5', '--outage-answers', 'boom'], '--outage-answers'],
+    [['--finished-cancel', '418'], '--finished-cancel'],
   ])('refuses %o', (argv, expected) => {
     expect(() => parseSimulatorArgs(argv, {})).toThrow(expected);
   });
