@@ -132,8 +132,8 @@ export interface ChaosFindings {
   /** `deadline-race` jobs: how many, how many ended COMPLETED, how many TIMED_OUT because their start came too late to win. */
   readonly deadlineRaces: { readonly jobs: number; readonly completed: number; readonly lateStart: number };
   /**
-   * `deadline` jobs that ended COMPLETED because an outage of the cancel route lasted from
-   * their deadline until their execution completed on its own (allowed: the result is true
+   * `deadline` jobs that ended COMPLETED because an outage of the cancel route was under way at
+   * their deadline and their execution completed on its own before a cancel could get through (allowed: the result is true
    * upstream and is not thrown away).
    */
   readonly deadlineJobsCompletedDuringOutage: number;
@@ -341,7 +341,7 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
       }
     } else if (job.kind === 'deadline-race' && outcome === 'FAILED:TIMED_OUT' && startedTooLate(job, record.deadline_at, adopted, plan.timeScale)) {
       races.lateStart += 1;
-    } else if (job.kind === 'deadline' && outcome === 'COMPLETED' && adopted?.status === 'COMPLETED' && cancelBlockedUntilTheEnd(record.deadline_at, adopted, observed.outages)) {
+    } else if (job.kind === 'deadline' && outcome === 'COMPLETED' && adopted?.status === 'COMPLETED' && cancelBlockedUntilTheEnd(record.deadline_at, adopted, observed.outages, plan.timeScale)) {
       // The deadline passed during an outage of the cancel route and the execution completed
       // before a cancel could get through: a finished result is never thrown away.
       deadlineCompletedInOutage += 1;
@@ -485,15 +485,26 @@ function naturalEndMs(execution: SimulatedExecutionView, timeScale: number): num
 }
 
 /**
- * Whether an outage of the cancel route covered the whole time from the job's deadline to the
- * end of its execution (give or take {@link OUTAGE_SLACK_MS}): no cancel could get through.
+ * Whether an outage of the cancel route was under way at the job's deadline (so the cancel
+ * of the deadline poll could not get through) and the execution completed within one cancel
+ * round of the outage's end: the poll loop retries an unconfirmed cancel on its next polls, at
+ * most {@link MAX_DEADLINE_ROUND_GAP_JOB_SECONDS} of job time apart, each round itself retrying
+ * for about {@link CANCEL_ROUND_MS} of real time. Completing then is the truth upstream.
  */
-function cancelBlockedUntilTheEnd(deadlineAt: string, execution: SimulatedExecutionView, outages: readonly ObservedOutage[]): boolean {
+function cancelBlockedUntilTheEnd(deadlineAt: string, execution: SimulatedExecutionView, outages: readonly ObservedOutage[], timeScale: number): boolean {
   const deadline = Date.parse(deadlineAt);
   const end = Date.parse(execution.completed_at ?? '');
   if (!Number.isFinite(deadline) || !Number.isFinite(end)) return false;
-  return outages.some((outage) => outage.routes.includes('cancel') && outage.from <= deadline + OUTAGE_SLACK_MS && end <= outage.until + OUTAGE_SLACK_MS);
+  const gap = MAX_DEADLINE_ROUND_GAP_JOB_SECONDS * 1000 * timeScale + CANCEL_ROUND_MS + OUTAGE_SLACK_MS;
+  return outages.some(
+    (outage) => outage.routes.includes('cancel') && outage.from <= deadline + OUTAGE_SLACK_MS && outage.until + OUTAGE_SLACK_MS >= deadline && end <= outage.until + gap,
+  );
 }
+
+/** The longest wait between two deadline cancel rounds of the poll loop (job seconds). */
+const MAX_DEADLINE_ROUND_GAP_JOB_SECONDS = 80;
+/** How long one cancel round retries in real time (its DELETEs, reads and waits). */
+const CANCEL_ROUND_MS = 4_000;
 
 /** A deadline race the start lost: the execution (if any) could only end at or after the job's deadline. */
 function startedTooLate(job: PlannedJob, deadlineAt: string, execution: SimulatedExecutionView | undefined, timeScale: number): boolean {

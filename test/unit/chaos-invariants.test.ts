@@ -442,7 +442,7 @@ describe('the chaos checker reports each broken run', () => {
     expect(findings.deadlineRaces).toEqual({ jobs: 1, completed: 0, lateStart: 1 });
   });
 
-  it('a deadline job that ends COMPLETED is allowed only when an outage blocked every cancel until its execution completed', () => {
+  it('a deadline job that ends COMPLETED is allowed only when an outage of the cancel route was under way at its deadline', () => {
     const completedAfterDeadline = (): Run => {
       const run = cleanRun();
       replaceRecord(run, 'job-2', { status: 'COMPLETED', error_code: undefined, upstream_cancel: undefined });
@@ -453,14 +453,17 @@ describe('the chaos checker reports each broken run', () => {
     };
     const inOutage = completedAfterDeadline();
     inOutage.outages.push({ from: T0 + 500, until: T0 + 8_000, routes: ['get', 'cancel', 'stream'] });
-    const outageEndedEarly = completedAfterDeadline();
-    outageEndedEarly.outages.push({ from: T0 + 500, until: T0 + 1_200, routes: ['get', 'cancel', 'stream'] });
+    const outageAfterDeadline = completedAfterDeadline();
+    outageAfterDeadline.outages.push({ from: T0 + 3_500, until: T0 + 3_800, routes: ['get', 'cancel', 'stream'] });
+    const outageOfReadsOnly = completedAfterDeadline();
+    outageOfReadsOnly.outages.push({ from: T0 + 500, until: T0 + 8_000, routes: ['get', 'stream'] });
 
     const allowed = check(inOutage);
 
     expect(violations(allowed)).toEqual({});
     expect(allowed.deadlineJobsCompletedDuringOutage).toBe(1);
-    expect(violations(check(outageEndedEarly))).toEqual({ outcome_mismatches: ['job-2'] });
+    expect(violations(check(outageAfterDeadline))).toEqual({ outcome_mismatches: ['job-2'] });
+    expect(violations(check(outageOfReadsOnly))).toEqual({ outcome_mismatches: ['job-2'] });
     expect(violations(check(completedAfterDeadline()))).toEqual({ outcome_mismatches: ['job-2'] });
   });
 
