@@ -89,8 +89,15 @@ export interface PollerDeps {
 export const DEFAULT_AUTH_GRACE_SECONDS = 3_600;
 /** First wait after a failed poll during an incident (job time); doubled per failure up to pollMaxSeconds. */
 export const INCIDENT_BACKOFF_BASE_SECONDS = 10;
-/** Past the deadline, cancel rounds (one per poll) before the job ends with an unconfirmed cancel. */
-export const MAX_DEADLINE_CANCEL_ROUNDS = 5;
+/**
+ * Past the deadline, how long (job seconds) the loop keeps trying, one round per poll, while
+ * neither the status can be read nor the cancel confirmed (an outage at the deadline), before
+ * the job ends `TIMED_OUT` with an unconfirmed cancel. Well inside the state machine's hour
+ * after the deadline; a result that came in time is still recorded when Waterflai answers.
+ */
+export const DEADLINE_CANCEL_WINDOW_SECONDS = 1_800;
+/** Longest wait between two deadline rounds (job seconds): the deadline is past, so no long sleeps. */
+export const DEADLINE_ROUND_MAX_WAIT_SECONDS = 60;
 /** Failed status reads answered 404 before a first successful read, before the execution counts as not found. */
 export const NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE = 3;
 
@@ -523,9 +530,9 @@ export class JobPoller {
    * Past the deadline: read the status first (a result that came in time is recorded as
    * it is), then cancel and confirm. A confirmed cancel (or an execution Waterflai no longer
    * knows) settles FAILED `TIMED_OUT`; an execution found finished is recorded as it ended;
-   * an unconfirmed cancel polls again soon, and after {@link MAX_DEADLINE_CANCEL_ROUNDS}
-   * rounds settles `TIMED_OUT` with `upstream_cancel: unconfirmed`, leaving the execution
-   * to the sweeper.
+   * an unconfirmed cancel polls again soon (backoff up to {@link DEADLINE_ROUND_MAX_WAIT_SECONDS}),
+   * and once {@link DEADLINE_CANCEL_WINDOW_SECONDS} have passed since the deadline settles
+   * `TIMED_OUT` with `upstream_cancel: unconfirmed`, leaving the execution to the sweeper.
    */
   private async pastDeadline(counted: PollState, remainingMs: () => number): Promise<PollState> {
     const { logger } = this.deps;
@@ -556,13 +563,15 @@ export class JobPoller {
       const observed = await this.observe(counted, counted, outcome.execution, this.now());
       if (observed.kind === 'done') return observed.state;
     }
-    if (rounds + 1 < MAX_DEADLINE_CANCEL_ROUNDS) {
+    const pastDeadlineSeconds = (this.now() - Date.parse(counted.deadline_at)) / 1000 / this.timeScale;
+    if (pastDeadlineSeconds < DEADLINE_CANCEL_WINDOW_SECONDS) {
       logger.warn('job passed its deadline but its cancellation is not confirmed yet; trying again', {
         job_id: counted.job_id,
         round: rounds + 1,
         ...(outcome.kind === 'unconfirmed' ? { reason: outcome.reason } : {}),
       });
-      const wait = backoffSeconds(rounds + 1, { baseSeconds: INCIDENT_BACKOFF_BASE_SECONDS, capSeconds: this.deps.pollSettings.maxSeconds, random: this.random });
+      const cap = Math.min(this.deps.pollSettings.maxSeconds, DEADLINE_ROUND_MAX_WAIT_SECONDS);
+      const wait = backoffSeconds(rounds + 1, { baseSeconds: INCIDENT_BACKOFF_BASE_SECONDS, capSeconds: cap, random: this.random });
       return this.continueLoop({ ...counted, deadline_cancel_rounds: rounds + 1, next_poll_seconds: wait });
     }
     logger.error('could not confirm the cancellation of a timed-out execution; the sweeper keeps trying', { job_id: counted.job_id, execution_id: counted.execution_id });

@@ -94,6 +94,11 @@ export interface JobRecord {
   readonly cancel_pending?: string;
   /** Why the last cancel attempt of a pending execution failed. */
   readonly last_cancel_error?: string;
+  /**
+   * Set when a pending execution turned out to have finished on its own (COMPLETED or
+   * FAILED) before a cancel took effect: the job's `upstream_cancel` then stays `unconfirmed`.
+   */
+  readonly pending_cancel_finished?: boolean;
   /** An upstream incident the poll loop is riding out (null once Waterflai answers again). */
   readonly incident?: PollIncident | null;
 }
@@ -321,26 +326,28 @@ export class JobStore {
   }
 
   /**
-   * Takes an execution off the job's pending cancels (it was confirmed stopped or found
-   * finished). When none is left, the job leaves the pending-cancels index and an
-   * `upstream_cancel: unconfirmed` becomes `confirmed`. Returns the record as it ends up.
+   * Takes an execution off the job's pending cancels: it was confirmed stopped (`stopped`
+   * true) or found finished on its own (false). When none is left, the job leaves the
+   * pending-cancels index, and an `upstream_cancel: unconfirmed` becomes `confirmed` if every
+   * execution taken off was stopped (one that finished on its own proves no cancel).
+   * Returns the record as it ends up.
    */
-  async resolvePendingCancel(jobId: string, executionId: string, now: string): Promise<JobRecord | undefined> {
+  async resolvePendingCancel(jobId: string, executionId: string, now: string, stopped = true): Promise<JobRecord | undefined> {
     const names = { '#pending_cancels': 'pending_cancels', '#updated_at': 'updated_at', '#version': 'version', '#job_id': 'job_id' };
     const result = await this.client.send(
       new UpdateCommand({
         TableName: this.tableName,
         Key: { job_id: jobId },
-        UpdateExpression: 'DELETE #pending_cancels :id SET #updated_at = :now, #version = #version + :one',
+        UpdateExpression: `DELETE #pending_cancels :id SET #updated_at = :now, #version = #version + :one${stopped ? '' : ', #finished_on_its_own = :yes'}`,
         ConditionExpression: 'attribute_exists(#job_id)',
-        ExpressionAttributeNames: names,
-        ExpressionAttributeValues: { ':id': new Set([executionId]), ':now': now, ':one': 1 },
+        ExpressionAttributeNames: { ...names, ...(stopped ? {} : { '#finished_on_its_own': 'pending_cancel_finished' }) },
+        ExpressionAttributeValues: { ':id': new Set([executionId]), ':now': now, ':one': 1, ...(stopped ? {} : { ':yes': true }) },
         ReturnValues: 'ALL_NEW',
       }),
     );
     const record = fromItem(result.Attributes ?? {});
     if (record.pending_cancels !== undefined && record.pending_cancels.size > 0) return record;
-    const confirm = record.upstream_cancel === UPSTREAM_CANCEL.UNCONFIRMED;
+    const confirm = record.upstream_cancel === UPSTREAM_CANCEL.UNCONFIRMED && record.pending_cancel_finished !== true;
     try {
       const cleared = await this.client.send(
         new UpdateCommand({

@@ -104,14 +104,15 @@ export class JobSweeper {
             await store.recordCancelAttemptFailed(jobId, outcome.reason, at);
             continue;
           }
-          if (outcome.kind === 'finished' && outcome.execution.known_status === 'COMPLETED' && record?.status !== 'COMPLETED') {
+          const finishedOnItsOwn = outcome.kind === 'finished' && outcome.execution.known_status !== 'CANCELLED';
+          if (finishedOnItsOwn && outcome.execution.known_status === 'COMPLETED' && record?.status !== 'COMPLETED') {
             logger.error('a Waterflai execution of an ended job completed before its cancel took effect; its result is not delivered', {
               job_id: jobId,
               execution_id: executionId,
               job_status: record?.status,
             });
           }
-          await store.resolvePendingCancel(jobId, executionId, at);
+          await store.resolvePendingCancel(jobId, executionId, at, !finishedOnItsOwn);
           confirmed += 1;
           logger.info('pending Waterflai execution confirmed stopped', { job_id: jobId, execution_id: executionId, outcome: outcome.kind });
         } catch (error) {

@@ -35,6 +35,7 @@
  * them still running, duplicate publications of the same event, give-ups the faults explain,
  * cancels announced as unconfirmed, executions no record points at.
  */
+import { DEADLINE_ROUND_MAX_WAIT_SECONDS } from '../../lambdas/poll/poll-job';
 import { DLQ_ATTRIBUTE, EVENT_SOURCE, isTerminalStatus, UPSTREAM_CANCEL } from '../../lambdas/shared/constants';
 import type { JobRecord } from '../../lambdas/shared/job-store';
 import type { PublishedEvent } from '../runtime/eventbridge';
@@ -502,7 +503,7 @@ function cancelBlockedUntilTheEnd(deadlineAt: string, execution: SimulatedExecut
 }
 
 /** The longest wait between two deadline cancel rounds of the poll loop (job seconds). */
-const MAX_DEADLINE_ROUND_GAP_JOB_SECONDS = 80;
+const MAX_DEADLINE_ROUND_GAP_JOB_SECONDS = DEADLINE_ROUND_MAX_WAIT_SECONDS;
 /** How long one cancel round retries in real time (its DELETEs, reads and waits). */
 const CANCEL_ROUND_MS = 4_000;
 

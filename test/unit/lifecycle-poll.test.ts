@@ -4,10 +4,10 @@ import { PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
-import { JobPoller, MAX_DEADLINE_CANCEL_ROUNDS, type SuccessorStarter } from '../../lambdas/poll/poll-job';
+import { DEADLINE_CANCEL_WINDOW_SECONDS, DEADLINE_ROUND_MAX_WAIT_SECONDS, JobPoller, type SuccessorStarter } from '../../lambdas/poll/poll-job';
 import { announceOutcome } from '../../lambdas/shared/announce';
 import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, type JobStatus } from '../../lambdas/shared/constants';
-import { TransientPollError, WaterflaiHttpError } from '../../lambdas/shared/errors';
+import { TransientPollError, WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/errors';
 import { executionNameForGeneration, EXECUTION_NAME_MAX_LENGTH } from '../../lambdas/shared/identifiers';
 import { JobStore } from '../../lambdas/shared/job-store';
 import type { AppLogger } from '../../lambdas/shared/logger';
@@ -215,28 +215,50 @@ describe('JobPoller: the job deadline', () => {
     expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
   });
 
-  it('a cancel that cannot be confirmed is tried again on later polls, then the job ends TIMED_OUT unconfirmed with the execution left to the sweeper', async () => {
-    // Prepare
+  it('a cancel that cannot be confirmed is tried again on later polls for the deadline window, then the job ends TIMED_OUT unconfirmed with the execution left to the sweeper', async () => {
+    // Prepare: Waterflai unreachable at and after the deadline (an outage)
     let state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
     const logger = fakeLogger();
-    const { instance, waterflai } = poller(Array.from({ length: 100 }, () => execution('RUNNING')), { nowMs: Date.parse(DEADLINE_AT) + 5_000, logger });
+    let nowMs = Date.parse(DEADLINE_AT) + 5_000;
+    const waterflai = new ScriptedWaterflai(Array.from({ length: 1_000 }, () => new WaterflaiHttpError('get', 503)));
     waterflai.cancelError = new WaterflaiHttpError('cancel', 503);
+    const instance = new JobPoller({ store, waterflai, logger, pollSettings: POLL_SETTINGS, maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES, now: () => nowMs, cancelRetryDelaysMs: [0, 0, 0] });
 
     // Act
-    const rounds: PollState[] = [];
+    const waits: number[] = [];
     while (state.status === JOB_STATUS.RUNNING) {
       state = await instance.poll(state, PLENTY_OF_TIME);
-      rounds.push(state);
+      waits.push(state.next_poll_seconds);
+      nowMs += state.next_poll_seconds * 1000;
     }
 
     // Assess
-    expect(rounds).toHaveLength(MAX_DEADLINE_CANCEL_ROUNDS);
-    expect(rounds[0]).toMatchObject({ status: JOB_STATUS.RUNNING, deadline_cancel_rounds: 1 });
-    expect(waterflai.cancelled).toHaveLength(MAX_DEADLINE_CANCEL_ROUNDS * 4);
+    expect(nowMs - Date.parse(DEADLINE_AT)).toBeGreaterThanOrEqual(DEADLINE_CANCEL_WINDOW_SECONDS * 1000);
+    expect(Math.max(...waits.slice(0, -1))).toBeLessThanOrEqual(DEADLINE_ROUND_MAX_WAIT_SECONDS);
+    expect(waterflai.cancelled.length).toBeGreaterThanOrEqual(4 * 20);
     const record = await store.get(state.job_id);
     expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'unconfirmed', cancel_pending: 'pending' });
     expect([...(record?.pending_cancels ?? [])]).toEqual(['wf-exec']);
     expect(logger.error).toHaveBeenCalledWith('could not confirm the cancellation of a timed-out execution; the sweeper keeps trying', expect.objectContaining({ job_id: state.job_id }));
+  });
+
+  it('an outage at the deadline does not throw away a result that came in time: the first answer after it is recorded', async () => {
+    let state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
+    let nowMs = Date.parse(DEADLINE_AT);
+    const waterflai = new ScriptedWaterflai([
+      ...Array.from({ length: 6 }, () => new WaterflaiHttpError('get', 503)),
+      execution('COMPLETED', { final_output: 'came in time' }),
+    ]);
+    waterflai.cancelError = new WaterflaiNetworkError('cancel', 'NETWORK_ERROR', 'connection failed (ECONNRESET)');
+    const instance = new JobPoller({ store, waterflai, logger: fakeLogger(), pollSettings: POLL_SETTINGS, maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES, now: () => nowMs, cancelRetryDelaysMs: [0, 0, 0] });
+
+    while (state.status === JOB_STATUS.RUNNING) {
+      state = await instance.poll(state, PLENTY_OF_TIME);
+      nowMs += state.next_poll_seconds * 1000;
+    }
+
+    expect(state.status).toBe(JOB_STATUS.COMPLETED);
+    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: 'came in time' });
   });
 
   it('after a refused round, a CANCELLED read is our own cancel taking effect: TIMED_OUT, not a remote cancel', async () => {

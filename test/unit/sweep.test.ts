@@ -391,6 +391,8 @@ describe('JobSweeper: executions whose cancellation is still unconfirmed', () =>
       expect.objectContaining({ job_id: 'late', execution_id: 'wf-late' }),
     );
     expect(await store.listPendingCancels(10)).toEqual([]);
+    // It was never cancelled: the job's cancel stays unconfirmed (the record tells the truth).
+    expect(await store.get('late')).toMatchObject({ upstream_cancel: 'unconfirmed', pending_cancel_finished: true });
   });
 
   it('a superfluous execution of a job that completed on its own is cancelled without touching the job\'s outcome fields', async () => {
