@@ -72,6 +72,12 @@ export interface RunObservations {
    * is a bug.
    */
   readonly faultsByJob: Readonly<Record<string, number>>;
+  /**
+   * When the first DELETE of each execution was sent (epoch ms, by execution id), from the
+   * simulator's request log: a cancel that was sent in time but did not take effect before
+   * the execution completed makes a COMPLETED deadline job the truth. @default {}
+   */
+  readonly firstCancelAttemptAt?: Readonly<Record<string, number>>;
   /** The outage windows as they happened (absolute epoch ms). */
   readonly outages: readonly ObservedOutage[];
 }
@@ -342,7 +348,12 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
       }
     } else if (job.kind === 'deadline-race' && outcome === 'FAILED:TIMED_OUT' && startedTooLate(job, record.deadline_at, adopted, plan.timeScale)) {
       races.lateStart += 1;
-    } else if (job.kind === 'deadline' && outcome === 'COMPLETED' && adopted?.status === 'COMPLETED' && cancelBlockedUntilTheEnd(record.deadline_at, adopted, observed.outages, plan.timeScale)) {
+    } else if (
+      job.kind === 'deadline' &&
+      outcome === 'COMPLETED' &&
+      adopted?.status === 'COMPLETED' &&
+      (cancelBlockedUntilTheEnd(record.deadline_at, adopted, observed.outages, plan.timeScale) || cancelSentBeforeTheEnd(adopted, observed.firstCancelAttemptAt))
+    ) {
       // The deadline passed during an outage of the cancel route and the execution completed
       // before a cancel could get through: a finished result is never thrown away.
       deadlineCompletedInOutage += 1;
@@ -486,20 +497,29 @@ function naturalEndMs(execution: SimulatedExecutionView, timeScale: number): num
 }
 
 /**
- * Whether an outage of the cancel route was under way at the job's deadline (so the cancel
- * of the deadline poll could not get through) and the execution completed within one cancel
- * round of the outage's end: the poll loop retries an unconfirmed cancel on its next polls, at
- * most {@link MAX_DEADLINE_ROUND_GAP_JOB_SECONDS} of job time apart, each round itself retrying
- * for about {@link CANCEL_ROUND_MS} of real time. Completing then is the truth upstream.
+ * Whether an outage of the cancel route overlapped the time from the job's deadline to the
+ * end of its execution (so the deadline's cancel could not get through: its first attempt may
+ * also be held up by a request that hung just before) and the execution completed within one
+ * cancel round of the outage's end: the poll loop retries an unconfirmed cancel on its next
+ * polls, at most {@link MAX_DEADLINE_ROUND_GAP_JOB_SECONDS} of job time apart, each round
+ * retrying for about {@link CANCEL_ROUND_MS} of real time. Completing then is the truth upstream.
  */
 function cancelBlockedUntilTheEnd(deadlineAt: string, execution: SimulatedExecutionView, outages: readonly ObservedOutage[], timeScale: number): boolean {
   const deadline = Date.parse(deadlineAt);
   const end = Date.parse(execution.completed_at ?? '');
   if (!Number.isFinite(deadline) || !Number.isFinite(end)) return false;
   const gap = MAX_DEADLINE_ROUND_GAP_JOB_SECONDS * 1000 * timeScale + CANCEL_ROUND_MS + OUTAGE_SLACK_MS;
-  return outages.some(
-    (outage) => outage.routes.includes('cancel') && outage.from <= deadline + OUTAGE_SLACK_MS && outage.until + OUTAGE_SLACK_MS >= deadline && end <= outage.until + gap,
-  );
+  return outages.some((outage) => outage.routes.includes('cancel') && outage.from <= end && outage.until + OUTAGE_SLACK_MS >= deadline && end <= outage.until + gap);
+}
+
+/**
+ * Whether the orchestrator sent a DELETE for the execution before it completed (the cancel
+ * was in time, but failed or was refused until the execution completed on its own).
+ */
+function cancelSentBeforeTheEnd(execution: SimulatedExecutionView, firstCancelAttemptAt: Readonly<Record<string, number>> | undefined): boolean {
+  const sent = firstCancelAttemptAt?.[execution.execution_id ?? ''];
+  const end = Date.parse(execution.completed_at ?? '');
+  return sent !== undefined && Number.isFinite(end) && sent <= end;
 }
 
 /** The longest wait between two deadline cancel rounds of the poll loop (job seconds). */

@@ -225,7 +225,15 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     // Faults that struck each job: the AWS-side ones, and the simulator's (its log lines).
     const faultsByJob: Record<string, number> = { ...faults.struckByJob() };
     const attributed: Array<{ at: number; line: string; jobId: string }> = [];
+    const firstCancelAttemptAt: Record<string, number> = {};
     for (const { at, line } of simulatorLines) {
+      // `DELETE /v1/executions/<id> -> <answer> <n>ms ...`: logged when answered, sent <n> ms before.
+      const cancel = /^DELETE \/v1\/executions\/([^/\s]+) .*? (\d+)ms/.exec(line);
+      if (cancel !== null) {
+        const id = decodeURIComponent(cancel[1]!);
+        const sentAt = at - Number(cancel[2]);
+        if (firstCancelAttemptAt[id] === undefined || sentAt < firstCancelAttemptAt[id]!) firstCancelAttemptAt[id] = sentAt;
+      }
       const match = /^\S+ \/v1\/executions\/([^/\s]+)(\/async)?/.exec(line);
       if (match === null) continue;
       const id = decodeURIComponent(match[1]!);
@@ -245,6 +253,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       acceptThenFailByChatbot,
       faultsByJob,
       outages,
+      firstCancelAttemptAt,
     });
 
     // Attribute the simulator's request lines and the event source's failures to jobs.

@@ -33,6 +33,7 @@ interface Run {
   acceptThenFailByChatbot: Record<string, number>;
   faultsByJob: Record<string, number>;
   outages: Array<{ from: number; until: number; routes: string[] }>;
+  firstCancelAttemptAt?: Record<string, number>;
 }
 
 function plannedJob(index: number, kind: JobKind, expected: OutcomeName[], extra: Partial<PlannedJob> = {}): PlannedJob {
@@ -168,6 +169,7 @@ function check(run: Run): ChaosFindings {
     deadLetters: run.deadLetters,
     executions: run.executions,
     stateMachineExecutions: run.stateMachineExecutions,
+    ...(run.firstCancelAttemptAt === undefined ? {} : { firstCancelAttemptAt: run.firstCancelAttemptAt }),
     acceptThenFailByChatbot: run.acceptThenFailByChatbot,
     faultsByJob: run.faultsByJob,
     outages: run.outages,
@@ -442,7 +444,7 @@ describe('the chaos checker reports each broken run', () => {
     expect(findings.deadlineRaces).toEqual({ jobs: 1, completed: 0, lateStart: 1 });
   });
 
-  it('a deadline job that ends COMPLETED is allowed only when an outage of the cancel route was under way at its deadline', () => {
+  it('a deadline job that ends COMPLETED is allowed only when an outage of the cancel route overlapped its deadline and the end of its execution', () => {
     const completedAfterDeadline = (): Run => {
       const run = cleanRun();
       replaceRecord(run, 'job-2', { status: 'COMPLETED', error_code: undefined, upstream_cancel: undefined });
@@ -454,7 +456,7 @@ describe('the chaos checker reports each broken run', () => {
     const inOutage = completedAfterDeadline();
     inOutage.outages.push({ from: T0 + 500, until: T0 + 8_000, routes: ['get', 'cancel', 'stream'] });
     const outageAfterDeadline = completedAfterDeadline();
-    outageAfterDeadline.outages.push({ from: T0 + 3_500, until: T0 + 3_800, routes: ['get', 'cancel', 'stream'] });
+    outageAfterDeadline.outages.push({ from: T0 + 5_000, until: T0 + 6_000, routes: ['get', 'cancel', 'stream'] });
     const outageOfReadsOnly = completedAfterDeadline();
     outageOfReadsOnly.outages.push({ from: T0 + 500, until: T0 + 8_000, routes: ['get', 'stream'] });
 
@@ -465,6 +467,21 @@ describe('the chaos checker reports each broken run', () => {
     expect(violations(check(outageAfterDeadline))).toEqual({ outcome_mismatches: ['job-2'] });
     expect(violations(check(outageOfReadsOnly))).toEqual({ outcome_mismatches: ['job-2'] });
     expect(violations(check(completedAfterDeadline()))).toEqual({ outcome_mismatches: ['job-2'] });
+  });
+
+  it('a deadline job that ends COMPLETED is allowed when its cancel was sent before the execution completed (it did not take effect in time)', () => {
+    const completedAfterDeadline = (): Run => {
+      const run = cleanRun();
+      replaceRecord(run, 'job-2', { status: 'COMPLETED', error_code: undefined, upstream_cancel: undefined });
+      run.events[2] = outcomeEvent('job-2', 'COMPLETED');
+      replaceExecution(run, 'exec-2', { status: 'COMPLETED', cancelled_by: null });
+      return run;
+    };
+    const cancelInTime = { ...completedAfterDeadline(), firstCancelAttemptAt: { 'exec-2': T0 + 1_500 } };
+    const cancelTooLate = { ...completedAfterDeadline(), firstCancelAttemptAt: { 'exec-2': T0 + 9_000 } };
+
+    expect(violations(check(cancelInTime))).toEqual({});
+    expect(violations(check(cancelTooLate))).toEqual({ outcome_mismatches: ['job-2'] });
   });
 
   it('a remote cancel the orchestrator did itself', () => {
