@@ -111,7 +111,7 @@ export async function importTime(file: string): Promise<{ ms: number; rssMb: num
  * during the import (getrusage), and the peak sampled every 2 ms while listening.
  */
 export async function pollPeakRssMb(pollBundle: string, memoryMb = 128, dir: string = BUNDLE_DIR, events = 1_000): Promise<{ afterImportMb: number; importPeakMb: number; listenPeakMb: number }> {
-  const { file: listener } = await bundle(fileURLToPath(new URL('../lambdas/shared/execution-stream.ts', import.meta.url)), join(dir, 'stream-listener'));
+  const { file: listener } = await bundle(fileURLToPath(new URL('../lambdas/waterflai/stream.ts', import.meta.url)), join(dir, 'stream-listener'));
   const server = createServer(async (_request, response) => {
     response.writeHead(200, { 'content-type': 'text/event-stream' });
     for (let i = 1; i <= events; i += 1) {

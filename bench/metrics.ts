@@ -2,7 +2,7 @@
  * Public prices and the per-strategy summary of a replay: counts per job, cost per million
  * jobs, detection latency percentiles, peak history events per hour.
  */
-import type { PollStrategy } from '../lambdas/shared/poll-strategy';
+import type { PollStrategy } from '../lambdas/domain/poll-strategy';
 import { maxHistoryEventsPerHour, replayJob, REPLAY_MODEL, type JobRun } from './replay';
 import type { LoopShape } from './shape';
 import type { JobTrace } from './traces';

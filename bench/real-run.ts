@@ -5,7 +5,7 @@
  * from argv[2]; prints one JSON line with what was counted for each job.
  */
 import '../local/polyfills';
-import { STATE_NAME, TERMINAL_STATUSES } from '../lambdas/shared/constants';
+import { STATE_NAME, TERMINAL_STATUSES } from '../lambdas/contract/constants';
 
 export interface RealRunJob {
   readonly id: string;

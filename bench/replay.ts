@@ -1,13 +1,13 @@
 /**
  * Replays job traces through a polling strategy in VIRTUAL time, running the strategy code
- * the poll Lambda runs (lambdas/shared/poll-strategy.ts) and mirroring the poll Lambda's
+ * the poll Lambda runs (lambdas/domain/poll-strategy.ts) and mirroring the poll Lambda's
  * steps (lambdas/poll/poll-job.ts): read the status, record it when it changed, ask the
  * strategy, maybe listen on the stream (and read the status again after a listen that did
  * not see the end), return the wait. Latencies of the pieces are the constants of
  * {@link REPLAY_MODEL}; they are the same for every strategy.
  */
-import { listenBudgetSeconds } from '../lambdas/shared/execution-stream';
-import type { JobObservation, PollStrategy, StrategyMemory } from '../lambdas/shared/poll-strategy';
+import { listenBudgetSeconds } from '../lambdas/waterflai/stream';
+import type { JobObservation, PollStrategy, StrategyMemory } from '../lambdas/domain/poll-strategy';
 import { deriveSeed, mulberry32 } from './random';
 import type { LoopShape } from './shape';
 import { endOf, nodeCompletionsBetween, snapshotAt, type JobTrace, type TraceSnapshot } from './traces';

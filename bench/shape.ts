@@ -4,7 +4,7 @@
  * the state transitions and history events each of those adds, and the poll and finish
  * functions' memory and timeout.
  */
-import { STATE_NAME, TERMINAL_STATUSES } from '../lambdas/shared/constants';
+import { STATE_NAME, TERMINAL_STATUSES } from '../lambdas/contract/constants';
 import { resolveStateMachineDefinition, synthesizeTemplate, taskFunctionLogicalIds, type AslDefinition, type AslState, type CloudFormationTemplate } from '../local/asl';
 
 /**

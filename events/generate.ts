@@ -7,10 +7,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { DETAIL_TYPE, EVENT_SOURCE, JOB_STATUS, type TerminalStatus } from '../lambdas/shared/constants';
-import { jobRequestSchema } from '../lambdas/shared/job-request';
-import type { JobRecord } from '../lambdas/shared/job-store';
-import { buildOutcomeEvent, outcomeDetailSchema } from '../lambdas/shared/outcome-event';
+import { DETAIL_TYPE, EVENT_SOURCE, JOB_STATUS, type TerminalStatus } from '../lambdas/contract/constants';
+import { jobRequestSchema } from '../lambdas/contract/job-request';
+import type { JobRecord } from '../lambdas/contract/job-record';
+import { buildOutcomeEvent, outcomeDetailSchema } from '../lambdas/contract/outcome-event';
 
 const eventsDir = dirname(fileURLToPath(import.meta.url));
 

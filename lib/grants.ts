@@ -7,10 +7,10 @@ import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
-import { JOB_TABLE } from '../lambdas/shared/constants';
+import { JOB_TABLE } from '../lambdas/contract/constants';
 
 /**
- * The DynamoDB actions the job store (`lambdas/shared/job-store.ts`) sends, by command:
+ * The DynamoDB actions the job store (`lambdas/aws/job-store.ts`) sends, by command:
  * `GetCommand` -> GetItem, `PutCommand` -> PutItem, `UpdateCommand` -> UpdateItem,
  * `QueryCommand` with an `IndexName` -> Query on that index. Nothing sends DeleteItem,
  * BatchWriteItem, BatchGetItem, Scan, ConditionCheckItem or DescribeTable.

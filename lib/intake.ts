@@ -5,8 +5,8 @@ import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { ENV } from '../lambdas/shared/constants';
-import { JOB_REQUEST_LIMITS } from '../lambdas/shared/job-request';
+import { ENV } from '../lambdas/contract/constants';
+import { JOB_REQUEST_LIMITS } from '../lambdas/contract/job-request';
 import { createHandlerFunction, HANDLER_ENTRY, type HandlerFunctionOverrides } from './handler-function';
 
 /** Defaults of {@link IntakeProps}. */

@@ -8,8 +8,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { EXECUTION_STATUS_CHANGE } from '../lambdas/reconcile/status-change-record';
-import { RECONCILED_EXECUTION_STATUSES } from '../lambdas/shared/constants';
+import { EXECUTION_STATUS_CHANGE, RECONCILED_EXECUTION_STATUSES } from '../lambdas/contract/constants';
 import { createHandlerFunction, HANDLER_ENTRY, type HandlerFunctionOverrides } from './handler-function';
 
 /** Defaults of {@link JobLifecycleProps} and of the reconcile queue. */

@@ -1,6 +1,6 @@
 import * as events from 'aws-cdk-lib/aws-events';
 import { Construct } from 'constructs';
-import { DETAIL_TYPE, EVENT_SOURCE } from '../lambdas/shared/constants';
+import { DETAIL_TYPE, EVENT_SOURCE } from '../lambdas/contract/constants';
 
 /** Props of {@link OutcomeEvents}. */
 export interface OutcomeEventsProps {

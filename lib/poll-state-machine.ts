@@ -5,8 +5,8 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { ENV, STATE_NAME, TERMINAL_STATUSES } from '../lambdas/shared/constants';
-import { TransientPollError } from '../lambdas/shared/errors';
+import { ENV, STATE_NAME, TERMINAL_STATUSES } from '../lambdas/contract/constants';
+import { TransientPollError } from '../lambdas/contract/errors';
 import { createHandlerFunction, HANDLER_ENTRY, type HandlerFunctionOverrides } from './handler-function';
 
 /**

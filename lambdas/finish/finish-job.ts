@@ -1,10 +1,10 @@
-import { ERROR_CODE, JOB_STATUS, UPSTREAM_CANCEL } from '../shared/constants';
-import type { JobStore } from '../shared/job-store';
-import type { AppLogger } from '../shared/logger';
-import { announceOutcome } from '../shared/announce';
-import type { OutcomePublisher } from '../shared/outcome-event';
-import { describeCaughtError } from '../shared/caught-error';
-import type { FinishInput, FinishOutput } from '../shared/workflow';
+import { ERROR_CODE, JOB_STATUS, UPSTREAM_CANCEL } from '../contract/constants';
+import type { JobStore } from '../aws/job-store';
+import type { AppLogger } from '../platform/logger';
+import { announceOutcome } from '../lifecycle/announce';
+import type { OutcomePublisher } from '../aws/outcome-publisher';
+import { describeCaughtError } from '../domain/caught-error';
+import type { FinishInput, FinishOutput } from '../domain/workflow';
 
 export { describeCaughtError };
 

@@ -1,12 +1,12 @@
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
-import { dynamoDocumentClient, eventBridge } from '../shared/aws-clients';
-import { requireEnv } from '../shared/config';
-import { ENV } from '../shared/constants';
-import { JobStore } from '../shared/job-store';
-import { createLogger } from '../shared/logger';
-import { OutcomePublisher } from '../shared/outcome-event';
-import type { FinishInput, FinishOutput } from '../shared/workflow';
+import { dynamoDocumentClient, eventBridge } from '../aws/clients';
+import { requireEnv } from '../platform/env';
+import { ENV } from '../contract/constants';
+import { JobStore } from '../aws/job-store';
+import { createLogger } from '../platform/logger';
+import { OutcomePublisher } from '../aws/outcome-publisher';
+import type { FinishInput, FinishOutput } from '../domain/workflow';
 import { JobFinisher } from './finish-job';
 
 /** finish Lambda: announces a settled job's outcome (and settles it FAILED on the Catch path). */

@@ -1,19 +1,19 @@
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
-import { cachedApiKey } from '../shared/api-key';
-import { dynamoDocumentClient, secretsManager, stepFunctions } from '../shared/aws-clients';
-import { positiveIntEnv, readPollSettings, readWaterflaiSettings, requireEnv } from '../shared/config';
-import { ENV } from '../shared/constants';
-import { ConfigurationError } from '../shared/errors';
-import { listenToExecution } from '../shared/execution-stream';
-import { JobStore } from '../shared/job-store';
-import { createLogger } from '../shared/logger';
-import { outputPlacementFromEnv } from '../shared/outputs-from-env';
-import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS } from '../shared/poll-strategy';
-import { startSuccessorExecution } from '../shared/successor';
-import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
-import type { FinishInput, PollState } from '../shared/workflow';
+import { cachedApiKey } from '../aws/api-key';
+import { dynamoDocumentClient, secretsManager, stepFunctions } from '../aws/clients';
+import { positiveIntEnv, readPollSettings, readWaterflaiSettings, requireEnv } from '../platform/env';
+import { ENV } from '../contract/constants';
+import { ConfigurationError } from '../contract/errors';
+import { listenToExecution } from '../waterflai/stream';
+import { JobStore } from '../aws/job-store';
+import { createLogger } from '../platform/logger';
+import { outputPlacementFromEnv } from '../platform/outputs-from-env';
+import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS } from '../domain/poll-strategy';
+import { startSuccessorExecution } from '../aws/successor';
+import { waterflaiClientFromEnv } from '../platform/waterflai-from-env';
+import type { FinishInput, PollState } from '../domain/workflow';
 import { DEFAULT_AUTH_GRACE_SECONDS, JobPoller, readTimeScale, type ExecutionStreamListener } from './poll-job';
 
 /** Polls per execution before a hand-over: 1,500 x 9 history events leaves room for retries under 25,000. */

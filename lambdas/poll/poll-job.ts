@@ -1,18 +1,22 @@
-import { backoffSeconds } from '../shared/backoff';
-import { describeCaughtError } from '../shared/caught-error';
-import { ERROR_CODE, isTerminalStatus, JOB_STATUS, UPSTREAM_CANCEL, type JobStatus } from '../shared/constants';
-import { ConfigurationError, describeError, isRetryable, isTransientAwsError, TransientPollError, WaterflaiHttpError } from '../shared/errors';
-import { executionNameForGeneration } from '../shared/identifiers';
-import { isSettled, type JobStore, type StatusFields, type UpdateResult } from '../shared/job-store';
-import type { AppLogger } from '../shared/logger';
-import { acceptedOutputBytes, placeOutput, type OutputStore } from '../shared/output-store';
-import { DEFAULT_STREAM_RESERVE_MS, listenBudgetSeconds, type ListenOutcome, type ListenResult, type StreamProgress } from '../shared/execution-stream';
-import { fixedIntervalStrategy, MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings, type JobObservation, type PollStrategy, type StrategyMemory, type StreamState } from '../shared/poll-strategy';
-import { inferProgressScale, progressSampleOf, toPercent, type ProgressScale } from '../shared/progress-scale';
-import { mapExecutionStatus } from '../shared/status-mapping';
-import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../shared/upstream-cancel';
-import { requestTimeoutFor, type ExecutionStatus } from '../shared/waterflai-client';
-import type { CaughtError, FinishInput, PollIncident, PollState } from '../shared/workflow';
+import { backoffSeconds } from '../domain/backoff';
+import { describeCaughtError } from '../domain/caught-error';
+import { ERROR_CODE, isTerminalStatus, JOB_STATUS, UPSTREAM_CANCEL, type JobStatus } from '../contract/constants';
+import { ConfigurationError, describeError, isRetryable, isTransientAwsError, TransientPollError, WaterflaiHttpError } from '../contract/errors';
+import { executionNameForGeneration } from '../contract/identifiers';
+import { isSettled, type StatusFields } from '../contract/job-record';
+import { type JobStore, type UpdateResult } from '../aws/job-store';
+import type { AppLogger } from '../platform/logger';
+import { acceptedOutputBytes, placeOutput, type OutputStore } from '../aws/output-store';
+import { DEFAULT_STREAM_RESERVE_MS, listenBudgetSeconds, type ListenOutcome, type ListenResult, type StreamProgress } from '../waterflai/stream';
+import { fixedIntervalStrategy, type JobObservation, type PollStrategy, type StrategyMemory, type StreamState } from '../domain/poll-strategy';
+import { MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings } from '../contract/settings';
+import { inferProgressScale, progressSampleOf, toPercent, type ProgressScale } from '../domain/progress-scale';
+import { mapExecutionStatus } from '../domain/status-mapping';
+import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../domain/upstream-cancel';
+import { requestTimeoutFor } from '../domain/request-timeout';
+import { type ExecutionStatus } from '../contract/waterflai-api';
+import type { CaughtError, FinishInput, PollState } from '../domain/workflow';
+import type { PollIncident } from '../contract/job-record';
 
 /** What the poll loop needs of the Waterflai client: status reads and cancels. */
 export type WaterflaiStatusReader = UpstreamExecutions;

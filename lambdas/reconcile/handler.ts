@@ -2,14 +2,14 @@ import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-p
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { dynamoDocumentClient, eventBridge } from '../shared/aws-clients';
-import { requireEnv } from '../shared/config';
-import { ENV } from '../shared/constants';
-import { JobStore } from '../shared/job-store';
-import { createLogger } from '../shared/logger';
-import { OutcomePublisher } from '../shared/outcome-event';
-import { outputPlacementFromEnv } from '../shared/outputs-from-env';
-import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
+import { dynamoDocumentClient, eventBridge } from '../aws/clients';
+import { requireEnv } from '../platform/env';
+import { ENV } from '../contract/constants';
+import { JobStore } from '../aws/job-store';
+import { createLogger } from '../platform/logger';
+import { OutcomePublisher } from '../aws/outcome-publisher';
+import { outputPlacementFromEnv } from '../platform/outputs-from-env';
+import { waterflaiClientFromEnv } from '../platform/waterflai-from-env';
 import { ExecutionReconciler } from './reconcile-job';
 import { StatusChangeRecordHandler, type StatusChangeRecordOutcome } from './status-change-record';
 

@@ -1,8 +1,8 @@
-import { CANCEL_REASON, ERROR_CODE, JOB_STATUS, RECONCILED_EXECUTION_STATUSES } from '../shared/constants';
-import { isSettled } from '../shared/job-store';
-import type { AppLogger } from '../shared/logger';
-import { settleFromOutside, type OutsideSettlerDeps } from '../shared/settle';
-import type { PollState } from '../shared/workflow';
+import { CANCEL_REASON, ERROR_CODE, JOB_STATUS, RECONCILED_EXECUTION_STATUSES } from '../contract/constants';
+import { isSettled } from '../contract/job-record';
+import type { AppLogger } from '../platform/logger';
+import { settleFromOutside, type OutsideSettlerDeps } from '../lifecycle/settle';
+import type { PollState } from '../domain/workflow';
 
 /** The detail of a Step Functions "Execution Status Change" event. */
 export interface ExecutionStatusChange {

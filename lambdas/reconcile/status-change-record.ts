@@ -1,14 +1,9 @@
 import type { SQSRecord } from 'aws-lambda';
 import * as z from 'zod';
-import { describeError } from '../shared/errors';
-import type { AppLogger } from '../shared/logger';
+import { describeError } from '../contract/errors';
+import type { AppLogger } from '../platform/logger';
 import type { ExecutionReconciler, ExecutionStatusChange, ReconcileResult } from './reconcile-job';
-
-/** The event Step Functions puts on the default bus when an execution changes status. */
-export const EXECUTION_STATUS_CHANGE = {
-  SOURCE: 'aws.states',
-  DETAIL_TYPE: 'Step Functions Execution Status Change',
-} as const;
+import { EXECUTION_STATUS_CHANGE } from '../contract/constants';
 
 /**
  * A reconcile-queue record whose body is not a Step Functions status-change event. Retrying

@@ -3,7 +3,7 @@ import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-p
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { dynamoDocumentClient, eventBridge, sqs, stepFunctions } from '../shared/aws-clients';
+import { dynamoDocumentClient, eventBridge, sqs, stepFunctions } from '../aws/clients';
 import {
   DEFAULT_MAX_JOB_DURATION_SECONDS,
   DEFAULT_MAX_RECEIVE_COUNT,
@@ -11,13 +11,13 @@ import {
   positiveIntEnv,
   readPollSettings,
   requireEnv,
-} from '../shared/config';
-import { ENV } from '../shared/constants';
-import { JobStore } from '../shared/job-store';
-import { createLogger } from '../shared/logger';
-import { OutcomePublisher } from '../shared/outcome-event';
-import { nextPollSeconds } from '../shared/poll-strategy';
-import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
+} from '../platform/env';
+import { ENV } from '../contract/constants';
+import { JobStore } from '../aws/job-store';
+import { createLogger } from '../platform/logger';
+import { OutcomePublisher } from '../aws/outcome-publisher';
+import { nextPollSeconds } from '../domain/poll-strategy';
+import { waterflaiClientFromEnv } from '../platform/waterflai-from-env';
 import { JobStarter } from './start-job';
 
 /**

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { ChangeMessageVisibilityCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { ExecutionAlreadyExists, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import type { SQSRecord } from 'aws-lambda';
-import { CANCEL_REASON, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS, UPSTREAM_CANCEL } from '../shared/constants';
+import { CANCEL_REASON, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS, UPSTREAM_CANCEL } from '../contract/constants';
 import {
   describeError,
   InvalidIdentifierError,
@@ -13,18 +13,19 @@ import {
   UpstreamCancelUnconfirmedError,
   WaterflaiError,
   WaterflaiHttpError,
-} from '../shared/errors';
-import { executionNameForJob } from '../shared/identifiers';
-import { parseIntakeMessage, type IntakeMessage, type JobRequest } from '../shared/job-request';
-import { isSettled, type JobRecord, type JobStore, type UpdateResult } from '../shared/job-store';
-import { announceOutcome } from '../shared/announce';
-import type { OutcomePublisher } from '../shared/outcome-event';
-import type { AppLogger } from '../shared/logger';
-import { mapExecutionStatus } from '../shared/status-mapping';
-import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../shared/upstream-cancel';
-import { DEFAULT_REQUEST_MARGIN_MS, DEFAULT_REQUEST_TIMEOUT_MS, requestTimeoutFor } from '../shared/waterflai-client';
-import { executionArnFor } from '../shared/successor';
-import type { PollState } from '../shared/workflow';
+} from '../contract/errors';
+import { executionNameForJob } from '../contract/identifiers';
+import { parseIntakeMessage, type IntakeMessage, type JobRequest } from '../contract/job-request';
+import { isSettled, type JobRecord } from '../contract/job-record';
+import { type JobStore, type UpdateResult } from '../aws/job-store';
+import { announceOutcome } from '../lifecycle/announce';
+import type { OutcomePublisher } from '../aws/outcome-publisher';
+import type { AppLogger } from '../platform/logger';
+import { mapExecutionStatus } from '../domain/status-mapping';
+import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../domain/upstream-cancel';
+import { DEFAULT_REQUEST_MARGIN_MS, DEFAULT_REQUEST_TIMEOUT_MS, requestTimeoutFor } from '../domain/request-timeout';
+import { executionArnFor } from '../aws/successor';
+import type { PollState } from '../domain/workflow';
 
 /** The Waterflai calls the starter needs (a subset of the client, so tests can fake it). */
 export interface WaterflaiStarter extends UpstreamExecutions {

@@ -1,14 +1,14 @@
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
-import { dynamoDocumentClient, eventBridge } from '../shared/aws-clients';
-import { positiveIntEnv, requireEnv } from '../shared/config';
-import { ENV } from '../shared/constants';
-import { JobStore } from '../shared/job-store';
-import { createLogger } from '../shared/logger';
-import { OutcomePublisher } from '../shared/outcome-event';
-import { outputPlacementFromEnv } from '../shared/outputs-from-env';
-import { waterflaiClientFromEnv } from '../shared/waterflai-from-env';
+import { dynamoDocumentClient, eventBridge } from '../aws/clients';
+import { positiveIntEnv, requireEnv } from '../platform/env';
+import { ENV } from '../contract/constants';
+import { JobStore } from '../aws/job-store';
+import { createLogger } from '../platform/logger';
+import { OutcomePublisher } from '../aws/outcome-publisher';
+import { outputPlacementFromEnv } from '../platform/outputs-from-env';
+import { waterflaiClientFromEnv } from '../platform/waterflai-from-env';
 import { JobSweeper, type SweepReport } from './sweep-jobs';
 
 /** sweep Lambda: run on a schedule; settles overdue jobs, announces lost outcomes, cancels pending executions. */

@@ -1,7 +1,7 @@
-import { announceOutcome } from '../shared/announce';
-import { ERROR_CODE, JOB_STATUS, TERMINAL_STATUSES } from '../shared/constants';
-import { describeError } from '../shared/errors';
-import { cancelUpstream, settleFromOutside, type OutsideSettlerDeps } from '../shared/settle';
+import { announceOutcome } from '../lifecycle/announce';
+import { ERROR_CODE, JOB_STATUS, TERMINAL_STATUSES } from '../contract/constants';
+import { describeError } from '../contract/errors';
+import { cancelUpstream, settleFromOutside, type OutsideSettlerDeps } from '../lifecycle/settle';
 
 /** Non-terminal statuses the sweeper looks through. */
 const OPEN_STATUSES = [JOB_STATUS.SUBMITTING, JOB_STATUS.PENDING, JOB_STATUS.RUNNING, JOB_STATUS.UNKNOWN] as const;

@@ -36,8 +36,8 @@
  * cancels announced as unconfirmed, executions no record points at.
  */
 import { DEADLINE_ROUND_MAX_WAIT_SECONDS } from '../../lambdas/poll/poll-job';
-import { DLQ_ATTRIBUTE, EVENT_SOURCE, isTerminalStatus, UPSTREAM_CANCEL } from '../../lambdas/shared/constants';
-import type { JobRecord } from '../../lambdas/shared/job-store';
+import { DLQ_ATTRIBUTE, EVENT_SOURCE, isTerminalStatus, UPSTREAM_CANCEL } from '../../lambdas/contract/constants';
+import type { JobRecord } from '../../lambdas/contract/job-record';
 import type { PublishedEvent } from '../runtime/eventbridge';
 import type { QueuedMessage } from '../runtime/sqs';
 import type { ExecutionView } from '../runtime/step-functions';

@@ -8,8 +8,8 @@
  * The local runtime can be started once per process, so this can run once per process too.
  */
 import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
-import { DLQ_ATTRIBUTE, isTerminalStatus } from '../../lambdas/shared/constants';
-import type { JobRecord } from '../../lambdas/shared/job-store';
+import { DLQ_ATTRIBUTE, isTerminalStatus } from '../../lambdas/contract/constants';
+import type { JobRecord } from '../../lambdas/contract/job-record';
 import type { DynamoDbEngine, DynamoDbEngineChoice } from '../runtime/dynamodb';
 import type { NetworkGuard, NetworkGuardOptions } from '../runtime/net-guard';
 import { startLocalRuntime, type LocalRuntime } from '../runtime/runtime';

@@ -4,7 +4,7 @@
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ENV } from '../../lambdas/shared/constants';
+import { ENV } from '../../lambdas/contract/constants';
 import { Display, formatSummary } from './display';
 import type { DynamoDbEngineChoice } from './dynamodb';
 import type { PublishedEvent } from './eventbridge';

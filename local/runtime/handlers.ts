@@ -5,7 +5,7 @@
  * pointed at the local services through `AWS_ENDPOINT_URL_<SERVICE>`.
  */
 import { devNull } from 'node:os';
-import { ENV } from '../../lambdas/shared/constants';
+import { ENV } from '../../lambdas/contract/constants';
 import { fakeFunctionArn } from '../asl';
 import { ExecutionEnvironments, type LambdaHandler, type LocalFunction } from './lambda';
 import { resolveEnvironment, type FunctionRole, type LocalResourceValues, type RuntimeModel } from './template';
@@ -213,7 +213,7 @@ export async function importWithEnvironment<T>(
 
 /** Closes the handlers' shared SDK clients (module singletons) so no socket outlives the runtime. */
 export async function destroyHandlerClients(): Promise<void> {
-  const clients = (await import('../../lambdas/shared/aws-clients')) as Record<string, unknown>;
+  const clients = (await import('../../lambdas/aws/clients')) as Record<string, unknown>;
   for (const create of Object.values(clients)) {
     if (typeof create !== 'function' || create.length !== 0) continue; // the client factories take no argument
     try {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The folder of sample job messages. */
-export const SAMPLE_JOBS_DIR = fileURLToPath(new URL('../../events/samples/jobs/', import.meta.url));
+export const SAMPLE_JOBS_DIR = fileURLToPath(new URL('../../events/samples/jobs', import.meta.url));
 
 export interface JobInput {
   /** Where the body came from: a file name, or `FILE:line`. */

@@ -4,7 +4,7 @@
  * synthesized IAM policies (test/e2e/iam.test.ts).
  *
  * The local runtime runs every handler in one process, and the handlers share the SDK client
- * singletons of `lambdas/shared/aws-clients.ts`. Two pieces, both outside the product code:
+ * singletons of `lambdas/aws/clients.ts`. Two pieces, both outside the product code:
  * - {@link withinInvocation}: `invokeFunction` (lambda.ts) runs each invocation inside an
  *   `AsyncLocalStorage` scope naming the function, which follows every promise and callback
  *   of the invocation;
@@ -99,7 +99,7 @@ export interface SdkCallRecorder {
 
 export interface SdkCallRecorderOptions {
   /**
-   * The handlers' SDK clients. @default every client of `lambdas/shared/aws-clients.ts`
+   * The handlers' SDK clients. @default every client of `lambdas/aws/clients.ts`
    *   (each zero-argument factory is called: the singletons the handlers use)
    */
   readonly clients?: readonly object[];
@@ -164,9 +164,9 @@ export async function startSdkCallRecorder(options: SdkCallRecorderOptions = {})
   };
 }
 
-/** The clients of `lambdas/shared/aws-clients.ts` (the same module instance the handlers import). */
+/** The clients of `lambdas/aws/clients.ts` (the same module instance the handlers import). */
 async function handlerClients(): Promise<object[]> {
-  const factories = (await import('../../lambdas/shared/aws-clients')) as Record<string, unknown>;
+  const factories = (await import('../../lambdas/aws/clients')) as Record<string, unknown>;
   const clients: object[] = [];
   for (const create of Object.values(factories)) {
     if (typeof create !== 'function' || create.length !== 0) continue; // the client factories take no argument

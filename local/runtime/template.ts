@@ -9,7 +9,7 @@
  * Nothing is re-typed from `lib/`: every value comes from the template, so the local
  * runtime runs what `cdk deploy` would deploy.
  */
-import { STATE_NAME, ENV } from '../../lambdas/shared/constants';
+import { STATE_NAME, ENV } from '../../lambdas/contract/constants';
 import {
   FAKE_ENVIRONMENT,
   fakeFunctionArn,

@@ -8,10 +8,10 @@
  * - it is in the dead-letter queue (an invalid message, with or without a job id, or a
  *   message SQS redrove after maxReceiveCount).
  */
-import { DLQ_ATTRIBUTE, isTerminalStatus } from '../../lambdas/shared/constants';
-import { InvalidMessageError } from '../../lambdas/shared/errors';
-import { parseJobMessage } from '../../lambdas/shared/job-request';
-import type { JobRecord } from '../../lambdas/shared/job-store';
+import { DLQ_ATTRIBUTE, isTerminalStatus } from '../../lambdas/contract/constants';
+import { InvalidMessageError } from '../../lambdas/contract/errors';
+import { parseJobMessage } from '../../lambdas/contract/job-request';
+import type { JobRecord } from '../../lambdas/contract/job-record';
 import type { PublishedEvent } from './eventbridge';
 import type { QueuedMessage } from './sqs';
 

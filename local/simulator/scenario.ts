@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/shared/constants';
+import { WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/contract/constants';
 
 /**
  * How one simulated execution behaves. A producer chooses it per job with

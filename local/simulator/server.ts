@@ -15,7 +15,7 @@
 import { createHash, randomInt, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { WATERFLAI_STATUS } from '../../lambdas/shared/constants';
+import { WATERFLAI_STATUS } from '../../lambdas/contract/constants';
 import {
   FAULT_KINDS,
   FaultInjector,

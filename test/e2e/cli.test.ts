@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { DETAIL_TYPE, EVENT_SOURCE } from '../../lambdas/shared/constants';
+import { DETAIL_TYPE, EVENT_SOURCE } from '../../lambdas/contract/constants';
 import { EXIT_CODE } from '../../local/runtime/cli';
 import { SAMPLE_JOBS_DIR } from '../../local/runtime/jobs';
 import { waitFor } from './support';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../.', import.meta.url));
 const TSX = join(ROOT, 'node_modules', '.bin', 'tsx');
 const work = mkdtempSync(join(tmpdir(), 'waterflai-cli-'));
 

@@ -4,7 +4,7 @@
  * embedded one; DynamoDB on dynalite (the fallback engine when java is missing).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DETAIL_TYPE, ENV, JOB_STATUS } from '../../lambdas/shared/constants';
+import { DETAIL_TYPE, ENV, JOB_STATUS } from '../../lambdas/contract/constants';
 import { installNetworkGuard, type NetworkGuard } from '../../local/runtime/net-guard';
 import { startLocalRuntime, type LocalRuntime } from '../../local/runtime/runtime';
 import { startSimulator, type Simulator } from '../../local/simulator/server';

@@ -15,7 +15,7 @@ import { ListExecutionsCommand, SFNClient, StopExecutionCommand } from '@aws-sdk
 import { GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_CODE, JOB_STATUS, STATUS_RANK } from '../../lambdas/shared/constants';
+import { ERROR_CODE, JOB_STATUS, STATUS_RANK } from '../../lambdas/contract/constants';
 import { startLocalRuntime, type LocalRuntime } from '../../local/runtime/runtime';
 import { startSdkCallRecorder, withinInvocation, type RecordedSdkCall } from '../../local/runtime/sdk-recorder';
 import {
@@ -131,7 +131,7 @@ describe('the SDK call recorder', () => {
   });
 
   it('records a command once, attributed to the invocation that sent it (document client included)', async () => {
-    // Prepare: a document client built as lambdas/shared/aws-clients.ts builds its own
+    // Prepare: a document client built as lambdas/aws/clients.ts builds its own
     const inner = new DynamoDBClient({ region: runtime.region, credentials: runtime.credentials, endpoint: runtime.endpoints.dynamodb, maxAttempts: 4 });
     const client = DynamoDBDocumentClient.from(inner, { marshallOptions: { removeUndefinedValues: true } });
     const recorder = await startSdkCallRecorder({ clients: [client], roleOf: (arn) => (arn.endsWith(':probe') ? 'probe-role' : undefined) });

@@ -10,8 +10,8 @@ import { ListExecutionsCommand, SFNClient, StopExecutionCommand } from '@aws-sdk
 import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, STATUS_RANK } from '../../lambdas/shared/constants';
-import { executionNameForGeneration } from '../../lambdas/shared/identifiers';
+import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, STATUS_RANK } from '../../lambdas/contract/constants';
+import { executionNameForGeneration } from '../../lambdas/contract/identifiers';
 import { startLocalRuntime, type LocalRuntime } from '../../local/runtime/runtime';
 import { eventsFor, jobBody, waitFor } from './support';
 

@@ -11,7 +11,7 @@ import net from 'node:net';
 import { GetQueueAttributesCommand, SendMessageBatchCommand, SQSClient, type Message } from '@aws-sdk/client-sqs';
 import { ExecutionAlreadyExists, ListExecutionsCommand, SFNClient, StartExecutionCommand, StopExecutionCommand } from '@aws-sdk/client-sfn';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, EVENT_SOURCE, JOB_STATUS, STATUS_RANK, TERMINAL_RANK } from '../../lambdas/shared/constants';
+import { DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, EVENT_SOURCE, JOB_STATUS, STATUS_RANK, TERMINAL_RANK } from '../../lambdas/contract/constants';
 import { installNetworkGuard, isLoopbackSocket, NonLoopbackConnectionError, processSockets, type NetworkGuard } from '../../local/runtime/net-guard';
 import { LOCAL_TIME_SCALE_ENV } from '../../lambdas/poll/poll-job';
 import { startLocalRuntime, type LocalRuntime } from '../../local/runtime/runtime';

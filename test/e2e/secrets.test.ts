@@ -15,7 +15,7 @@
 import { DescribeExecutionCommand, ListExecutionsCommand, SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient, type Message } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DETAIL_TYPE, ENV, JOB_STATUS } from '../../lambdas/shared/constants';
+import { DETAIL_TYPE, ENV, JOB_STATUS } from '../../lambdas/contract/constants';
 import { readOrchestratorConfig } from '../../lib/config';
 import { OUTPUT_ID } from '../../lib/orchestrator-stack';
 import { synthesizeTemplate, type CloudFormationTemplate } from '../../local/asl';

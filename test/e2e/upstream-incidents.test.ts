@@ -10,7 +10,7 @@
  * of job time, longer than the ~915 s the state machine's old TransientPollError retries lasted.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DETAIL_TYPE, ERROR_CODE, JOB_STATUS } from '../../lambdas/shared/constants';
+import { DETAIL_TYPE, ERROR_CODE, JOB_STATUS } from '../../lambdas/contract/constants';
 import { RETRY_POLICY } from '../../lib/poll-state-machine';
 import { installNetworkGuard, type NetworkGuard } from '../../local/runtime/net-guard';
 import { startLocalRuntime, type LocalRuntime } from '../../local/runtime/runtime';

@@ -1,7 +1,7 @@
 import { App } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ENV } from '../../lambdas/shared/constants';
+import { ENV } from '../../lambdas/contract/constants';
 import { CONTEXT_KEYS, readOrchestratorConfig } from '../../lib/config';
 import { WaterflaiOrchestratorStack } from '../../lib/orchestrator-stack';
 

@@ -5,7 +5,7 @@ import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ENV, JOB_TABLE, STATE_NAME } from '../../lambdas/shared/constants';
+import { ENV, JOB_TABLE, STATE_NAME } from '../../lambdas/contract/constants';
 import { STATUS_INDEX_PROJECTED_ATTRIBUTES } from '../../lib/job-table';
 import { WaterflaiOrchestrator, type WaterflaiOrchestratorProps } from '../../lib/orchestrator';
 import { OUTPUT_ID, WaterflaiOrchestratorStack } from '../../lib/orchestrator-stack';

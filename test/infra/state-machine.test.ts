@@ -1,9 +1,9 @@
 import aslValidator from 'asl-validator';
 import { ExecutionError, StateMachine, type RunOptions, type StateMachineDefinition } from 'aws-local-stepfunctions';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { JOB_STATUS, STATE_NAME, type JobStatus } from '../../lambdas/shared/constants';
-import { TransientPollError } from '../../lambdas/shared/errors';
-import type { FinishInput, FinishOutput, PollState } from '../../lambdas/shared/workflow';
+import { JOB_STATUS, STATE_NAME, type JobStatus } from '../../lambdas/contract/constants';
+import { TransientPollError } from '../../lambdas/contract/errors';
+import type { FinishInput, FinishOutput, PollState } from '../../lambdas/domain/workflow';
 import { LAMBDA_SERVICE_ERRORS, POLLING_FAILED_ERROR, RETRY_POLICY, TRANSIENT_POLL_ERROR } from '../../lib/poll-state-machine';
 import {
   assertEveryTaskRouted,

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { WATERFLAI_STATUS } from '../../lambdas/shared/constants';
+import { WATERFLAI_STATUS } from '../../lambdas/contract/constants';
 import { parseSimulatorArgs } from '../../local/simulator/cli';
 import { mulberry32 } from '../../local/simulator/prng';
 import { resolveScenario, SimulatedExecution, type Scenario } from '../../local/simulator/scenario';

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import dynalite from 'dynalite';
-import { JOB_TABLE } from '../../lambdas/shared/constants';
+import { JOB_TABLE } from '../../lambdas/contract/constants';
 
 /** A real DynamoDB protocol endpoint (dynalite, in memory) on 127.0.0.1 for unit tests. */
 export interface LocalDynamo {

@@ -1,5 +1,5 @@
-import { WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/shared/constants';
-import type { ExecutionStatus } from '../../lambdas/shared/waterflai-client';
+import { WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/contract/constants';
+import type { ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 
 /** A Waterflai status answer as the client returns it, for poll tests. */
 export function execution(status: string, overrides: Partial<ExecutionStatus> = {}): ExecutionStatus {

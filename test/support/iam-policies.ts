@@ -9,7 +9,7 @@
 import { runSimulation, type Simulation } from '@cloud-copilot/iam-simulate';
 import { FAKE_ENVIRONMENT, fakeFunctionArn, type CloudFormationResource, type CloudFormationTemplate } from '../../local/asl';
 import type { RecordedSdkCall } from '../../local/runtime/sdk-recorder';
-import { ENV, JOB_TABLE } from '../../lambdas/shared/constants';
+import { ENV, JOB_TABLE } from '../../lambdas/contract/constants';
 
 const { partition, region, account, urlSuffix } = FAKE_ENVIRONMENT;
 

@@ -1,5 +1,5 @@
-import type { UpstreamExecutions } from '../../lambdas/shared/upstream-cancel';
-import type { CancelResult, ExecutionStatus, RequestOptions } from '../../lambdas/shared/waterflai-client';
+import type { UpstreamExecutions } from '../../lambdas/domain/upstream-cancel';
+import type { CancelResult, ExecutionStatus, RequestOptions } from '../../lambdas/contract/waterflai-api';
 
 /** A DELETE answer as the client returns it. */
 export function cancelResult(cancelled: boolean, overrides: Partial<CancelResult> = {}): CancelResult {

@@ -2,8 +2,8 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_API_KEY_TTL_MS, cachedApiKey } from '../../lambdas/shared/api-key';
-import { ConfigurationError } from '../../lambdas/shared/errors';
+import { DEFAULT_API_KEY_TTL_MS, cachedApiKey } from '../../lambdas/aws/api-key';
+import { ConfigurationError } from '../../lambdas/contract/errors';
 
 const SECRET_ID = 'waterflai/api-key';
 const secrets = mockClient(SecretsManagerClient);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffSeconds } from '../../lambdas/shared/backoff';
+import { backoffSeconds } from '../../lambdas/domain/backoff';
 
 describe('backoffSeconds', () => {
   it.each([

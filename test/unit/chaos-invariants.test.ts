@@ -4,7 +4,7 @@
  * the run (`violationCount` > 0). A checker that always answered "nothing wrong" fails here.
  */
 import { describe, expect, it } from 'vitest';
-import type { JobRecord } from '../../lambdas/shared/job-store';
+import type { JobRecord } from '../../lambdas/contract/job-record';
 import { checkInvariants, upstreamStatusesFor, violationCount, type ChaosFindings, type RunObservations, type SentMessage, type UpstreamCancelFields } from '../../local/chaos/invariants';
 import type { JobKind, OutcomeName, PlannedJob } from '../../local/chaos/plan';
 import { chaosJson } from '../../local/chaos/report';

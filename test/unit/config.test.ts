@@ -7,10 +7,10 @@ import {
   readPollSettings,
   readWaterflaiSettings,
   requireEnv,
-} from '../../lambdas/shared/config';
-import { ENV } from '../../lambdas/shared/constants';
-import { ConfigurationError } from '../../lambdas/shared/errors';
-import { DEFAULT_POLL_SETTINGS } from '../../lambdas/shared/poll-strategy';
+} from '../../lambdas/platform/env';
+import { ENV } from '../../lambdas/contract/constants';
+import { ConfigurationError } from '../../lambdas/contract/errors';
+import { DEFAULT_POLL_SETTINGS } from '../../lambdas/contract/settings';
 import { ORCHESTRATOR_DEFAULTS } from '../../lib/orchestrator';
 
 describe('requireEnv', () => {

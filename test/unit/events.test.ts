@@ -2,9 +2,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { eventsDir, generatedFiles } from '../../events/generate';
-import { DETAIL_TYPE, EVENT_SOURCE } from '../../lambdas/shared/constants';
-import { parseJobMessage } from '../../lambdas/shared/job-request';
-import { outcomeDetailSchema } from '../../lambdas/shared/outcome-event';
+import { DETAIL_TYPE, EVENT_SOURCE } from '../../lambdas/contract/constants';
+import { parseJobMessage } from '../../lambdas/contract/job-request';
+import { outcomeDetailSchema } from '../../lambdas/contract/outcome-event';
 
 describe('events/', () => {
   it.each(Object.keys(generatedFiles()))('%s is up to date with the code (run `npm run schemas`)', (path) => {

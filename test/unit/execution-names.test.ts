@@ -13,7 +13,7 @@ import {
   executionNameForJob,
   MAX_EXECUTION_GENERATION,
   parseExecutionName,
-} from '../../lambdas/shared/identifiers';
+} from '../../lambdas/contract/identifiers';
 import { assertSeeded } from './fc-seeds';
 
 const NAME_CHARS = /^[A-Za-z0-9_-]+$/;

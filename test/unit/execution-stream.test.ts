@@ -9,7 +9,7 @@ import {
   type ListenOptions,
   type SseEvent,
   type StreamProgress,
-} from '../../lambdas/shared/execution-stream';
+} from '../../lambdas/waterflai/stream';
 
 const API_KEY = 'stream-key-0123456789';
 

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { EXECUTION_NAME_MAX_LENGTH, executionNameForJob, JOB_ID_PATTERN, URL_IDENTIFIER_PATTERN } from '../../lambdas/shared/identifiers';
+import { EXECUTION_NAME_MAX_LENGTH, executionNameForJob, JOB_ID_PATTERN, URL_IDENTIFIER_PATTERN } from '../../lambdas/contract/identifiers';
 
 /** Characters Step Functions refuses in execution names (whitespace, brackets, wildcards, punctuation, controls). */
 const STEP_FUNCTIONS_FORBIDDEN = /[\s<>{}[\]?*"#%\\^|~`$&,;:/\u0000-\u001f\u007f-\u009f]/;

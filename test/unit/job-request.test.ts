@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { InvalidMessageError } from '../../lambdas/shared/errors';
-import { JOB_REQUEST_LIMITS, jsonDepth, parseJobMessage } from '../../lambdas/shared/job-request';
+import { InvalidMessageError } from '../../lambdas/contract/errors';
+import { JOB_REQUEST_LIMITS, jsonDepth, parseJobMessage } from '../../lambdas/contract/job-request';
 
 const MESSAGE_ID = '059f36b4-87a3-44ab-83d2-661975830a7d';
 const valid = { job_id: 'job-1', chatbot_id: 'bot_1', input_data: { query: 'hi' } };

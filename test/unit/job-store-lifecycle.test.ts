@@ -3,8 +3,9 @@ import { DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { CANCEL_REASON, ERROR_CODE, JOB_STATUS, JOB_TABLE, STATUS_RANK, type JobStatus } from '../../lambdas/shared/constants';
-import { JobStore, isSettled, type NewJob } from '../../lambdas/shared/job-store';
+import { CANCEL_REASON, ERROR_CODE, JOB_STATUS, JOB_TABLE, STATUS_RANK, type JobStatus } from '../../lambdas/contract/constants';
+import { JobStore } from '../../lambdas/aws/job-store';
+import { isSettled, type NewJob } from '../../lambdas/contract/job-record';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 
 const ACCEPTED_AT = '2025-03-01T12:00:00.000Z';

@@ -1,7 +1,8 @@
 import { QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ERROR_CODE, JOB_STATUS, JOB_TABLE, STATUS_RANK, type JobStatus } from '../../lambdas/shared/constants';
-import { JobStore, isSettled, type JobRecord, type NewJob, type RejectedJob, type StatusFields } from '../../lambdas/shared/job-store';
+import { ERROR_CODE, JOB_STATUS, JOB_TABLE, STATUS_RANK, type JobStatus } from '../../lambdas/contract/constants';
+import { JobStore } from '../../lambdas/aws/job-store';
+import { isSettled, type JobRecord, type NewJob, type RejectedJob, type StatusFields } from '../../lambdas/contract/job-record';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 
 const ACCEPTED_AT = '2025-03-01T12:00:00.000Z';

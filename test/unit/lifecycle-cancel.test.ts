@@ -4,10 +4,12 @@ import { ChangeMessageVisibilityCommand, SendMessageCommand, SQSClient } from '@
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { CANCEL_REASON, DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS, STATUS_RANK, type TerminalStatus } from '../../lambdas/shared/constants';
-import { UpstreamCancelUnconfirmedError, WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/errors';
-import { JobStore, type StatusFields } from '../../lambdas/shared/job-store';
-import { OutcomePublisher, outcomeDetailSchema } from '../../lambdas/shared/outcome-event';
+import { CANCEL_REASON, DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS, STATUS_RANK, type TerminalStatus } from '../../lambdas/contract/constants';
+import { UpstreamCancelUnconfirmedError, WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/contract/errors';
+import { JobStore } from '../../lambdas/aws/job-store';
+import { type StatusFields } from '../../lambdas/contract/job-record';
+import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
+import { outcomeDetailSchema } from '../../lambdas/contract/outcome-event';
 import { JobStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { sqsRecord } from '../support/sqs-record';

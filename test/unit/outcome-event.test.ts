@@ -2,9 +2,10 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { DETAIL_TYPE, ERROR_CODE, EVENT_SOURCE, JOB_STATUS, STATUS_RANK, type TerminalStatus } from '../../lambdas/shared/constants';
-import type { JobRecord } from '../../lambdas/shared/job-store';
-import { OutcomePublisher, buildOutcomeEvent, outcomeDetailSchema, outcomeEventId, type OutcomeEvent } from '../../lambdas/shared/outcome-event';
+import { DETAIL_TYPE, ERROR_CODE, EVENT_SOURCE, JOB_STATUS, STATUS_RANK, type TerminalStatus } from '../../lambdas/contract/constants';
+import type { JobRecord } from '../../lambdas/contract/job-record';
+import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
+import { buildOutcomeEvent, outcomeDetailSchema, outcomeEventId, type OutcomeEvent } from '../../lambdas/contract/outcome-event';
 
 const BUS = 'orchestrator-bus';
 const eventBridge = mockClient(EventBridgeClient);

@@ -3,7 +3,7 @@ import { PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { OutputStore } from '../../lambdas/shared/output-store';
+import { OutputStore } from '../../lambdas/aws/output-store';
 
 const BUCKET = 'orchestrator-outputs';
 const s3Mock = mockClient(S3Client);

@@ -1,6 +1,6 @@
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
-import { ERROR_CODE, JOB_STATUS, STATUS_RANK, type JobStatus, type TerminalStatus } from '../../lambdas/shared/constants';
+import { ERROR_CODE, JOB_STATUS, STATUS_RANK, type JobStatus, type TerminalStatus } from '../../lambdas/contract/constants';
 import {
   InvalidIdentifierError,
   TransientPollError,
@@ -8,12 +8,13 @@ import {
   WaterflaiNetworkError,
   WaterflaiRedirectError,
   WaterflaiResponseError,
-} from '../../lambdas/shared/errors';
-import { JobStore } from '../../lambdas/shared/job-store';
-import type { AppLogger } from '../../lambdas/shared/logger';
-import { MAX_RETRY_AFTER_SECONDS, nextPollSeconds, type FixedIntervalSettings } from '../../lambdas/shared/poll-strategy';
-import type { ExecutionStatus } from '../../lambdas/shared/waterflai-client';
-import type { PollState } from '../../lambdas/shared/workflow';
+} from '../../lambdas/contract/errors';
+import { JobStore } from '../../lambdas/aws/job-store';
+import type { AppLogger } from '../../lambdas/platform/logger';
+import { MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings } from '../../lambdas/contract/settings';
+import { nextPollSeconds } from '../../lambdas/domain/poll-strategy';
+import type { ExecutionStatus } from '../../lambdas/contract/waterflai-api';
+import type { PollState } from '../../lambdas/domain/workflow';
 import { INCIDENT_BACKOFF_BASE_SECONDS, JobPoller, NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE } from '../../lambdas/poll/poll-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { execution } from '../support/execution-status';

@@ -1,22 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  adaptiveStrategy,
-  DEFAULT_ADAPTIVE_SETTINGS,
-  DEFAULT_EXPONENTIAL_SETTINGS,
-  exponentialStrategy,
-  fixedIntervalStrategy,
-  budgetRefillSeconds,
-  MAX_RETRY_AFTER_SECONDS,
-  remainingEstimate,
-  validateAdaptiveSettings,
-  type AdaptiveSettings,
-  type JobObservation,
-  type PlanContext,
-  type PollStrategy,
-  type StrategyMemory,
-  type StreamState,
-} from '../../lambdas/shared/poll-strategy';
+import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS, DEFAULT_EXPONENTIAL_SETTINGS, exponentialStrategy, fixedIntervalStrategy, budgetRefillSeconds, remainingEstimate, validateAdaptiveSettings, type AdaptiveSettings, type JobObservation, type PlanContext, type PollStrategy, type StrategyMemory, type StreamState } from '../../lambdas/domain/poll-strategy';
+import { MAX_RETRY_AFTER_SECONDS } from '../../lambdas/contract/settings';
 
 const FIXED = { intervalSeconds: 10, minSeconds: 1, maxSeconds: 300 };
 const ours = adaptiveStrategy();

@@ -1,11 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  DEFAULT_POLL_SETTINGS,
-  MAX_RETRY_AFTER_SECONDS,
-  nextPollSeconds,
-  validatePollSettings,
-  type FixedIntervalSettings,
-} from '../../lambdas/shared/poll-strategy';
+import { DEFAULT_POLL_SETTINGS, MAX_RETRY_AFTER_SECONDS, validatePollSettings, type FixedIntervalSettings } from '../../lambdas/contract/settings';
+import { nextPollSeconds } from '../../lambdas/domain/poll-strategy';
 
 const settings = (intervalSeconds: number, minSeconds: number, maxSeconds: number): FixedIntervalSettings => ({
   intervalSeconds,

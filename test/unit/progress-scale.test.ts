@@ -5,11 +5,11 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/shared/constants';
-import { listenToExecution, parseStreamEvent, type SseEvent, type StreamProgress } from '../../lambdas/shared/execution-stream';
-import { inferProgressScale, progressSampleOf, readProgress, toPercent, type ProgressSample, type ProgressScale } from '../../lambdas/shared/progress-scale';
-import { mapExecutionStatus } from '../../lambdas/shared/status-mapping';
-import type { ExecutionStatus } from '../../lambdas/shared/waterflai-client';
+import { WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/contract/constants';
+import { listenToExecution, parseStreamEvent, type SseEvent, type StreamProgress } from '../../lambdas/waterflai/stream';
+import { inferProgressScale, progressSampleOf, readProgress, toPercent, type ProgressSample, type ProgressScale } from '../../lambdas/domain/progress-scale';
+import { mapExecutionStatus } from '../../lambdas/domain/status-mapping';
+import type { ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 import { assertSeeded } from './fc-seeds';
 
 const sample = (progress: number | null, nodes?: readonly [number | null, number | null], status?: string): ProgressSample => ({

@@ -9,13 +9,14 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_CODE, isTerminalStatus, JOB_STATUS, STATUS_RANK, TERMINAL_RANK, WATERFLAI_STATUS, type JobStatus, type WaterflaiStatus } from '../../lambdas/shared/constants';
-import { InvalidMessageError } from '../../lambdas/shared/errors';
-import { JOB_ID_PATTERN, URL_IDENTIFIER_PATTERN } from '../../lambdas/shared/identifiers';
-import { JOB_REQUEST_LIMITS, parseIntakeMessage, type IntakeMessage } from '../../lambdas/shared/job-request';
-import { JobStore, type JobRecord, type UpdateResult } from '../../lambdas/shared/job-store';
-import { MAX_ERROR_MESSAGE_CHARS, MAX_NODE_NAME_CHARS, mapExecutionStatus } from '../../lambdas/shared/status-mapping';
-import type { ExecutionStatus } from '../../lambdas/shared/waterflai-client';
+import { ERROR_CODE, isTerminalStatus, JOB_STATUS, STATUS_RANK, TERMINAL_RANK, WATERFLAI_STATUS, type JobStatus, type WaterflaiStatus } from '../../lambdas/contract/constants';
+import { InvalidMessageError } from '../../lambdas/contract/errors';
+import { JOB_ID_PATTERN, URL_IDENTIFIER_PATTERN } from '../../lambdas/contract/identifiers';
+import { JOB_REQUEST_LIMITS, parseIntakeMessage, type IntakeMessage } from '../../lambdas/contract/job-request';
+import { JobStore, type UpdateResult } from '../../lambdas/aws/job-store';
+import { type JobRecord } from '../../lambdas/contract/job-record';
+import { MAX_ERROR_MESSAGE_CHARS, MAX_NODE_NAME_CHARS, mapExecutionStatus } from '../../lambdas/domain/status-mapping';
+import type { ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 
 const MESSAGE_ID = '0f8fad5b-d9cb-469f-a165-70867728950e';

@@ -2,8 +2,9 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { ExecutionStatusChange, ReconcileResult } from '../../lambdas/reconcile/reconcile-job';
-import { EXECUTION_STATUS_CHANGE, MalformedStatusChangeError, parseStatusChangeBody } from '../../lambdas/reconcile/status-change-record';
-import { ENV } from '../../lambdas/shared/constants';
+import { EXECUTION_STATUS_CHANGE } from '../../lambdas/contract/constants';
+import { MalformedStatusChangeError, parseStatusChangeBody } from '../../lambdas/reconcile/status-change-record';
+import { ENV } from '../../lambdas/contract/constants';
 import { sqsRecord } from '../support/sqs-record';
 
 /**

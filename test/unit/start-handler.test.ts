@@ -8,8 +8,8 @@ import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda'
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ENV, JOB_STATUS } from '../../lambdas/shared/constants';
-import { JobStore } from '../../lambdas/shared/job-store';
+import { ENV, JOB_STATUS } from '../../lambdas/contract/constants';
+import { JobStore } from '../../lambdas/aws/job-store';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 
 /**

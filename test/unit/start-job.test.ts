@@ -4,11 +4,12 @@ import { ChangeMessageVisibilityCommand, SendMessageCommand, SQSClient } from '@
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../../lambdas/shared/constants';
-import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/errors';
-import { JobStore, type NewJob } from '../../lambdas/shared/job-store';
-import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
-import type { PollState } from '../../lambdas/shared/workflow';
+import { DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../../lambdas/contract/constants';
+import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/contract/errors';
+import { JobStore } from '../../lambdas/aws/job-store';
+import { type NewJob } from '../../lambdas/contract/job-record';
+import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
+import type { PollState } from '../../lambdas/domain/workflow';
 import { JobBusyError, JobStarter, sqsSafe } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { sqsRecord } from '../support/sqs-record';

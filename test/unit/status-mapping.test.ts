@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { ERROR_CODE, JOB_STATUS, WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/shared/constants';
-import { MAX_ERROR_MESSAGE_CHARS, MAX_NODE_NAME_CHARS, MAX_OUTPUT_DEPTH, mapExecutionStatus } from '../../lambdas/shared/status-mapping';
-import type { ExecutionStatus } from '../../lambdas/shared/waterflai-client';
+import { ERROR_CODE, JOB_STATUS, WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/contract/constants';
+import { MAX_ERROR_MESSAGE_CHARS, MAX_NODE_NAME_CHARS, MAX_OUTPUT_DEPTH, mapExecutionStatus } from '../../lambdas/domain/status-mapping';
+import type { ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 
 const OBSERVED_AT = '2025-03-01T12:00:00.000Z';
 const LIMIT = 1024;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/shared/errors';
-import { cancelAndConfirm } from '../../lambdas/shared/upstream-cancel';
-import type { CancelResult, ExecutionStatus } from '../../lambdas/shared/waterflai-client';
+import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/contract/errors';
+import { cancelAndConfirm } from '../../lambdas/domain/upstream-cancel';
+import type { CancelResult, ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 import { execution } from '../support/execution-status';
 import { cancelResult, ScriptedWaterflai } from '../support/scripted-waterflai';
 

@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { WATERFLAI_STATUS } from '../../lambdas/shared/constants';
+import { WATERFLAI_STATUS } from '../../lambdas/contract/constants';
 import {
   ConfigurationError,
   InvalidIdentifierError,
@@ -10,16 +10,10 @@ import {
   WaterflaiNetworkError,
   WaterflaiRedirectError,
   WaterflaiResponseError,
-} from '../../lambdas/shared/errors';
-import {
-  WaterflaiClient,
-  cancelResultSchema,
-  executionStatusSchema,
-  parseRetryAfter,
-  requestTimeoutFor,
-  startedExecutionSchema,
-  type WaterflaiClientOptions,
-} from '../../lambdas/shared/waterflai-client';
+} from '../../lambdas/contract/errors';
+import { WaterflaiClient, parseRetryAfter, type WaterflaiClientOptions } from '../../lambdas/waterflai/client';
+import { cancelResultSchema, executionStatusSchema, startedExecutionSchema } from '../../lambdas/contract/waterflai-api';
+import { requestTimeoutFor } from '../../lambdas/domain/request-timeout';
 
 // ---------------------------------------------------------------------------------------
 // A real local HTTP server that records every request it receives

@@ -21,7 +21,7 @@ import type { SQSRecord } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CANCEL_REASON, DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../../lambdas/shared/constants';
+import { CANCEL_REASON, DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../../lambdas/contract/constants';
 import {
   TransientPollError,
   WaterflaiError,
@@ -29,13 +29,13 @@ import {
   WaterflaiNetworkError,
   WaterflaiRedirectError,
   WaterflaiResponseError,
-} from '../../lambdas/shared/errors';
-import { JobStore } from '../../lambdas/shared/job-store';
-import type { AppLogger } from '../../lambdas/shared/logger';
-import { OutcomePublisher } from '../../lambdas/shared/outcome-event';
-import { MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings } from '../../lambdas/shared/poll-strategy';
-import { WaterflaiClient } from '../../lambdas/shared/waterflai-client';
-import type { PollState } from '../../lambdas/shared/workflow';
+} from '../../lambdas/contract/errors';
+import { JobStore } from '../../lambdas/aws/job-store';
+import type { AppLogger } from '../../lambdas/platform/logger';
+import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
+import { MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings } from '../../lambdas/contract/settings';
+import { WaterflaiClient } from '../../lambdas/waterflai/client';
+import type { PollState } from '../../lambdas/domain/workflow';
 import { JobPoller } from '../../lambdas/poll/poll-job';
 import { JobStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';

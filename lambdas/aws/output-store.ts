@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { JOB_STATUS, type JobStatus } from './constants';
-import type { OutputLocation, StatusFields } from './job-store';
+import { JOB_STATUS, type JobStatus } from '../contract/constants';
+import type { OutputLocation, StatusFields } from '../contract/job-record';
 
 /**
  * Stores final outputs too large to carry in a job record, a state or an event, in the

@@ -1,5 +1,5 @@
 import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { ConfigurationError } from './errors';
+import { ConfigurationError } from '../contract/errors';
 
 /** How long a fetched API key is reused before Secrets Manager is asked again. */
 export const DEFAULT_API_KEY_TTL_MS = 5 * 60 * 1000;

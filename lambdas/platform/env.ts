@@ -1,6 +1,6 @@
-import { ENV } from './constants';
-import { ConfigurationError } from './errors';
-import { DEFAULT_POLL_SETTINGS, validatePollSettings, type FixedIntervalSettings } from './poll-strategy';
+import { ENV } from '../contract/constants';
+import { ConfigurationError } from '../contract/errors';
+import { DEFAULT_POLL_SETTINGS, validatePollSettings, type FixedIntervalSettings } from '../contract/settings';
 
 /**
  * Reads Lambda configuration from environment variables, once per container (call these

@@ -1,4 +1,5 @@
-import type { JobStatus } from './constants';
+import type { JobStatus } from '../contract/constants';
+import type { PollIncident } from '../contract/job-record';
 import type { StrategyMemory } from './poll-strategy';
 
 /**
@@ -57,17 +58,6 @@ export interface PollState {
   readonly deadline_cancel_rounds?: number;
 }
 
-/** An upstream incident a poll loop is riding out (see `PollState.incident`). */
-export interface PollIncident {
-  /** `transient`: 5xx, 408, 429 without end, timeouts, resets; `auth`: 401/403 after a fresh key. */
-  readonly kind: 'transient' | 'auth';
-  /** When the first failed poll of the incident was made (ISO 8601). */
-  readonly since: string;
-  /** Failed polls in a row. */
-  readonly failures: number;
-  /** The last error, short and secret-free. */
-  readonly last_error: string;
-}
 
 /** The error the state machine's Catch puts at `$.error` before the failure-recording step. */
 export interface CaughtError {

@@ -12,7 +12,7 @@
  *   error text too).
  */
 import * as z from 'zod';
-import { WATERFLAI_STATUS, type WaterflaiStatus } from './constants';
+import { WATERFLAI_STATUS, type WaterflaiStatus } from '../contract/constants';
 import {
   ConfigurationError,
   InvalidIdentifierError,
@@ -22,152 +22,31 @@ import {
   WaterflaiRedirectError,
   WaterflaiResponseError,
   type WaterflaiOperation,
-} from './errors';
-import { URL_IDENTIFIER_MAX_LENGTH, URL_IDENTIFIER_PATTERN } from './identifiers';
+} from '../contract/errors';
+import { URL_IDENTIFIER_MAX_LENGTH, URL_IDENTIFIER_PATTERN } from '../contract/identifiers';
+import { DEFAULT_REQUEST_TIMEOUT_MS } from '../domain/request-timeout';
+import {
+  cancelResultSchema,
+  executionStatusSchema,
+  startedExecutionSchema,
+  type CancelResult,
+  type ExecutionStatus,
+  type RequestOptions,
+  type StartedExecution,
+} from '../contract/waterflai-api';
 
 // ---------------------------------------------------------------------------------------
 // Defaults and limits
 // ---------------------------------------------------------------------------------------
 
-/** Default per-request deadline (connect + headers + body), in milliseconds. */
-export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 /** Default largest response body accepted, in bytes (8 MiB). */
 export const DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024;
-/** Default safety margin kept free of Waterflai requests at the end of a Lambda invocation. */
-export const DEFAULT_REQUEST_MARGIN_MS = 3_000;
 /** Largest error-response body read to extract a detail message (the rest is ignored). */
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 /** Longest server-supplied detail copied into an error message. */
 const MAX_DETAIL_LENGTH = 200;
 /** Largest delay a timer accepts (larger values fire immediately in Node). */
 const MAX_TIMER_MS = 2_147_483_647;
-
-// ---------------------------------------------------------------------------------------
-// Response schemas (tolerant: unknown fields pass, wrong optional fields become null)
-// ---------------------------------------------------------------------------------------
-
-/** An optional field: a wrong type, `null` or absence all become `null`. */
-function tolerant<T extends z.ZodType>(schema: T) {
-  return schema.nullable().catch(null);
-}
-
-/**
- * Body of `POST /v1/executions/{chatbot_id}/async`. Only `execution_id` is required, and
- * it must be a safe URL identifier because it is later put into URLs. Unknown fields pass
- * through; a tracking URL of the wrong type becomes `null`.
- */
-export const startedExecutionSchema = z.looseObject({
-  execution_id: z.string().max(URL_IDENTIFIER_MAX_LENGTH).regex(URL_IDENTIFIER_PATTERN),
-  status_url: tolerant(z.string()),
-  stream_url: tolerant(z.string()),
-  cancel_url: tolerant(z.string()),
-});
-/** What {@link startedExecutionSchema} produces (unknown fields included). */
-export type StartedExecutionBody = z.output<typeof startedExecutionSchema>;
-
-const count = () => tolerant(z.number().int().nonnegative());
-
-/**
- * Body of `GET /v1/executions/{execution_id}`. Only `status` (any string) is required.
- * `progress` accepts any finite number and is clamped to [0, 100], a range that holds both
- * scales Waterflai may use (fraction 0..1 or percent 0..100); which one is decided later,
- * from the data (see progress-scale.ts). Every other field of the wrong type becomes
- * `null`. `final_output` is any JSON value (absent stays absent). Unknown fields pass
- * through.
- */
-export const executionStatusSchema = z.looseObject({
-  execution_id: tolerant(z.string()),
-  status: z.string(),
-  progress: tolerant(z.number()).transform((value) => (value === null ? null : Math.min(100, Math.max(0, value)))),
-  current_node: tolerant(z.string()),
-  completed_nodes: count(),
-  total_nodes: count(),
-  final_output: z.unknown().optional(),
-  error_message: tolerant(z.string()),
-  created_at: tolerant(z.string()),
-  started_at: tolerant(z.string()),
-  completed_at: tolerant(z.string()),
-  retry_count: count(),
-  execution_source: tolerant(z.string()),
-  is_temporary: tolerant(z.boolean()),
-  cleanup_after: tolerant(z.string()),
-});
-/** What {@link executionStatusSchema} produces (unknown fields included). */
-export type ExecutionStatusBody = z.output<typeof executionStatusSchema>;
-
-/**
- * Body of `DELETE /v1/executions/{execution_id}`. `cancelled` (boolean) is required;
- * everything else is optional and tolerant. Unknown fields pass through.
- */
-export const cancelResultSchema = z.looseObject({
-  execution_id: tolerant(z.string()),
-  cancelled: z.boolean(),
-  message: tolerant(z.string()),
-  previous_status: tolerant(z.string()),
-});
-/** What {@link cancelResultSchema} produces (unknown fields included). */
-export type CancelResultBody = z.output<typeof cancelResultSchema>;
-
-// ---------------------------------------------------------------------------------------
-// Public result types (known fields only, so they are small and predictable to store)
-// ---------------------------------------------------------------------------------------
-
-/** An execution Waterflai accepted. */
-export interface StartedExecution {
-  /** Safe to put into a URL (matches {@link URL_IDENTIFIER_PATTERN}). */
-  readonly execution_id: string;
-  readonly status_url: string | null;
-  readonly stream_url: string | null;
-  readonly cancel_url: string | null;
-}
-
-/** The state of an execution as Waterflai reports it. */
-export interface ExecutionStatus {
-  /** From the body, or the requested id when the body has none. */
-  readonly execution_id: string;
-  /** The status string exactly as sent. */
-  readonly status: string;
-  /** `status` when it is one of {@link WATERFLAI_STATUS}, else `null` (never throws). */
-  readonly known_status: WaterflaiStatus | null;
-  /**
-   * As sent, clamped to [0, 100]; `null` when absent or not a number. Either a fraction
-   * (0..1) or a percent: the scale is decided later, from the data (`inferProgressScale`
-   * and `toPercent` in progress-scale.ts; `mapExecutionStatus` records a percent).
-   */
-  readonly progress: number | null;
-  readonly current_node: string | null;
-  readonly completed_nodes: number | null;
-  readonly total_nodes: number | null;
-  /** Any JSON value; `undefined` when the body has no `final_output`. */
-  readonly final_output: unknown;
-  readonly error_message: string | null;
-  readonly created_at: string | null;
-  readonly started_at: string | null;
-  readonly completed_at: string | null;
-  readonly retry_count: number | null;
-  readonly execution_source: string | null;
-  readonly is_temporary: boolean | null;
-  readonly cleanup_after: string | null;
-}
-
-/**
- * Outcome of a cancel request. See {@link WaterflaiClient.cancelExecution} for how an
- * execution that had already finished is reported.
- */
-export interface CancelResult {
-  /** From the body, or the requested id when the body has none. */
-  readonly execution_id: string;
-  /** True only when Waterflai says this request cancelled the execution. */
-  readonly cancelled: boolean;
-  /**
-   * True when the execution could not be cancelled because it had already finished
-   * (COMPLETED, FAILED or CANCELLED): HTTP 409, or a 2xx with `cancelled: false` whose
-   * `previous_status` is not PENDING/RUNNING. Poll the execution to learn its real state.
-   */
-  readonly alreadyFinished: boolean;
-  readonly message: string | null;
-  readonly previous_status: string | null;
-}
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -218,20 +97,6 @@ export interface WaterflaiClientOptions {
    * @default Date.now
    */
   readonly now?: () => number;
-}
-
-/** Per-call settings. */
-export interface RequestOptions {
-  /**
-   * Deadline of this request in ms (connection, headers and body), at least 1.
-   * @default the client's `defaultTimeoutMs`
-   */
-  readonly timeoutMs?: number;
-  /**
-   * Aborts the request. When it fires, the call rejects with the signal's `reason`
-   * unchanged (not wrapped), and an already-aborted signal prevents the request.
-   */
-  readonly signal?: AbortSignal;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -513,39 +378,6 @@ export class WaterflaiClient {
 // ---------------------------------------------------------------------------------------
 // Helpers for Lambdas
 // ---------------------------------------------------------------------------------------
-
-/** Settings of {@link requestTimeoutFor}. */
-export interface RequestTimeoutSettings {
-  /**
-   * Time kept free at the end of the invocation (to record the outcome and return).
-   * @default 3_000
-   */
-  readonly marginMs?: number;
-  /**
-   * Upper bound of the result.
-   * @default 10_000
-   */
-  readonly maxMs?: number;
-}
-
-/**
- * Per-request timeout for a Lambda: `min(maxMs, remainingMs - marginMs)`, rounded down,
- * and at least 1 ms (a request that cannot fit then times out at once rather than
- * outliving the invocation). Typical use:
- * `client.getExecution(id, { timeoutMs: requestTimeoutFor(context.getRemainingTimeInMillis()) })`.
- *
- * @param remainingMs time left in the invocation (`+Infinity` gives `maxMs`)
- * @throws RangeError when `remainingMs` is NaN or a setting is negative / not finite
- */
-export function requestTimeoutFor(remainingMs: number, settings: RequestTimeoutSettings = {}): number {
-  const marginMs = settings.marginMs ?? DEFAULT_REQUEST_MARGIN_MS;
-  const maxMs = settings.maxMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-  if (Number.isNaN(remainingMs)) throw new RangeError('remainingMs must be a number');
-  if (!Number.isFinite(marginMs) || marginMs < 0) throw new RangeError(`marginMs must be a finite number >= 0, got ${marginMs}`);
-  if (!Number.isFinite(maxMs) || maxMs < 1) throw new RangeError(`maxMs must be a finite number >= 1, got ${maxMs}`);
-  const available = remainingMs - marginMs;
-  return Math.max(1, Math.floor(Math.min(maxMs, available)));
-}
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'] as const;
 const MONTH = `(${MONTHS.join('|')})`;

@@ -1,7 +1,7 @@
-import { cachedApiKey, type CachedApiKey } from './api-key';
-import { secretsManager } from './aws-clients';
-import { readWaterflaiSettings } from './config';
-import { WaterflaiClient } from './waterflai-client';
+import { cachedApiKey, type CachedApiKey } from '../aws/api-key';
+import { secretsManager } from '../aws/clients';
+import { readWaterflaiSettings } from './env';
+import { WaterflaiClient } from '../waterflai/client';
 
 /**
  * The Waterflai client a Lambda uses: deploy-time base URL, API key from Secrets Manager

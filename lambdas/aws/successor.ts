@@ -1,5 +1,5 @@
 import { ExecutionAlreadyExists, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
-import type { PollState } from './workflow';
+import type { PollState } from '../domain/workflow';
 
 /** The ARN of a named execution of a state machine. */
 export function executionArnFor(stateMachineArn: string, name: string): string {

@@ -1,8 +1,8 @@
-import { CANCEL_REASON, ERROR_CODE, JOB_STATUS, type ErrorCode, type JobStatus } from './constants';
-import { jsonDepth } from './job-request';
-import type { StatusFields } from './job-store';
+import { CANCEL_REASON, ERROR_CODE, JOB_STATUS, type ErrorCode, type JobStatus } from '../contract/constants';
+import { jsonDepth } from '../contract/job-request';
+import type { StatusFields } from '../contract/job-record';
 import { toPercent, type ProgressScale } from './progress-scale';
-import type { ExecutionStatus } from './waterflai-client';
+import type { ExecutionStatus } from '../contract/waterflai-api';
 
 /** Longest error message and node name stored (they flow into DynamoDB and events). */
 export const MAX_ERROR_MESSAGE_CHARS = 4_096;

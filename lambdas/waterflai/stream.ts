@@ -23,7 +23,7 @@
  * with the scale decided so far ({@link ListenOptions.progressScale}, then each event's
  * evidence, see progress-scale.ts), and the listen reports the scale it ends with.
  */
-import { inferProgressScale, toPercent, type ProgressScale } from './progress-scale';
+import { inferProgressScale, toPercent, type ProgressScale } from '../domain/progress-scale';
 
 /** Keeps this much of the invocation free after a listen (the status read and records that follow). */
 export const DEFAULT_STREAM_RESERVE_MS = 20_000;

@@ -139,6 +139,12 @@ export const DLQ_ATTRIBUTE = {
  */
 export const RECONCILED_EXECUTION_STATUSES = ['ABORTED', 'TIMED_OUT', 'FAILED'] as const;
 
+/** The event Step Functions puts on the default bus when an execution changes status (the reconciler's input). */
+export const EXECUTION_STATUS_CHANGE = {
+  SOURCE: 'aws.states',
+  DETAIL_TYPE: 'Step Functions Execution Status Change',
+} as const;
+
 /** Names of the job table's attributes and index (shared by Lambdas, construct, tests). */
 export const JOB_TABLE = {
   PARTITION_KEY: 'job_id',

@@ -15,8 +15,8 @@
  * const percent = toPercent(execution.progress, scale); // what the poll strategy observes
  * const next = { ...state, ...(scale === undefined ? {} : { progress_scale: scale }) };
  */
-import { WATERFLAI_STATUS } from './constants';
-import type { ExecutionStatus } from './waterflai-client';
+import { WATERFLAI_STATUS } from '../contract/constants';
+import type { ExecutionStatus } from '../contract/waterflai-api';
 
 /** `fraction`: progress runs from 0 to 1; `percent`: from 0 to 100. */
 export type ProgressScale = 'fraction' | 'percent';

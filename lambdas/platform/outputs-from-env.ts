@@ -1,7 +1,7 @@
-import { s3 } from './aws-clients';
-import { DEFAULT_MAX_INLINE_OUTPUT_BYTES, positiveIntEnv } from './config';
-import { ENV } from './constants';
-import { OutputStore, type OutputPlacement } from './output-store';
+import { s3 } from '../aws/clients';
+import { DEFAULT_MAX_INLINE_OUTPUT_BYTES, positiveIntEnv } from './env';
+import { ENV } from '../contract/constants';
+import { OutputStore, type OutputPlacement } from '../aws/output-store';
 
 /**
  * Where a function that records finished executions (poll, reconcile, sweep) puts their

@@ -1,12 +1,13 @@
 import { announceOutcome } from './announce';
-import { JOB_STATUS, UPSTREAM_CANCEL, type JobStatus } from './constants';
-import { describeError } from './errors';
-import { isSettled, type JobRecord, type JobStore, type StatusFields } from './job-store';
-import type { AppLogger } from './logger';
-import type { OutcomePublisher } from './outcome-event';
-import { acceptedOutputBytes, placeOutput, type OutputPlacement } from './output-store';
-import { mapExecutionStatus } from './status-mapping';
-import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from './upstream-cancel';
+import { JOB_STATUS, UPSTREAM_CANCEL, type JobStatus } from '../contract/constants';
+import { describeError } from '../contract/errors';
+import { isSettled, type JobRecord, type StatusFields } from '../contract/job-record';
+import { type JobStore } from '../aws/job-store';
+import type { AppLogger } from '../platform/logger';
+import type { OutcomePublisher } from '../aws/outcome-publisher';
+import { acceptedOutputBytes, placeOutput, type OutputPlacement } from '../aws/output-store';
+import { mapExecutionStatus } from '../domain/status-mapping';
+import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../domain/upstream-cancel';
 
 export interface OutsideSettlerDeps {
   readonly store: JobStore;
