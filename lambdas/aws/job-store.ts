@@ -9,7 +9,7 @@ import {
   UPSTREAM_CANCEL,
   type JobStatus,
 } from '../contract/constants';
-import { type JobRecord, type NewJob, type PollIncident, type RejectedJob, type StatusFields } from '../contract/job-record';
+import type { JobRecord, NewJob, PollIncident, RejectedJob, StatusFields } from '../contract/job-record';
 
 export interface StatusUpdate {
   readonly status: JobStatus;
@@ -480,7 +480,7 @@ export class JobStore {
     }
     const updateExpression = `SET ${assignments.join(', ')}${additions.length > 0 ? ` ADD ${additions.join(', ')}` : ''}`;
     // DynamoDB rejects unused placeholders, so name exactly those the expressions use.
-    for (const [, name] of `${condition} ${updateExpression}`.matchAll(/#([a-z_]+)/g)) names[`#${name}`] = name!;
+    for (const [placeholder, name = ''] of `${condition} ${updateExpression}`.matchAll(/#([a-z_]+)/g)) names[placeholder] = name;
     try {
       const result = await this.client.send(
         new UpdateCommand({

@@ -222,8 +222,8 @@ function checkJsonSize(field: string, value: unknown, maxBytes: number, maxDepth
 export function jsonDepth(value: unknown): number {
   let max = 0;
   const stack: Array<[unknown, number]> = [[value, 0]];
-  while (stack.length > 0) {
-    const [current, depth] = stack.pop()!;
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [current, depth] = next;
     if (current === null || typeof current !== 'object') {
       max = Math.max(max, depth);
       continue;

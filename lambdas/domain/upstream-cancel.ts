@@ -1,7 +1,7 @@
 import { WATERFLAI_STATUS } from '../contract/constants';
 import { describeError, isRetryable, WaterflaiHttpError } from '../contract/errors';
 import { DEFAULT_REQUEST_TIMEOUT_MS, requestTimeoutFor } from './request-timeout';
-import { type CancelResult, type ExecutionStatus, type RequestOptions } from '../contract/waterflai-api';
+import type { CancelResult, ExecutionStatus, RequestOptions } from '../contract/waterflai-api';
 
 /** What {@link cancelAndConfirm} needs of the Waterflai client. */
 export interface UpstreamExecutions {

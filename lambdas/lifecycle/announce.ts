@@ -1,7 +1,7 @@
 import { isSettled, type JobRecord } from '../contract/job-record';
-import { type JobStore } from '../aws/job-store';
+import type { JobStore } from '../aws/job-store';
 import { buildOutcomeEvent } from '../contract/outcome-event';
-import { type OutcomePublisher } from '../aws/outcome-publisher';
+import type { OutcomePublisher } from '../aws/outcome-publisher';
 
 /**
  * Announces a settled job's outcome unless the record says it already was, then marks it.

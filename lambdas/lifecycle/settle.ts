@@ -2,7 +2,7 @@ import { announceOutcome } from './announce';
 import { JOB_STATUS, UPSTREAM_CANCEL, type JobStatus } from '../contract/constants';
 import { describeError } from '../contract/errors';
 import { isSettled, type JobRecord, type StatusFields } from '../contract/job-record';
-import { type JobStore } from '../aws/job-store';
+import type { JobStore } from '../aws/job-store';
 import type { AppLogger } from '../platform/logger';
 import type { OutcomePublisher } from '../aws/outcome-publisher';
 import { acceptedOutputBytes, placeOutput, type OutputPlacement } from '../aws/output-store';

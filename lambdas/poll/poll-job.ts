@@ -4,7 +4,7 @@ import { ERROR_CODE, isTerminalStatus, JOB_STATUS, UPSTREAM_CANCEL, type JobStat
 import { ConfigurationError, describeError, isRetryable, isTransientAwsError, TransientPollError, WaterflaiHttpError } from '../contract/errors';
 import { executionNameForGeneration } from '../contract/identifiers';
 import { isSettled, type StatusFields } from '../contract/job-record';
-import { type JobStore, type UpdateResult } from '../aws/job-store';
+import type { JobStore, UpdateResult } from '../aws/job-store';
 import type { AppLogger } from '../platform/logger';
 import { acceptedOutputBytes, placeOutput, type OutputStore } from '../aws/output-store';
 import { DEFAULT_STREAM_RESERVE_MS, listenBudgetSeconds, type ListenOutcome, type ListenResult, type StreamProgress } from '../waterflai/stream';
@@ -14,7 +14,7 @@ import { inferProgressScale, progressSampleOf, toPercent, type ProgressScale } f
 import { mapExecutionStatus } from '../domain/status-mapping';
 import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../domain/upstream-cancel';
 import { requestTimeoutFor } from '../domain/request-timeout';
-import { type ExecutionStatus } from '../contract/waterflai-api';
+import type { ExecutionStatus } from '../contract/waterflai-api';
 import type { CaughtError, FinishInput, PollState } from '../domain/workflow';
 import type { PollIncident } from '../contract/job-record';
 
@@ -325,8 +325,9 @@ export class JobPoller {
     seconds: number,
     remainingMs: () => number,
   ): Promise<{ memory: StrategyMemory; outcome: ListenOutcome; progressScale: ProgressScale | undefined }> {
-    const stream = this.deps.stream!;
+    const stream = this.deps.stream;
     let memory = start;
+    if (stream === undefined) return { memory, outcome: 'unavailable', progressScale: state.progress_scale };
     const windowMs = Math.min(seconds * 1000 * this.timeScale, remainingMs() - this.streamReserveMs, Date.parse(state.deadline_at) - this.now());
     if (!(windowMs >= 1)) return { memory, outcome: 'window', progressScale: state.progress_scale };
     const result = await stream.listen(state.execution_id, {

@@ -17,7 +17,7 @@ import {
 import { executionNameForJob } from '../contract/identifiers';
 import { parseIntakeMessage, type IntakeMessage, type JobRequest } from '../contract/job-request';
 import { isSettled, type JobRecord } from '../contract/job-record';
-import { type JobStore, type UpdateResult } from '../aws/job-store';
+import type { JobStore, UpdateResult } from '../aws/job-store';
 import { announceOutcome } from '../lifecycle/announce';
 import type { OutcomePublisher } from '../aws/outcome-publisher';
 import type { AppLogger } from '../platform/logger';

@@ -11,7 +11,7 @@
  * - the API key never appears in an error message (it is redacted from server-supplied
  *   error text too).
  */
-import * as z from 'zod';
+import type * as z from 'zod';
 import { WATERFLAI_STATUS, type WaterflaiStatus } from '../contract/constants';
 import {
   ConfigurationError,
@@ -236,7 +236,7 @@ export class WaterflaiClient {
     const response = await this.#exchange(operation, 'DELETE', `/v1/executions/${encodeURIComponent(id)}`, undefined, options);
     if (response.status === 409) {
       const json = response.body ? tryParseJson(response.body) : undefined;
-      const previous = isRecord(json) && typeof json['previous_status'] === 'string' ? json['previous_status'] : null;
+      const previous = isRecord(json) && typeof json.previous_status === 'string' ? json.previous_status : null;
       return {
         execution_id: id,
         cancelled: false,
@@ -410,19 +410,21 @@ export function parseRetryAfter(header: string | null, nowMs: number): number | 
 
 function parseHttpDate(value: string, nowMs: number): number | undefined {
   let parts: { day: string; month: string; year: number; time: readonly string[] };
-  let match: RegExpExecArray | null;
-  if ((match = IMF_FIXDATE.exec(value))) {
-    const [, day = '', month = '', year = '', ...time] = match;
+  const imf = IMF_FIXDATE.exec(value);
+  const rfc850 = imf === null ? RFC850_DATE.exec(value) : null;
+  const asctime = imf === null && rfc850 === null ? ASCTIME_DATE.exec(value) : null;
+  if (imf !== null) {
+    const [, day = '', month = '', year = '', ...time] = imf;
     parts = { day, month, year: Number(year), time };
-  } else if ((match = RFC850_DATE.exec(value))) {
-    const [, day = '', month = '', yy = '', ...time] = match;
+  } else if (rfc850 !== null) {
+    const [, day = '', month = '', yy = '', ...time] = rfc850;
     // RFC 9110: a two-digit year more than 50 years in the future means the past century.
     const currentYear = new Date(Number.isFinite(nowMs) ? nowMs : 0).getUTCFullYear();
     let year = Math.floor(currentYear / 100) * 100 + Number(yy);
     if (year > currentYear + 50) year -= 100;
     parts = { day, month, year, time };
-  } else if ((match = ASCTIME_DATE.exec(value))) {
-    const [, month = '', day = '', hh = '', mm = '', ss = '', year = ''] = match;
+  } else if (asctime !== null) {
+    const [, month = '', day = '', hh = '', mm = '', ss = '', year = ''] = asctime;
     parts = { day, month, year: Number(year), time: [hh, mm, ss] };
   } else {
     return undefined;
@@ -547,8 +549,8 @@ function extractMessage(json: unknown): string | undefined {
     const value = json[key];
     if (typeof value === 'string') return value;
     // FastAPI-style validation errors: {"detail": [{"loc": [...], "msg": "...", ...}]}
-    if (Array.isArray(value) && isRecord(value[0]) && typeof value[0]['msg'] === 'string') return value[0]['msg'];
-    if (isRecord(value) && typeof value['message'] === 'string') return value['message'];
+    if (Array.isArray(value) && isRecord(value[0]) && typeof value[0].msg === 'string') return value[0].msg;
+    if (isRecord(value) && typeof value.message === 'string') return value.message;
   }
   return undefined;
 }

@@ -18,7 +18,7 @@ export function validatePattern(pattern: unknown): void {
   if (!isRecord(pattern)) throw new UnsupportedPatternError('an event pattern must be a JSON object');
   for (const [key, value] of Object.entries(pattern)) {
     if (key === '$or') throw new UnsupportedPatternError('$or patterns are not supported locally');
-    if (Array.isArray(value)) value.forEach((matcher) => validateMatcher(matcher));
+    if (Array.isArray(value)) for (const matcher of value) validateMatcher(matcher);
     else if (isRecord(value)) validatePattern(value);
     else throw new UnsupportedPatternError(`the value of "${key}" must be an array or an object`);
   }

@@ -72,7 +72,7 @@ export function isLoopbackHost(host: string): boolean {
   if (net.isIPv6(value)) {
     if (value === '::1' || /^0{0,4}(:0{0,4}){6}:0{0,3}1$/.test(value)) return true;
     const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(value);
-    return mapped?.[1] !== undefined && mapped[1].startsWith('127.');
+    return mapped?.[1]?.startsWith('127.') === true;
   }
   return false;
 }

@@ -33,7 +33,7 @@ import type { OrchestratorConfig } from '../../lib/config';
 import { LOCAL_TIME_SCALE_ENV } from '../../lambdas/poll/poll-job';
 import { ENV } from '../../lambdas/contract/constants';
 import { fromItem } from '../../lambdas/aws/job-store';
-import { type JobRecord } from '../../lambdas/contract/job-record';
+import type { JobRecord } from '../../lambdas/contract/job-record';
 import { FAKE_ENVIRONMENT, synthesizeTemplate, type CloudFormationTemplate } from '../asl';
 import { startSimulator, type Simulator, type SimulatorOptions } from '../simulator/server';
 import { startAwsJsonServer, type AwsFaultHook } from './aws-json-server';

@@ -33,7 +33,7 @@ export interface SqsEventSourceOptions {
   /** Long-poll wait of each ReceiveMessage. @default 20 (as Lambda) */
   readonly waitTimeSeconds?: number;
   /** Invokes the function; throws when the invocation failed (error or timeout). */
-  readonly invoke: (event: SQSEvent) => Promise<SQSBatchResponse | void | null | undefined>;
+  readonly invoke: (event: SQSEvent) => Promise<SQSBatchResponse | undefined | null | undefined>;
   /**
    * Duplicate deliveries (fault injection for chaos runs; SQS and the event source mapping
    * deliver at least once): called for each received record; a number (ms) delivers that
@@ -201,7 +201,7 @@ export class SqsEventSource {
  * or an empty list, is full success; an item without a valid id of this batch (null, empty,
  * unknown) makes the whole batch a failure.
  */
-export function failuresOf(response: SQSBatchResponse | void | null | undefined, batchIds: readonly string[]): Set<string> {
+export function failuresOf(response: SQSBatchResponse | undefined | null | undefined, batchIds: readonly string[]): Set<string> {
   if (response === undefined || response === null) return new Set();
   const items = (response as { batchItemFailures?: unknown }).batchItemFailures;
   if (items === undefined || items === null) return new Set();

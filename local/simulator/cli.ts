@@ -133,14 +133,14 @@ export function parseSimulatorArgs(argv: readonly string[], env: NodeJS.ProcessE
     const v = loose[flag];
     return typeof v === 'string' ? v : undefined;
   };
-  if (values['help'] === true) return { help: true };
+  if (values.help === true) return { help: true };
 
   const nonNegative = (n: number): boolean => n >= 0;
   const nonNegativeInt = (n: number): boolean => Number.isInteger(n) && n >= 0;
   const probability = (n: number): boolean => n >= 0 && n <= 1;
 
   const port = number('port', str('port'), (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'a port number 0-65535') ?? DEFAULT_CLI_PORT;
-  const apiKey = str('api-key') ?? (env['WATERFLAI_API_KEY'] || undefined) ?? DEFAULT_SIMULATOR_API_KEY;
+  const apiKey = str('api-key') ?? (env.WATERFLAI_API_KEY || undefined) ?? DEFAULT_SIMULATOR_API_KEY;
   const seed = number('seed', str('seed'), (n) => Number.isInteger(n) && n >= 0 && n < 2 ** 32, 'an integer 0..2^32-1');
   const timeScale = number('time-scale', str('time-scale'), nonNegative, 'a number >= 0');
 
@@ -208,7 +208,7 @@ export function parseSimulatorArgs(argv: readonly string[], env: NodeJS.ProcessE
   const knownChatbots = list(str('known-chatbots'));
   return {
     help: false,
-    quiet: values['quiet'] === true,
+    quiet: values.quiet === true,
     options: {
       port,
       apiKey,

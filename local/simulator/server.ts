@@ -405,14 +405,14 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       sendJson(res, 422, { detail: 'Request body is not valid JSON' });
       return;
     }
-    if (!isPlainObject(parsed) || !isPlainObject(parsed['input_data'])) {
+    if (!isPlainObject(parsed) || !isPlainObject(parsed.input_data)) {
       sendJson(res, 422, { detail: 'input_data is required and must be a JSON object' });
       return;
     }
-    const inputData = parsed['input_data'];
+    const inputData = parsed.input_data;
     let scenario: Scenario;
     try {
-      const own = inputData['simulate'] === undefined ? {} : parseScenario(inputData['simulate'], 'input_data.simulate');
+      const own = inputData.simulate === undefined ? {} : parseScenario(inputData.simulate, 'input_data.simulate');
       scenario = resolveScenario(defaults, own);
     } catch (error) {
       if (error instanceof ScenarioValidationError) {

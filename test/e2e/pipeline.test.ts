@@ -50,7 +50,7 @@ async function sendBatch(bodies: readonly string[]): Promise<string[]> {
     );
     expect(result.Failed ?? []).toEqual([]);
     const byId = new Map((result.Successful ?? []).map((entry) => [entry.Id, entry.MessageId]));
-    chunk.forEach((_, index) => ids.push(byId.get(`m${index}`)!));
+    for (const [index] of chunk.entries()) ids.push(byId.get(`m${index}`)!);
   }
   return ids;
 }

@@ -83,7 +83,7 @@ beforeAll(async () => {
   await runtime.sendMessage(JOBS.retried.body());
   await waitFor('the 429 on the first start', () => simulator.stats().faults.rateLimit === 1, 10_000, 50);
   for (const name of ['completed', 'failed', 'refused', 'invalid', 'cancelled'] as const) await runtime.sendMessage(JOBS[name].body());
-  await runtime.sendMessage('{"job_id": "secret-not-json", "input_data": {"query": "' + INPUT_MARKER + '"');
+  await runtime.sendMessage(`{"job_id": "secret-not-json", "input_data": {"query": "${INPUT_MARKER}"`);
   await waitFor('the long job to run', async () => (await runtime.getJob(JOBS.cancelled.jobId))?.status === JOB_STATUS.RUNNING, 15_000);
   await runtime.sendMessage(JSON.stringify({ action: 'cancel', job_id: JOBS.cancelled.jobId }));
   await waitFor('an outcome for every job', () => Object.values(JOBS).every((j) => eventsFor(runtime.eventBridge.events(), j.jobId).length > 0), 30_000, 100);

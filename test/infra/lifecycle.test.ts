@@ -103,7 +103,7 @@ describe('JobLifecycle: durable reconciliation through an SQS queue', () => {
 
   it('lets the reconcile function consume the reconcile queue', () => {
     const policy = Object.entries(template.findResources('AWS::IAM::Policy')).find(([id]) => id.includes('ReconcileFunctionRole'))?.[1];
-    const statements = (policy?.Properties.PolicyDocument as { Statement: Array<{ Action: string | string[]; Resource: unknown }> }).Statement;
+    const statements = (policy!.Properties.PolicyDocument as { Statement: Array<{ Action: string | string[]; Resource: unknown }> }).Statement;
     const consume = statements.find((statement) => [statement.Action].flat().includes('sqs:ReceiveMessage'));
     expect(consume?.Resource).toEqual({ 'Fn::GetAtt': [queueId, 'Arn'] });
     expect([consume?.Action].flat()).toEqual(expect.arrayContaining(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility']));

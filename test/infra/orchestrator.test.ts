@@ -199,12 +199,12 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
       expect(variables[ENV.JOB_RETENTION_DAYS]).toBe('90');
       expect(variables.NODE_OPTIONS).toBe('--enable-source-maps');
     }
-    const startVariables = (start?.[1].Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+    const startVariables = (start![1].Properties.Environment as { Variables: Record<string, unknown> }).Variables;
     expect(startVariables[ENV.INTAKE_QUEUE_URL]).toEqual({ Ref: expect.stringMatching(/IntakeQueue/) });
     expect(startVariables[ENV.DLQ_URL]).toEqual({ Ref: expect.stringMatching(/DeadLetterQueue/) });
     expect(startVariables[ENV.STATE_MACHINE_ARN]).toEqual({ Ref: expect.stringMatching(/StateMachine/) });
     expect(startVariables[ENV.MAX_RECEIVE_COUNT]).toBe('5'); // the same value as the redrive policy
-    const pollVariables = (poll?.[1].Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+    const pollVariables = (poll![1].Properties.Environment as { Variables: Record<string, unknown> }).Variables;
     expect(pollVariables[ENV.MAX_POLLS_PER_EXECUTION]).toBe('1500');
     // The poll function starts successor executions of its own state machine, by a name-derived ARN.
     const stateMachine = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0];
@@ -224,7 +224,7 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     if (/waterflaiClientFromEnv\(/.test(source)) required.push(ENV.WATERFLAI_BASE_URL, ENV.WATERFLAI_API_KEY_SECRET_ID);
     const fn = Object.entries(lambdaFunctions(template)).find(([id]) => id.includes(functionId))?.[1];
     // Assess
-    const variables = Object.keys((fn?.Properties.Environment as { Variables: Record<string, unknown> }).Variables);
+    const variables = Object.keys((fn!.Properties.Environment as { Variables: Record<string, unknown> }).Variables);
     expect(required.length).toBeGreaterThan(0);
     for (const name of required) expect(variables, `${handlerDir} requires ${name}`).toContain(name);
   });

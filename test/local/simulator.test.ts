@@ -593,8 +593,8 @@ describe('GET /v1/executions/{execution_id}/stream (SSE)', () => {
       'execution_completed',
     ]);
     expect(events[0]).toMatchObject({ status: 'PENDING', progress: 0 });
-    expect(events.filter((e) => e.type === 'node_started').map((e) => e['node_id'])).toEqual(['node-1', 'node-2', 'node-3']);
-    expect(events.filter((e) => e.type === 'progress_update').map((e) => e['progress'])).toEqual([0, 33.33, 66.67, 100]);
+    expect(events.filter((e) => e.type === 'node_started').map((e) => e.node_id)).toEqual(['node-1', 'node-2', 'node-3']);
+    expect(events.filter((e) => e.type === 'progress_update').map((e) => e.progress)).toEqual([0, 33.33, 66.67, 100]);
     expect(events.at(-1)).toMatchObject({
       type: 'execution_completed',
       execution_id,
@@ -602,7 +602,7 @@ describe('GET /v1/executions/{execution_id}/stream (SSE)', () => {
       progress: 100,
       final_output: { answer: 'Simulated answer from chatbot bot-1', execution_id },
     });
-    expect(events.every((e) => e['execution_id'] === execution_id)).toBe(true);
+    expect(events.every((e) => e.execution_id === execution_id)).toBe(true);
     expect(sim.stats().open_streams).toBe(0);
   });
 
@@ -664,8 +664,8 @@ describe('GET /v1/executions/{execution_id}/stream (SSE)', () => {
     const { events } = await readStream(stream_url);
 
     expect(events.map((e) => e.type)).toEqual(['progress_update', 'node_started', 'node_completed', 'node_started', 'node_completed', 'execution_completed']);
-    expect(events[0]?.['progress']).toBeNull();
-    expect(events.at(-1)?.['progress']).toBeNull();
+    expect(events[0]?.progress).toBeNull();
+    expect(events.at(-1)?.progress).toBeNull();
   });
 
   it('writes keep-alive comments on long streams', async () => {

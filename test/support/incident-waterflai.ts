@@ -89,27 +89,52 @@ export class IncidentWaterflai {
     req.resume();
     req.on('end', () => {
       const path = new URL(req.url ?? '/', 'http://localhost').pathname;
-      if (req.headers['x-api-key'] !== this.apiKey) return this.#send(req, res, 401, { detail: 'Invalid API key' });
+      if (req.headers['x-api-key'] !== this.apiKey) {
+        this.#send(req, res, 401, { detail: 'Invalid API key' });
+        return;
+      }
       const start = /^\/v1\/executions\/([^/]+)\/async$/.exec(path);
-      if (req.method === 'POST' && start) return this.#start(req, res, decodeURIComponent(start[1]!));
+      if (req.method === 'POST' && start) {
+        this.#start(req, res, decodeURIComponent(start[1]!));
+        return;
+      }
       const one = /^\/v1\/executions\/([^/]+)(\/stream)?$/.exec(path);
       const execution = one ? this.#executions.get(decodeURIComponent(one[1]!)) : undefined;
-      if (!one || execution === undefined) return this.#send(req, res, 404, { detail: 'Not found' });
-      const age = Date.now() - execution.createdAt;
-      if (age < (execution.scenario.unauthorizedMs ?? 0)) return this.#send(req, res, 401, { detail: 'Invalid API key' });
-      if (one[2] !== undefined) return this.#send(req, res, 503, { detail: 'Streaming is not available' });
-      if (req.method === 'GET') {
-        if (age < (execution.scenario.outageMs ?? 0)) return this.#send(req, res, 503, { detail: 'Service unavailable' });
-        return this.#send(req, res, 200, this.#view(execution));
+      if (!one || execution === undefined) {
+        this.#send(req, res, 404, { detail: 'Not found' });
+        return;
       }
-      if (req.method === 'DELETE') return this.#cancel(req, res, execution);
-      return this.#send(req, res, 405, { detail: 'Method not allowed' });
+      const age = Date.now() - execution.createdAt;
+      if (age < (execution.scenario.unauthorizedMs ?? 0)) {
+        this.#send(req, res, 401, { detail: 'Invalid API key' });
+        return;
+      }
+      if (one[2] !== undefined) {
+        this.#send(req, res, 503, { detail: 'Streaming is not available' });
+        return;
+      }
+      if (req.method === 'GET') {
+        if (age < (execution.scenario.outageMs ?? 0)) {
+        this.#send(req, res, 503, { detail: 'Service unavailable' });
+        return;
+      }
+        this.#send(req, res, 200, this.#view(execution));
+        return;
+      }
+      if (req.method === 'DELETE') {
+        this.#cancel(req, res, execution);
+        return;
+      }
+      this.#send(req, res, 405, { detail: 'Method not allowed' });
     });
   }
 
   #start(req: http.IncomingMessage, res: http.ServerResponse, chatbotId: string): void {
     const scenario = this.scenarios[chatbotId];
-    if (scenario === undefined) return this.#send(req, res, 404, { detail: `Chatbot ${chatbotId} not found` });
+    if (scenario === undefined) {
+        this.#send(req, res, 404, { detail: `Chatbot ${chatbotId} not found` });
+        return;
+      }
     const id = `inc-${randomUUID()}`;
     this.#executions.set(id, { id, chatbotId, createdAt: Date.now(), scenario, refusals: 0, deletes: 0 });
     const base = `${this.url}/v1/executions/${id}`;
@@ -119,13 +144,17 @@ export class IncidentWaterflai {
   #cancel(req: http.IncomingMessage, res: http.ServerResponse, execution: Execution): void {
     execution.deletes += 1;
     const status = this.#status(execution);
-    if (status !== 'RUNNING') return this.#send(req, res, 400, { detail: `Execution is already ${status.toLowerCase()}` });
+    if (status !== 'RUNNING') {
+        this.#send(req, res, 400, { detail: `Execution is already ${status.toLowerCase()}` });
+        return;
+      }
     if (execution.refusals < (execution.scenario.refusedCancels ?? 0)) {
       execution.refusals += 1;
-      return this.#send(req, res, 200, { execution_id: execution.id, cancelled: false, message: 'The execution is busy; try again', previous_status: 'RUNNING' });
+      this.#send(req, res, 200, { execution_id: execution.id, cancelled: false, message: 'The execution is busy; try again', previous_status: 'RUNNING' });
+      return;
     }
     execution.cancelledAt = Date.now();
-    return this.#send(req, res, 200, { execution_id: execution.id, cancelled: true, message: 'Cancelled', previous_status: 'RUNNING' });
+    this.#send(req, res, 200, { execution_id: execution.id, cancelled: true, message: 'Cancelled', previous_status: 'RUNNING' });
   }
 
   #view(execution: Execution): Record<string, unknown> {

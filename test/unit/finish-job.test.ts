@@ -5,7 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vites
 import { JobFinisher, describeCaughtError } from '../../lambdas/finish/finish-job';
 import { DETAIL_TYPE, ERROR_CODE, EVENT_SOURCE, JOB_STATUS, type TerminalStatus } from '../../lambdas/contract/constants';
 import { JobStore } from '../../lambdas/aws/job-store';
-import { type StatusFields } from '../../lambdas/contract/job-record';
+import type { StatusFields } from '../../lambdas/contract/job-record';
 import type { AppLogger } from '../../lambdas/platform/logger';
 import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
 import { buildOutcomeEvent, outcomeDetailSchema, outcomeEventId } from '../../lambdas/contract/outcome-event';

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vites
 import { CANCEL_REASON, DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS, STATUS_RANK, type TerminalStatus } from '../../lambdas/contract/constants';
 import { UpstreamCancelUnconfirmedError, WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/contract/errors';
 import { JobStore } from '../../lambdas/aws/job-store';
-import { type StatusFields } from '../../lambdas/contract/job-record';
+import type { StatusFields } from '../../lambdas/contract/job-record';
 import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
 import { outcomeDetailSchema } from '../../lambdas/contract/outcome-event';
 import { JobStarter } from '../../lambdas/start-execution/start-job';

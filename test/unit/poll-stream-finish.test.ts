@@ -8,7 +8,7 @@ import { listenToExecution, type ListenResult, type StreamProgress } from '../..
 import { JobStore } from '../../lambdas/aws/job-store';
 import type { AppLogger } from '../../lambdas/platform/logger';
 import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS } from '../../lambdas/domain/poll-strategy';
-import { type FixedIntervalSettings } from '../../lambdas/contract/settings';
+import type { FixedIntervalSettings } from '../../lambdas/contract/settings';
 import type { ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 import type { PollState } from '../../lambdas/domain/workflow';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';

@@ -14,7 +14,7 @@ import { InvalidMessageError } from '../../lambdas/contract/errors';
 import { JOB_ID_PATTERN, URL_IDENTIFIER_PATTERN } from '../../lambdas/contract/identifiers';
 import { JOB_REQUEST_LIMITS, parseIntakeMessage, type IntakeMessage } from '../../lambdas/contract/job-request';
 import { JobStore, type UpdateResult } from '../../lambdas/aws/job-store';
-import { type JobRecord } from '../../lambdas/contract/job-record';
+import type { JobRecord } from '../../lambdas/contract/job-record';
 import { MAX_ERROR_MESSAGE_CHARS, MAX_NODE_NAME_CHARS, mapExecutionStatus } from '../../lambdas/domain/status-mapping';
 import type { ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';

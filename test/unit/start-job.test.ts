@@ -7,7 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vites
 import { DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../../lambdas/contract/constants';
 import { WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/contract/errors';
 import { JobStore } from '../../lambdas/aws/job-store';
-import { type NewJob } from '../../lambdas/contract/job-record';
+import type { NewJob } from '../../lambdas/contract/job-record';
 import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
 import type { PollState } from '../../lambdas/domain/workflow';
 import { JobBusyError, JobStarter, sqsSafe } from '../../lambdas/start-execution/start-job';

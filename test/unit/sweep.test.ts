@@ -5,7 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi, type MockIns
 import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, type JobStatus, type TerminalStatus } from '../../lambdas/contract/constants';
 import { WaterflaiHttpError } from '../../lambdas/contract/errors';
 import { JobStore } from '../../lambdas/aws/job-store';
-import { type StatusFields } from '../../lambdas/contract/job-record';
+import type { StatusFields } from '../../lambdas/contract/job-record';
 import type { AppLogger } from '../../lambdas/platform/logger';
 import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
 import { JobSweeper, type SweepSettings } from '../../lambdas/sweep/sweep-jobs';

@@ -145,7 +145,7 @@ describe('startExecution', () => {
     expect(request?.method).toBe('POST');
     expect(request?.url).toBe('/v1/executions/bot_1-A/async');
     expect(request?.headers['x-api-key']).toBe(API_KEY);
-    expect(request?.headers['accept']).toBe('application/json');
+    expect(request?.headers.accept).toBe('application/json');
     expect(request?.headers['content-type']).toBe('application/json');
     expect(JSON.parse(request?.body ?? '')).toEqual({ input_data: input });
   });
@@ -207,7 +207,7 @@ describe('startExecution', () => {
   it('throws the TypeError of an input that cannot be serialised, before any request', async () => {
     // Prepare
     const input: Record<string, unknown> = {};
-    input['self'] = input;
+    input.self = input;
 
     // Act
     const error = await rejectionOf(makeClient().startExecution('bot', input));
@@ -271,7 +271,7 @@ describe('getExecution', () => {
     expect(request?.method).toBe('GET');
     expect(request?.url).toBe('/v1/executions/exec-9');
     expect(request?.headers['x-api-key']).toBe(API_KEY);
-    expect(request?.headers['accept']).toBe('application/json');
+    expect(request?.headers.accept).toBe('application/json');
     expect(request?.headers['content-type']).toBeUndefined();
     expect(request?.body).toBe('');
   });
@@ -472,7 +472,7 @@ describe('cancelExecution', () => {
     expect(request?.method).toBe('DELETE');
     expect(request?.url).toBe('/v1/executions/exec-5');
     expect(request?.headers['x-api-key']).toBe(API_KEY);
-    expect(request?.headers['accept']).toBe('application/json');
+    expect(request?.headers.accept).toBe('application/json');
     expect(request?.headers['content-type']).toBeUndefined();
     expect(request?.body).toBe('');
   });
@@ -1468,7 +1468,11 @@ describe('WaterflaiClient: a refused key is read again (key rotation)', () => {
   it.each([401, 403])('a %i is sent once more with the freshly read key, and succeeds', async (status) => {
     server.responder = (req, res) => (req.headers['x-api-key'] === NEW_KEY ? sendJson(res, 200, { status: 'RUNNING' }) : sendJson(res, status, {}));
     let refreshes = 0;
-    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => (refreshes += 1, NEW_KEY) });
+    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => {
+        refreshes += 1;
+        return NEW_KEY;
+      },
+    });
 
     const result = await client.getExecution('exec-1');
 
@@ -1507,7 +1511,11 @@ describe('WaterflaiClient: a refused key is read again (key rotation)', () => {
   it('other errors never read the key again', async () => {
     server.responder = (_req, res) => sendJson(res, 503, {});
     let refreshes = 0;
-    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => (refreshes += 1, NEW_KEY) });
+    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => {
+        refreshes += 1;
+        return NEW_KEY;
+      },
+    });
 
     await rejectionOf(client.getExecution('exec-1'));
 

@@ -24,7 +24,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { CANCEL_REASON, DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS } from '../../lambdas/contract/constants';
 import {
   TransientPollError,
-  WaterflaiError,
+  type WaterflaiError,
   WaterflaiHttpError,
   WaterflaiNetworkError,
   WaterflaiRedirectError,
