@@ -37,7 +37,10 @@ module.exports = {
       comment: 'lambdas/domain uses no AWS SDK and no network.',
       severity: 'error',
       from: { path: '^lambdas/domain/' },
-      to: { path: '(^|/)node_modules/(@aws-sdk|@aws-lambda-powertools|@middy)/|^(node:)?(http|https|net|tls|dns)$', dependencyTypesNot: ['type-only'] },
+      to: {
+        path: '(^|/)node_modules/(@aws-sdk|@aws-lambda-powertools|@middy)/|^(node:)?(http|https|net|tls|dns)$',
+        dependencyTypesNot: ['type-only'],
+      },
     },
     {
       name: 'adapters-import-inward-only',
@@ -105,6 +108,10 @@ module.exports = {
     exclude: { path: '(^|/)(node_modules|cdk\\.out|dist)/' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
-    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.js', '.json'] },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default'],
+      extensions: ['.ts', '.js', '.json'],
+    },
   },
 };

@@ -56,7 +56,11 @@ const HANDLER_NAMES: Readonly<Record<keyof typeof HANDLER_ENTRY, string>> = {
 };
 
 /** Bundles one entry the way lib/handler-function.ts does; returns the output file and its metafile. */
-export async function bundle(entry: string, outdir: string, external: readonly string[] = BUNDLED_EXTERNAL_MODULES): Promise<{ file: string; metafile: Metafile }> {
+export async function bundle(
+  entry: string,
+  outdir: string,
+  external: readonly string[] = BUNDLED_EXTERNAL_MODULES,
+): Promise<{ file: string; metafile: Metafile }> {
   await mkdir(outdir, { recursive: true });
   const file = join(outdir, 'index.mjs');
   const result = await build({
@@ -99,7 +103,10 @@ export function median(values: readonly number[]): number {
 /** ms to import `file` in a fresh Node process (measured inside it). */
 export async function importTime(file: string): Promise<{ ms: number; rssMb: number }> {
   const script = `const t = performance.now(); await import(${JSON.stringify(pathToFileURL(file).href)}); const ms = performance.now() - t; process.stdout.write(JSON.stringify({ ms, rssMb: process.memoryUsage().rss / 1048576 }));`;
-  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { env: { PATH: process.env.PATH ?? '', ...HANDLER_IMPORT_ENV }, timeout: 60_000 });
+  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+    env: { PATH: process.env.PATH ?? '', ...HANDLER_IMPORT_ENV },
+    timeout: 60_000,
+  });
   return JSON.parse(stdout) as { ms: number; rssMb: number };
 }
 
@@ -110,15 +117,27 @@ export async function importTime(file: string): Promise<{ ms: number; rssMb: num
  * execution_completed (served by this process): RSS after the import, the process's peak
  * during the import (getrusage), and the peak sampled every 2 ms while listening.
  */
-export async function pollPeakRssMb(pollBundle: string, memoryMb = 128, dir: string = BUNDLE_DIR, events = 1_000): Promise<{ afterImportMb: number; importPeakMb: number; listenPeakMb: number }> {
-  const { file: listener } = await bundle(fileURLToPath(new URL('../lambdas/waterflai/stream.ts', import.meta.url)), join(dir, 'stream-listener'));
+export async function pollPeakRssMb(
+  pollBundle: string,
+  memoryMb = 128,
+  dir: string = BUNDLE_DIR,
+  events = 1_000,
+): Promise<{ afterImportMb: number; importPeakMb: number; listenPeakMb: number }> {
+  const { file: listener } = await bundle(
+    fileURLToPath(new URL('../lambdas/waterflai/stream.ts', import.meta.url)),
+    join(dir, 'stream-listener'),
+  );
   const server = createServer(async (_request, response) => {
     response.writeHead(200, { 'content-type': 'text/event-stream' });
     for (let i = 1; i <= events; i += 1) {
-      const ok = response.write(`data: ${JSON.stringify({ type: 'node_completed', node_id: `node-${i}`, completed_nodes: i, total_nodes: events + 1, padding: 'x'.repeat(512) })}\n\n`);
+      const ok = response.write(
+        `data: ${JSON.stringify({ type: 'node_completed', node_id: `node-${i}`, completed_nodes: i, total_nodes: events + 1, padding: 'x'.repeat(512) })}\n\n`,
+      );
       if (!ok) await new Promise((resolve) => response.once('drain', resolve));
     }
-    response.end(`data: ${JSON.stringify({ type: 'execution_completed', status: 'COMPLETED', final_output: 'x'.repeat(1024 * 1024) })}\n\n`);
+    response.end(
+      `data: ${JSON.stringify({ type: 'execution_completed', status: 'COMPLETED', final_output: 'x'.repeat(1024 * 1024) })}\n\n`,
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/stream`;

@@ -17,7 +17,14 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { ENV } from '../lambdas/contract/constants';
 import { readPollSettings } from '../lambdas/platform/env';
-import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS, DEFAULT_EXPONENTIAL_SETTINGS, exponentialStrategy, fixedIntervalStrategy, type PollStrategy } from '../lambdas/domain/poll-strategy';
+import {
+  adaptiveStrategy,
+  DEFAULT_ADAPTIVE_SETTINGS,
+  DEFAULT_EXPONENTIAL_SETTINGS,
+  exponentialStrategy,
+  fixedIntervalStrategy,
+  type PollStrategy,
+} from '../lambdas/domain/poll-strategy';
 import { synthesizeTemplate } from '../local/asl';
 import { BUNDLE_DIR, measureBundles, pollPeakRssMb, type BundleFigure } from './bundles';
 import { PRICES, summarise, type StrategySummary } from './metrics';
@@ -53,7 +60,9 @@ function log(line = ''): void {
 }
 
 function pollEnvironment(template: ReturnType<typeof synthesizeTemplate>, shape: LoopShape): Record<string, string | undefined> {
-  const variables = (template.Resources?.[shape.poll.logicalId]?.Properties?.Environment as { Variables?: Record<string, unknown> } | undefined)?.Variables ?? {};
+  const variables =
+    (template.Resources?.[shape.poll.logicalId]?.Properties?.Environment as { Variables?: Record<string, unknown> } | undefined)
+      ?.Variables ?? {};
   const env: Record<string, string | undefined> = {};
   for (const name of [ENV.POLL_INTERVAL_SECONDS, ENV.POLL_MIN_SECONDS, ENV.POLL_MAX_SECONDS]) {
     const value = variables[name];
@@ -94,9 +103,15 @@ function printTable(summaries: readonly StrategySummary[]): void {
   const names = summaries.map((s) => (s.isDefault ? `${s.name} *` : s.name));
   const labelWidth = Math.max(...rows.map(([label]) => label.length));
   const widths = names.map((name, i) => Math.max(name.length, ...rows.map(([, cell]) => cell(summaries[i]!).length)));
-  const line = (label: string, cells: readonly string[]): string => `${label.padEnd(labelWidth)}  ${cells.map((cell, i) => cell.padStart(widths[i]!)).join('  ')}`;
+  const line = (label: string, cells: readonly string[]): string =>
+    `${label.padEnd(labelWidth)}  ${cells.map((cell, i) => cell.padStart(widths[i]!)).join('  ')}`;
   log(line('', names));
-  log(line('', widths.map((w) => '-'.repeat(w))));
+  log(
+    line(
+      '',
+      widths.map((w) => '-'.repeat(w)),
+    ),
+  );
   for (const [label, cell] of rows) log(line(label, summaries.map(cell)));
   log('* the shipped default');
 }
@@ -123,20 +138,32 @@ async function realRun(strategy: PollStrategy, shape: LoopShape, seed: number): 
   const input: RealRunInput = {
     timeScale: REAL_RUN.timeScale,
     timeoutSeconds: REAL_RUN.timeoutSeconds,
-    jobs: traces.map((t) => ({ id: t.id, shape: t.shape, durationSeconds: t.durationSeconds, queueSeconds: t.queueSeconds, nodes: t.nodes })),
+    jobs: traces.map((t) => ({
+      id: t.id,
+      shape: t.shape,
+      durationSeconds: t.durationSeconds,
+      queueSeconds: t.queueSeconds,
+      nodes: t.nodes,
+    })),
   };
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', new URL('./real-run.ts', import.meta.url).pathname, JSON.stringify(input)], {
-    timeout: (REAL_RUN.timeoutSeconds + 120) * 1000,
-    maxBuffer: 16 * 1024 * 1024,
-    env: { ...process.env, POWERTOOLS_LOG_LEVEL: 'SILENT' },
-  });
+  const { stdout } = await run(
+    process.execPath,
+    ['--import', 'tsx', new URL('./real-run.ts', import.meta.url).pathname, JSON.stringify(input)],
+    {
+      timeout: (REAL_RUN.timeoutSeconds + 120) * 1000,
+      maxBuffer: 16 * 1024 * 1024,
+      env: { ...process.env, POWERTOOLS_LOG_LEVEL: 'SILENT' },
+    },
+  );
   const output = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as RealRunOutput;
   // Replay the same jobs with the start offsets the real run had (intake and Step Functions
   // start latency, in job time), so the comparison checks the strategy and the loop.
   const replayed = traces.map((trace, i) => {
     const count = output.counts[i];
-    const runStart = count === undefined || !Number.isFinite(count.runStartMs) ? trace.queueSeconds : count.runStartMs / 1000 / REAL_RUN.timeScale;
-    const loopStart = count === undefined || !Number.isFinite(count.loopStartMs) ? 0 : Math.max(0, count.loopStartMs / 1000 / REAL_RUN.timeScale);
+    const runStart =
+      count === undefined || !Number.isFinite(count.runStartMs) ? trace.queueSeconds : count.runStartMs / 1000 / REAL_RUN.timeScale;
+    const loopStart =
+      count === undefined || !Number.isFinite(count.loopStartMs) ? 0 : Math.max(0, count.loopStartMs / 1000 / REAL_RUN.timeScale);
     const aligned = buildTrace(trace.id, trace.shape, trace.durationSeconds, trace.nodes, runStart, () => 0.5, 0);
     return replayJob(strategy, aligned, shape, seed, loopStart);
   });
@@ -205,7 +232,9 @@ log(
     `stream event delay ${REPLAY_MODEL.streamDelaySeconds} s, outcome event ${REPLAY_MODEL.finishSeconds} s after the poll returns. ` +
     `Latency = end of the job in Waterflai -> outcome event. History events/hour = most events in any hour of a job (the whole job when shorter).`,
 );
-log(`Ours runs with pollIntervalSeconds/pollMinSeconds/pollMaxSeconds = ${pollSettings.intervalSeconds}/${pollSettings.minSeconds}/${pollSettings.maxSeconds} (the deployed defaults).`);
+log(
+  `Ours runs with pollIntervalSeconds/pollMinSeconds/pollMaxSeconds = ${pollSettings.intervalSeconds}/${pollSettings.minSeconds}/${pollSettings.maxSeconds} (the deployed defaults).`,
+);
 log();
 
 const summaries = strategies.map(({ strategy, isDefault }) => summarise(strategy, isDefault, traces, shape, seed));
@@ -216,14 +245,28 @@ const ours = summaries.find((s) => s.isDefault)!;
 const exponential = summaries.find((s) => s.name === exponentialStrategy().name)!;
 const fixed10 = summaries.find((s) => s.name.startsWith('fixed 10'))!;
 const checks: Array<[string, boolean, string]> = [
-  ['cost per job <= exponential', ours.usdPerMillionJobs <= exponential.usdPerMillionJobs, `$${thousands(ours.usdPerMillionJobs)} vs $${thousands(exponential.usdPerMillionJobs)} per 1M jobs`],
-  ['p95 latency <= 2 s and < fixed 10 s', ours.latency.p95 <= TARGETS.latencyP95Seconds && ours.latency.p95 < fixed10.latency.p95, `${fixed(ours.latency.p95, 2)} s vs ${fixed(fixed10.latency.p95, 2)} s`],
-  ['<= 100 history events per hour of job time', ours.maxHistoryEventsPerHour <= TARGETS.historyEventsPerHour, `${ours.maxHistoryEventsPerHour} at most`],
+  [
+    'cost per job <= exponential',
+    ours.usdPerMillionJobs <= exponential.usdPerMillionJobs,
+    `$${thousands(ours.usdPerMillionJobs)} vs $${thousands(exponential.usdPerMillionJobs)} per 1M jobs`,
+  ],
+  [
+    'p95 latency <= 2 s and < fixed 10 s',
+    ours.latency.p95 <= TARGETS.latencyP95Seconds && ours.latency.p95 < fixed10.latency.p95,
+    `${fixed(ours.latency.p95, 2)} s vs ${fixed(fixed10.latency.p95, 2)} s`,
+  ],
+  [
+    '<= 100 history events per hour of job time',
+    ours.maxHistoryEventsPerHour <= TARGETS.historyEventsPerHour,
+    `${ours.maxHistoryEventsPerHour} at most`,
+  ],
 ];
 log('Targets (ours, the shipped default):');
 for (const [name, ok, detail] of checks) log(`  ${ok ? 'MET    ' : 'NOT MET'}  ${name}: ${detail}`);
 const late = ours.runs.filter((r) => r.latencySeconds > TARGETS.latencyP95Seconds);
-log(`  ours detected ${ours.runs.length - late.length}/${ours.runs.length} jobs within ${TARGETS.latencyP95Seconds} s; later: ${late.map((r) => `${r.trace.id} (${r.trace.durationSeconds.toFixed(0)} s) ${r.latencySeconds.toFixed(0)} s`).join(', ') || 'none'}`);
+log(
+  `  ours detected ${ours.runs.length - late.length}/${ours.runs.length} jobs within ${TARGETS.latencyP95Seconds} s; later: ${late.map((r) => `${r.trace.id} (${r.trace.durationSeconds.toFixed(0)} s) ${r.latencySeconds.toFixed(0)} s`).join(', ') || 'none'}`,
+);
 log();
 
 let bundles: BundleFigure[] = [];
@@ -234,7 +277,9 @@ if (!args['skip-bundles']) {
   log('Lambda bundles (esbuild with the options of lib/handler-function.ts; import = median of 5 fresh Node processes):');
   for (const b of bundles) {
     const verdict = b.bytes <= TARGETS.bundleBytes ? 'MET' : `NOT MET (+${thousands((b.bytes - TARGETS.bundleBytes) / 1024)} KiB)`;
-    log(`  ${b.name.padEnd(16)} ${thousands(b.bytes).padStart(9)} bytes  import ${fixed(b.importMs, 0).padStart(4)} ms  <= 300 KiB: ${verdict}  largest: ${b.topPackages.map(([name, bytes]) => `${name} ${Math.round(bytes / 1024)} KiB`).join(', ')}`);
+    log(
+      `  ${b.name.padEnd(16)} ${thousands(b.bytes).padStart(9)} bytes  import ${fixed(b.importMs, 0).padStart(4)} ms  <= 300 KiB: ${verdict}  largest: ${b.topPackages.map(([name, bytes]) => `${name} ${Math.round(bytes / 1024)} KiB`).join(', ')}`,
+    );
   }
   const pollBundle = join(BUNDLE_DIR, 'poll', 'index.mjs');
   const memory = await pollPeakRssMb(pollBundle, shape.poll.memoryMb);
@@ -243,9 +288,14 @@ if (!args['skip-bundles']) {
     `Poll function memory (${shape.poll.memoryMb} MB, heap flags as Lambda sets them): RSS ${fixed(memory.afterImportMb, 0)} MB after importing the bundle ` +
       `(peak during the import ${fixed(memory.importPeakMb, 0)} MB); peak ${fixed(memory.listenPeakMb, 0)} MB while listening to 1,000 events (0.5 KiB each, at wire speed) and a 1 MiB execution_completed.`,
   );
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', new URL('./start-cpu.ts', import.meta.url).pathname, '200'], { timeout: 120_000, env: { PATH: process.env.PATH ?? '' } });
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', new URL('./start-cpu.ts', import.meta.url).pathname, '200'], {
+    timeout: 120_000,
+    env: { PATH: process.env.PATH ?? '' },
+  });
   startCpu = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as typeof startCpu;
-  log(`Start handler with mocked clients: ${fixed(startCpu!.cpuMicrosPerMessage, 0)} us CPU per message (${fixed(startCpu!.wallMicrosPerMessage, 0)} us wall), over ${startCpu!.messages} messages in batches of 10 after a warm-up.`);
+  log(
+    `Start handler with mocked clients: ${fixed(startCpu!.cpuMicrosPerMessage, 0)} us CPU per message (${fixed(startCpu!.wallMicrosPerMessage, 0)} us wall), over ${startCpu!.messages} messages in batches of 10 after a warm-up.`,
+  );
   log();
 }
 

@@ -70,7 +70,13 @@ export function jobCost(run: JobRun, shape: LoopShape): number {
   );
 }
 
-export function summarise(strategy: PollStrategy, isDefault: boolean, traces: readonly JobTrace[], shape: LoopShape, seed: number): StrategySummary {
+export function summarise(
+  strategy: PollStrategy,
+  isDefault: boolean,
+  traces: readonly JobTrace[],
+  shape: LoopShape,
+  seed: number,
+): StrategySummary {
   const runs = traces.map((trace) => replayJob(strategy, trace, shape, seed));
   const n = runs.length;
   const mean = (f: (run: JobRun) => number): number => runs.reduce((sum, run) => sum + f(run), 0) / n;

@@ -50,12 +50,22 @@ const input = JSON.parse(process.argv[2] ?? '{}') as RealRunInput;
 const { startLocalRuntime } = await import('../local/runtime/runtime');
 
 const bootStart = Date.now();
-const runtime = await startLocalRuntime({ timeScale: input.timeScale, dynamodb: 'dynalite', waterflaiFromEnvironment: false, simulator: { seed: 7 } });
+const runtime = await startLocalRuntime({
+  timeScale: input.timeScale,
+  dynamodb: 'dynalite',
+  waterflaiFromEnvironment: false,
+  simulator: { seed: 7 },
+});
 const bootMs = Date.now() - bootStart;
 try {
   const runStart = Date.now();
   for (const job of input.jobs) {
-    const simulate = { duration_ms: Math.round(job.durationSeconds * 1000), queue_ms: Math.round(job.queueSeconds * 1000), nodes: job.nodes, progress: job.shape };
+    const simulate = {
+      duration_ms: Math.round(job.durationSeconds * 1000),
+      queue_ms: Math.round(job.queueSeconds * 1000),
+      nodes: job.nodes,
+      progress: job.shape,
+    };
     await runtime.sendMessage(JSON.stringify({ job_id: job.id, chatbot_id: 'bench-bot', input_data: { query: 'bench', simulate } }));
   }
   const terminal = new Set<string>(TERMINAL_STATUSES);
@@ -63,7 +73,10 @@ try {
   for (;;) {
     const records = await Promise.all(input.jobs.map((job) => runtime.getJob(job.id)));
     const executions = runtime.stepFunctions.executions();
-    const allDone = records.every((record) => record !== undefined && terminal.has(record.status)) && executions.length >= input.jobs.length && executions.every((execution) => execution.status !== 'RUNNING');
+    const allDone =
+      records.every((record) => record !== undefined && terminal.has(record.status)) &&
+      executions.length >= input.jobs.length &&
+      executions.every((execution) => execution.status !== 'RUNNING');
     if (allDone) break;
     if (Date.now() > deadline) throw new Error(`the real run did not finish within ${input.timeoutSeconds} s`);
     await new Promise((resolve) => setTimeout(resolve, 250));
@@ -73,10 +86,12 @@ try {
   const counts: RealRunCount[] = [];
   for (const job of input.jobs) {
     const record = await runtime.getJob(job.id);
-    const mine = executions.filter((execution) => execution.executionArn === record?.state_machine_execution_arn || execution.name.includes(job.id));
+    const mine = executions.filter(
+      (execution) => execution.executionArn === record?.state_machine_execution_arn || execution.name.includes(job.id),
+    );
     const acceptedMs = Date.parse(record?.accepted_at ?? '');
     const loopStart = Math.min(...mine.map((execution) => execution.startDate));
-    const startedAt = record?.execution_id === undefined ? null : runtime.simulator?.execution(record.execution_id)?.started_at ?? null;
+    const startedAt = record?.execution_id === undefined ? null : (runtime.simulator?.execution(record.execution_id)?.started_at ?? null);
     counts.push({
       id: job.id,
       loopStartMs: loopStart - acceptedMs,

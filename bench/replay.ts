@@ -93,7 +93,8 @@ export function replayJob(strategy: PollStrategy, trace: JobTrace, shape: LoopSh
   const timeoutSeconds = shape.poll.timeoutSeconds;
 
   const record = (snapshot: TraceSnapshot): number => {
-    const changed = snapshot.status !== recorded.status || snapshot.progress !== recorded.progress || snapshot.currentNode !== recorded.node;
+    const changed =
+      snapshot.status !== recorded.status || snapshot.progress !== recorded.progress || snapshot.currentNode !== recorded.node;
     if (!changed && snapshot.status !== 'COMPLETED') return 0;
     recorded = { status: snapshot.status, progress: snapshot.progress, node: snapshot.currentNode };
     writes += 1;
@@ -134,7 +135,9 @@ export function replayJob(strategy: PollStrategy, trace: JobTrace, shape: LoopSh
       // Fold what the stream announces; stop early when the strategy no longer wants to
       // listen (it is asked after each event and every tick, as the poll Lambda does).
       let closedAt: number | undefined;
-      const events = nodeCompletionsBetween(trace, opened, until).map((at) => at + m.streamDelaySeconds).filter((at) => at < until);
+      const events = nodeCompletionsBetween(trace, opened, until)
+        .map((at) => at + m.streamDelaySeconds)
+        .filter((at) => at < until);
       for (let tick = opened + m.listenCheckSeconds; closedAt === undefined; tick += m.listenCheckSeconds) {
         const next = Math.min(tick, until);
         while (closedAt === undefined && events.length > 0 && events[0]! <= next) {
@@ -203,4 +206,3 @@ export function maxHistoryEventsPerHour(run: JobRun, shape: LoopShape): number {
   }
   return best;
 }
-

@@ -5,7 +5,14 @@
  * functions' memory and timeout.
  */
 import { STATE_NAME, TERMINAL_STATUSES } from '../lambdas/contract/constants';
-import { resolveStateMachineDefinition, synthesizeTemplate, taskFunctionLogicalIds, type AslDefinition, type AslState, type CloudFormationTemplate } from '../local/asl';
+import {
+  resolveStateMachineDefinition,
+  synthesizeTemplate,
+  taskFunctionLogicalIds,
+  type AslDefinition,
+  type AslState,
+  type CloudFormationTemplate,
+} from '../local/asl';
 
 /**
  * History events Step Functions writes when it runs one state of a type: every state has

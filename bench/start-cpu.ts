@@ -36,9 +36,13 @@ mockClient(DynamoDBDocumentClient)
       updated_at: now,
     },
   }));
-mockClient(SFNClient).on(StartExecutionCommand).resolves({ executionArn: 'arn:aws:states:us-east-1:123456789012:execution:bench:x', startDate: new Date() });
+mockClient(SFNClient)
+  .on(StartExecutionCommand)
+  .resolves({ executionArn: 'arn:aws:states:us-east-1:123456789012:execution:bench:x', startDate: new Date() });
 mockClient(SQSClient).resolves({});
-mockClient(EventBridgeClient).on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e' }] });
+mockClient(EventBridgeClient)
+  .on(PutEventsCommand)
+  .resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e' }] });
 mockClient(SecretsManagerClient).on(GetSecretValueCommand).resolves({ SecretString: 'bench-key-0123456789' });
 let started = 0;
 globalThis.fetch = async () => {
@@ -49,7 +53,9 @@ globalThis.fetch = async () => {
   });
 };
 
-const { handler } = (await import('../lambdas/start-execution/handler')) as { handler: (event: SQSEvent, context: Context) => Promise<SQSBatchResponse> };
+const { handler } = (await import('../lambdas/start-execution/handler')) as {
+  handler: (event: SQSEvent, context: Context) => Promise<SQSBatchResponse>;
+};
 const context = { functionName: 'start-execution', awsRequestId: 'bench', getRemainingTimeInMillis: () => 55_000 } as unknown as Context;
 let counter = 0;
 const record = (): SQSRecord => {
@@ -57,7 +63,12 @@ const record = (): SQSRecord => {
   return {
     messageId: `m-${counter}`,
     receiptHandle: `rh-${counter}`,
-    body: JSON.stringify({ job_id: `bench-${counter}`, chatbot_id: 'bench-bot', input_data: { query: 'Summarise the Q3 report', user_id: 'u-1' }, metadata: { correlation_id: `c-${counter}` } }),
+    body: JSON.stringify({
+      job_id: `bench-${counter}`,
+      chatbot_id: 'bench-bot',
+      input_data: { query: 'Summarise the Q3 report', user_id: 'u-1' },
+      metadata: { correlation_id: `c-${counter}` },
+    }),
     attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 's', ApproximateFirstReceiveTimestamp: '0' },
     messageAttributes: {},
     md5OfBody: '',
@@ -78,4 +89,6 @@ for (let i = 0; i < MEASURED_BATCHES; i += 1) await batch();
 const cpu = process.cpuUsage(cpuBefore);
 const wall = performance.now() - wallBefore;
 const messages = MEASURED_BATCHES * BATCH;
-process.stdout.write(`${JSON.stringify({ messages, cpuMicrosPerMessage: (cpu.user + cpu.system) / messages, wallMicrosPerMessage: (wall * 1000) / messages })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ messages, cpuMicrosPerMessage: (cpu.user + cpu.system) / messages, wallMicrosPerMessage: (wall * 1000) / messages })}\n`,
+);

@@ -77,7 +77,15 @@ function shapeWeights(shape: Shape, nodes: number): number[] {
 }
 
 /** Builds one trace. */
-export function buildTrace(id: string, shape: Shape, durationSeconds: number, nodes: number, queueSeconds: number, random: Random, sigma: number): JobTrace {
+export function buildTrace(
+  id: string,
+  shape: Shape,
+  durationSeconds: number,
+  nodes: number,
+  queueSeconds: number,
+  random: Random,
+  sigma: number,
+): JobTrace {
   const weights = shapeWeights(shape, nodes).map((weight) => weight * Math.exp(sigma * normal(random)));
   const total = weights.reduce((sum, weight) => sum + weight, 0);
   let cumulative = 0;
@@ -99,7 +107,17 @@ export function referenceSet(options: ReferenceSetOptions = {}): JobTrace[] {
       const duration = Math.exp(Math.log(settings.minSeconds) + slice * (Math.log(settings.maxSeconds) - Math.log(settings.minSeconds)));
       const nodes = settings.minNodes + Math.floor(random() * (settings.maxNodes - settings.minNodes + 1));
       const queue = logUniform(random, settings.minQueueSeconds, settings.maxQueueSeconds);
-      traces.push(buildTrace(`${shape}-${String(i).padStart(3, '0')}`, shape, Math.round(duration * 10) / 10, nodes, Math.round(queue * 10) / 10, random, settings.weightNoiseSigma));
+      traces.push(
+        buildTrace(
+          `${shape}-${String(i).padStart(3, '0')}`,
+          shape,
+          Math.round(duration * 10) / 10,
+          nodes,
+          Math.round(queue * 10) / 10,
+          random,
+          settings.weightNoiseSigma,
+        ),
+      );
     }
   }
   return traces;

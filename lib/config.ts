@@ -135,12 +135,15 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function parseValue(key: string, kind: Kind, value: unknown): string | number {
   switch (kind) {
     case 'string': {
-      if (typeof value !== 'string' || value.trim() === '') throw new Error(`context "${key}" must be a non-empty string, got ${JSON.stringify(value)}`);
+      if (typeof value !== 'string' || value.trim() === '')
+        throw new Error(`context "${key}" must be a non-empty string, got ${JSON.stringify(value)}`);
       return value.trim();
     }
     case 'arn': {
       if (typeof value !== 'string' || !/^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+-[A-Za-z0-9]{6}$/.test(value.trim())) {
-        throw new Error(`context "${key}" must be the complete ARN of a Secrets Manager secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 chars>), got ${JSON.stringify(value)}`);
+        throw new Error(
+          `context "${key}" must be the complete ARN of a Secrets Manager secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 chars>), got ${JSON.stringify(value)}`,
+        );
       }
       return value.trim();
     }
@@ -156,13 +159,16 @@ function parseValue(key: string, kind: Kind, value: unknown): string | number {
     case 'logRetention': {
       const days = toNumber(value);
       if (days === undefined || !LOG_RETENTION_DAYS.includes(days)) {
-        throw new Error(`context "${key}" must be one of the CloudWatch Logs retention values ${LOG_RETENTION_DAYS.join(', ')}, got ${JSON.stringify(value)}`);
+        throw new Error(
+          `context "${key}" must be one of the CloudWatch Logs retention values ${LOG_RETENTION_DAYS.join(', ')}, got ${JSON.stringify(value)}`,
+        );
       }
       return days;
     }
     case 'removalPolicy': {
       const policy = typeof value === 'string' ? value.trim().toLowerCase() : value;
-      if (policy !== 'retain' && policy !== 'destroy') throw new Error(`context "${key}" must be "retain" or "destroy", got ${JSON.stringify(value)}`);
+      if (policy !== 'retain' && policy !== 'destroy')
+        throw new Error(`context "${key}" must be "retain" or "destroy", got ${JSON.stringify(value)}`);
       return policy;
     }
   }

@@ -180,5 +180,7 @@ function grantSendMessageOnly(queue: sqs.IQueue, grantee: iam.IGrantable): void 
 function grantSecretValueOnly(secret: secretsmanager.ISecret, grantee: iam.IGrantable): void {
   const resource = secret.secretFullArn ?? `${secret.secretArn}-??????`;
   iam.Grant.addToPrincipal({ grantee, actions: ['secretsmanager:GetSecretValue'], resourceArns: [resource] });
-  secret.encryptionKey?.grantDecrypt(new kms.ViaServicePrincipal(`secretsmanager.${Stack.of(secret).region}.amazonaws.com`, grantee.grantPrincipal));
+  secret.encryptionKey?.grantDecrypt(
+    new kms.ViaServicePrincipal(`secretsmanager.${Stack.of(secret).region}.amazonaws.com`, grantee.grantPrincipal),
+  );
 }

@@ -177,7 +177,12 @@ export class Intake extends Construct {
   }
 }
 
-function validateIntakeNumbers(values: { batchSize: number; maxConcurrency: number; maxReceiveCount: number; maxBatchingWindow: Duration | undefined }): void {
+function validateIntakeNumbers(values: {
+  batchSize: number;
+  maxConcurrency: number;
+  maxReceiveCount: number;
+  maxBatchingWindow: Duration | undefined;
+}): void {
   const { batchSize, maxConcurrency, maxReceiveCount, maxBatchingWindow } = values;
   const maxBatch = maxBatchingWindow === undefined ? LIMITS.batchSizeWithoutWindow : LIMITS.batchSizeWithWindow;
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > maxBatch) {
@@ -186,7 +191,9 @@ function validateIntakeNumbers(values: { batchSize: number; maxConcurrency: numb
     );
   }
   if (!Number.isInteger(maxConcurrency) || maxConcurrency < LIMITS.maxConcurrencyMin || maxConcurrency > LIMITS.maxConcurrencyMax) {
-    throw new Error(`maxConcurrency must be an integer from ${LIMITS.maxConcurrencyMin} to ${LIMITS.maxConcurrencyMax} (an AWS limit), got ${maxConcurrency}`);
+    throw new Error(
+      `maxConcurrency must be an integer from ${LIMITS.maxConcurrencyMin} to ${LIMITS.maxConcurrencyMax} (an AWS limit), got ${maxConcurrency}`,
+    );
   }
   if (!Number.isInteger(maxReceiveCount) || maxReceiveCount < 1 || maxReceiveCount > LIMITS.maxReceiveCountMax) {
     throw new Error(`maxReceiveCount must be an integer from 1 to ${LIMITS.maxReceiveCountMax}, got ${maxReceiveCount}`);

@@ -4,7 +4,14 @@ import { Construct } from 'constructs';
 import { JOB_TABLE } from '../lambdas/contract/constants';
 
 /** Attributes copied into the status index, so listing jobs by status needs no table reads. */
-export const STATUS_INDEX_PROJECTED_ATTRIBUTES = ['chatbot_id', 'execution_id', 'accepted_at', 'deadline_at', 'error_code', 'event_published_at'] as const;
+export const STATUS_INDEX_PROJECTED_ATTRIBUTES = [
+  'chatbot_id',
+  'execution_id',
+  'accepted_at',
+  'deadline_at',
+  'error_code',
+  'event_published_at',
+] as const;
 
 /** Props of {@link JobTable}. */
 export interface JobTableProps {

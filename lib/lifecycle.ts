@@ -154,7 +154,10 @@ export class JobLifecycle extends Construct {
     if (!Number.isInteger(maxReceiveCount) || maxReceiveCount < 1 || maxReceiveCount > LIMITS.maxReceiveCountMax) {
       throw new Error(`reconcileMaxReceiveCount must be an integer from 1 to ${LIMITS.maxReceiveCountMax}, got ${maxReceiveCount}`);
     }
-    const visibilityTimeout = reconcileVisibilityTimeout(this.reconcileFunction.timeout ?? LIFECYCLE_DEFAULTS.reconcileTimeout, props.reconcileQueueProps?.visibilityTimeout);
+    const visibilityTimeout = reconcileVisibilityTimeout(
+      this.reconcileFunction.timeout ?? LIFECYCLE_DEFAULTS.reconcileTimeout,
+      props.reconcileQueueProps?.visibilityTimeout,
+    );
     this.reconcileDeadLetterQueue = new sqs.Queue(this, 'ReconcileDeadLetterQueue', {
       // Longer than the reconcile queue's retention: a standard queue's message keeps its
       // original enqueue time when it is dead-lettered.

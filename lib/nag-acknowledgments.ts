@@ -17,12 +17,16 @@ export function acknowledgeNagFindings(orchestrator: WaterflaiOrchestrator): voi
   // The job table needs none: lib/grants.ts names each index a role queries ("<table arn>/index/<name>",
   // the sweeper only) instead of Table.grant*'s "<table arn>/index/*".
 
-  for (const role of [orchestrator.pollLoop.pollFunctionRole, orchestrator.lifecycle.reconcileFunctionRole, orchestrator.lifecycle.sweepFunctionRole]) {
+  for (const role of [
+    orchestrator.pollLoop.pollFunctionRole,
+    orchestrator.lifecycle.reconcileFunctionRole,
+    orchestrator.lifecycle.sweepFunctionRole,
+  ]) {
     Validations.of(defaultPolicy(role)).acknowledge({
       id: `AwsSolutions-IAM5[Resource::${ref(orchestrator.outputBucket.bucketArn)}/outputs/*]`,
       reason:
         'The poll function (and the reconcile and sweep functions, for a job whose execution they find completed) stores large final ' +
-        'outputs as objects under outputs/<job id>/ in the orchestrator\'s own output bucket; it may only PutObject there (no read, no delete, no other bucket).',
+        "outputs as objects under outputs/<job id>/ in the orchestrator's own output bucket; it may only PutObject there (no read, no delete, no other bucket).",
     });
   }
   Validations.of(orchestrator.outputBucket).acknowledge({

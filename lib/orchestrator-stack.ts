@@ -42,10 +42,19 @@ export class WaterflaiOrchestratorStack extends Stack {
 
     const o = this.orchestrator;
     new CfnOutput(this, OUTPUT_ID.INTAKE_QUEUE_URL, { value: o.queue.queueUrl, description: 'Send job requests here' });
-    new CfnOutput(this, OUTPUT_ID.DEAD_LETTER_QUEUE_URL, { value: o.deadLetterQueue.queueUrl, description: 'Messages that could not be processed, with the reason' });
-    new CfnOutput(this, OUTPUT_ID.EVENT_BUS_NAME, { value: o.eventBus.eventBusName, description: 'Outcome events are published on this bus' });
+    new CfnOutput(this, OUTPUT_ID.DEAD_LETTER_QUEUE_URL, {
+      value: o.deadLetterQueue.queueUrl,
+      description: 'Messages that could not be processed, with the reason',
+    });
+    new CfnOutput(this, OUTPUT_ID.EVENT_BUS_NAME, {
+      value: o.eventBus.eventBusName,
+      description: 'Outcome events are published on this bus',
+    });
     new CfnOutput(this, OUTPUT_ID.JOB_TABLE_NAME, { value: o.table.tableName, description: 'One record per job' });
-    new CfnOutput(this, OUTPUT_ID.STATE_MACHINE_ARN, { value: o.stateMachine.stateMachineArn, description: 'Poll loop, one execution per job' });
+    new CfnOutput(this, OUTPUT_ID.STATE_MACHINE_ARN, {
+      value: o.stateMachine.stateMachineArn,
+      description: 'Poll loop, one execution per job',
+    });
     new CfnOutput(this, OUTPUT_ID.API_KEY_SECRET_ARN, {
       value: o.apiKeySecret.secretArn,
       description: 'Put the Waterflai API key here: aws secretsmanager put-secret-value --secret-id <this ARN> --secret-string <key>',
@@ -59,7 +68,10 @@ export class WaterflaiOrchestratorStack extends Stack {
 export function toOrchestratorProps(scope: Construct, config: OrchestratorConfig): WaterflaiOrchestratorProps {
   return {
     waterflaiBaseUrl: config.baseUrl,
-    apiKeySecret: config.apiKeySecretArn === undefined ? undefined : secretsmanager.Secret.fromSecretCompleteArn(scope, 'ApiKeySecret', config.apiKeySecretArn),
+    apiKeySecret:
+      config.apiKeySecretArn === undefined
+        ? undefined
+        : secretsmanager.Secret.fromSecretCompleteArn(scope, 'ApiKeySecret', config.apiKeySecretArn),
     eventBus:
       config.eventBusName === undefined
         ? undefined
@@ -74,7 +86,8 @@ export function toOrchestratorProps(scope: Construct, config: OrchestratorConfig
     maxConcurrency: config.maxConcurrency,
     maxReceiveCount: config.maxReceiveCount,
     logRetention: config.logRetentionDays as logs.RetentionDays | undefined,
-    removalPolicy: config.removalPolicy === undefined ? undefined : config.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+    removalPolicy:
+      config.removalPolicy === undefined ? undefined : config.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
     jobRetention: config.jobRetentionDays === undefined ? undefined : Duration.days(config.jobRetentionDays),
     maxInlineOutputBytes: config.maxInlineOutputBytes,
     maxPollsPerExecution: config.maxPollsPerExecution,

@@ -39,9 +39,10 @@ export const MAX_INLINE_OUTPUT_BYTES_LIMIT = 200 * 1024;
 /** Step Functions Standard executions last at most one year. */
 export const STANDARD_EXECUTION_LIMIT = Duration.days(365);
 /** Longest `maxJobDuration`: the Standard limit minus the finishing margin after the deadline. */
-export const MAX_JOB_DURATION = Duration.seconds(STANDARD_EXECUTION_LIMIT.toSeconds() - POLL_STATE_MACHINE_DEFAULTS.finishMargin.toSeconds());
+export const MAX_JOB_DURATION = Duration.seconds(
+  STANDARD_EXECUTION_LIMIT.toSeconds() - POLL_STATE_MACHINE_DEFAULTS.finishMargin.toSeconds(),
+);
 const MIN_JOB_DURATION = Duration.minutes(1);
-
 
 /** Props of {@link WaterflaiOrchestrator}. */
 export interface WaterflaiOrchestratorProps {
@@ -230,8 +231,13 @@ export class WaterflaiOrchestrator extends Construct {
     validateMaxJobDuration(maxJobDuration);
     const jobRetentionDays = validateJobRetention(jobRetention, maxJobDuration);
     const authGracePeriod = props.authGracePeriod ?? ORCHESTRATOR_DEFAULTS.authGracePeriod;
-    if (!Token.isUnresolved(authGracePeriod.toSeconds()) && (authGracePeriod.toSeconds() < 60 || authGracePeriod.toSeconds() > maxJobDuration.toSeconds())) {
-      throw new Error(`authGracePeriod must be from 1 minute to maxJobDuration (${maxJobDuration.toHumanString()}), got ${authGracePeriod.toHumanString()}`);
+    if (
+      !Token.isUnresolved(authGracePeriod.toSeconds()) &&
+      (authGracePeriod.toSeconds() < 60 || authGracePeriod.toSeconds() > maxJobDuration.toSeconds())
+    ) {
+      throw new Error(
+        `authGracePeriod must be from 1 minute to maxJobDuration (${maxJobDuration.toHumanString()}), got ${authGracePeriod.toHumanString()}`,
+      );
     }
     const maxInlineOutputBytes = props.maxInlineOutputBytes ?? ORCHESTRATOR_DEFAULTS.maxInlineOutputBytes;
     if (!Number.isInteger(maxInlineOutputBytes) || maxInlineOutputBytes < 1 || maxInlineOutputBytes > MAX_INLINE_OUTPUT_BYTES_LIMIT) {
@@ -308,7 +314,13 @@ export class WaterflaiOrchestrator extends Construct {
     this.sweepFunction = this.lifecycle.sweepFunction;
     // Least privilege: each role gets only the actions its code sends (see lib/grants.ts).
     grantFunctionAccess({
-      functions: { start: this.startFunction, poll: this.pollFunction, finish: this.finishFunction, reconcile: this.reconcileFunction, sweep: this.sweepFunction },
+      functions: {
+        start: this.startFunction,
+        poll: this.pollFunction,
+        finish: this.finishFunction,
+        reconcile: this.reconcileFunction,
+        sweep: this.sweepFunction,
+      },
       table: this.table,
       stateMachine: this.stateMachine,
       eventBus: this.eventBus,
@@ -316,7 +328,6 @@ export class WaterflaiOrchestrator extends Construct {
       apiKeySecret: this.apiKeySecret,
       outputBucket: this.outputBucket,
     });
-
   }
 }
 

@@ -36,7 +36,8 @@ export class OutcomeEvents extends Construct {
   constructor(scope: Construct, id: string, props: OutcomeEventsProps = {}) {
     super(scope, id);
     this.created = props.eventBus === undefined;
-    this.eventBus = props.eventBus ?? new events.EventBus(this, 'Bus', { description: 'Waterflai execution outcomes', ...props.eventBusProps });
+    this.eventBus =
+      props.eventBus ?? new events.EventBus(this, 'Bus', { description: 'Waterflai execution outcomes', ...props.eventBusProps });
   }
 
   /**

@@ -37,9 +37,21 @@ export const RETRY_POLICY = {
    * about 15 minutes of backing off. Waterflai's own failures never reach it: the poll
    * function rides them out itself until the job's deadline.
    */
-  transientPoll: { interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 8, maxDelay: Duration.minutes(5), jitterStrategy: sfn.JitterType.FULL },
+  transientPoll: {
+    interval: Duration.seconds(5),
+    backoffRate: 2,
+    maxAttempts: 8,
+    maxDelay: Duration.minutes(5),
+    jitterStrategy: sfn.JitterType.FULL,
+  },
   /** Anything else on the finish Tasks (the finish Lambda is idempotent). */
-  finishAny: { interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 10, maxDelay: Duration.minutes(5), jitterStrategy: sfn.JitterType.FULL },
+  finishAny: {
+    interval: Duration.seconds(5),
+    backoffRate: 2,
+    maxAttempts: 10,
+    maxDelay: Duration.minutes(5),
+    jitterStrategy: sfn.JitterType.FULL,
+  },
 } as const;
 
 /** Defaults of {@link PollStateMachineProps}. */
@@ -134,7 +146,9 @@ export class PollStateMachine extends Construct {
     const finishMargin = props.finishMargin ?? POLL_STATE_MACHINE_DEFAULTS.finishMargin;
     const maxPollsPerExecution = props.maxPollsPerExecution ?? POLL_STATE_MACHINE_DEFAULTS.maxPollsPerExecution;
     if (!Number.isInteger(maxPollsPerExecution) || maxPollsPerExecution < 1 || maxPollsPerExecution > 2_500) {
-      throw new Error(`maxPollsPerExecution must be an integer from 1 to 2500 (2,500 x 9 history events is 22,500 of the 25,000 allowed), got ${maxPollsPerExecution}`);
+      throw new Error(
+        `maxPollsPerExecution must be an integer from 1 to 2500 (2,500 x 9 history events is 22,500 of the 25,000 allowed), got ${maxPollsPerExecution}`,
+      );
     }
 
     // The poll Lambda starts its own state machine's successor executions. The name is

@@ -95,10 +95,13 @@ export function taskFunctionLogicalIds(template: object, logicalId?: string): Re
   const definition = resolveStateMachineDefinition(cfn, logicalId);
   const routes: Record<string, string> = {};
   for (const [stateName, state] of taskStates(definition)) {
-    const functionRef = state.Resource === `arn:${FAKE_ENVIRONMENT.partition}:states:::lambda:invoke` ? state.Parameters?.FunctionName : state.Resource;
+    const functionRef =
+      state.Resource === `arn:${FAKE_ENVIRONMENT.partition}:states:::lambda:invoke` ? state.Parameters?.FunctionName : state.Resource;
     const functionId = typeof functionRef === 'string' ? functionLogicalIdFromArn(functionRef) : undefined;
     if (functionId === undefined || cfn.Resources?.[functionId]?.Type !== 'AWS::Lambda::Function') {
-      throw new Error(`Task "${stateName}" does not invoke a Lambda function of this template (resource ${JSON.stringify(state.Resource)})`);
+      throw new Error(
+        `Task "${stateName}" does not invoke a Lambda function of this template (resource ${JSON.stringify(state.Resource)})`,
+      );
     }
     routes[stateName] = functionId;
   }
@@ -166,12 +169,14 @@ function findStateMachine(template: CloudFormationTemplate, logicalId: string | 
   const machines = Object.entries(template.Resources ?? {}).filter(([, resource]) => resource.Type === STATE_MACHINE_TYPE);
   if (logicalId !== undefined) {
     const match = machines.find(([id]) => id === logicalId);
-    if (match === undefined) throw new Error(`no ${STATE_MACHINE_TYPE} with logical id "${logicalId}"; found: ${machines.map(([id]) => id).join(', ') || 'none'}`);
+    if (match === undefined)
+      throw new Error(`no ${STATE_MACHINE_TYPE} with logical id "${logicalId}"; found: ${machines.map(([id]) => id).join(', ') || 'none'}`);
     return match;
   }
   const [only, ...others] = machines;
   if (only === undefined) throw new Error(`the template has no ${STATE_MACHINE_TYPE}`);
-  if (others.length > 0) throw new Error(`the template has ${machines.length} state machines (${machines.map(([id]) => id).join(', ')}); pass a logical id`);
+  if (others.length > 0)
+    throw new Error(`the template has ${machines.length} state machines (${machines.map(([id]) => id).join(', ')}); pass a logical id`);
   return only;
 }
 
@@ -273,7 +278,8 @@ class IntrinsicResolver {
 
   private fake(id: string, attribute: string): string {
     const resource = this.template.Resources?.[id];
-    if (resource === undefined) throw new Error(`reference to "${id}", which is not a resource, parameter or pseudo parameter of the template`);
+    if (resource === undefined)
+      throw new Error(`reference to "${id}", which is not a resource, parameter or pseudo parameter of the template`);
     const { partition, region, account, urlSuffix } = FAKE_ENVIRONMENT;
     const arn = (service: string, resourcePart: string, regional = true): string =>
       `arn:${partition}:${service}:${regional ? region : ''}:${account}:${resourcePart}`;
@@ -287,8 +293,17 @@ class IntrinsicResolver {
     const bucketName = named('BucketName').toLowerCase();
     const values: Record<string, Record<string, string>> = {
       'AWS::Lambda::Function': { Ref: id, Arn: fakeFunctionArn(id) },
-      'AWS::SQS::Queue': { Ref: `https://sqs.${region}.${urlSuffix}/${account}/${id}`, Arn: arn('sqs', id), QueueName: id, QueueUrl: `https://sqs.${region}.${urlSuffix}/${account}/${id}` },
-      'AWS::DynamoDB::Table': { Ref: id, Arn: arn('dynamodb', `table/${id}`), StreamArn: arn('dynamodb', `table/${id}/stream/1970-01-01T00:00:00.000`) },
+      'AWS::SQS::Queue': {
+        Ref: `https://sqs.${region}.${urlSuffix}/${account}/${id}`,
+        Arn: arn('sqs', id),
+        QueueName: id,
+        QueueUrl: `https://sqs.${region}.${urlSuffix}/${account}/${id}`,
+      },
+      'AWS::DynamoDB::Table': {
+        Ref: id,
+        Arn: arn('dynamodb', `table/${id}`),
+        StreamArn: arn('dynamodb', `table/${id}/stream/1970-01-01T00:00:00.000`),
+      },
       'AWS::Events::EventBus': { Ref: id, Name: id, Arn: arn('events', `event-bus/${id}`) },
       'AWS::StepFunctions::StateMachine': {
         Ref: arn('states', `stateMachine:${stateMachineName}`),
@@ -296,13 +311,17 @@ class IntrinsicResolver {
         Name: stateMachineName,
       },
       'AWS::S3::Bucket': { Ref: bucketName, Arn: `arn:${partition}:s3:::${bucketName}`, DomainName: `${bucketName}.s3.${urlSuffix}` },
-      'AWS::SecretsManager::Secret': { Ref: arn('secretsmanager', `secret:${id}-AbCdEf`), Id: arn('secretsmanager', `secret:${id}-AbCdEf`) },
+      'AWS::SecretsManager::Secret': {
+        Ref: arn('secretsmanager', `secret:${id}-AbCdEf`),
+        Id: arn('secretsmanager', `secret:${id}-AbCdEf`),
+      },
       'AWS::Logs::LogGroup': { Ref: id, Arn: arn('logs', `log-group:${id}:*`) },
       'AWS::IAM::Role': { Ref: id, Arn: arn('iam', `role/${id}`, false), RoleId: `AROA${id.toUpperCase().slice(0, 17)}` },
       'AWS::SNS::Topic': { Ref: arn('sns', id), TopicArn: arn('sns', id), TopicName: id },
     };
     const value = values[resource.Type]?.[attribute];
-    if (value === undefined) throw new Error(`cannot fake ${attribute === 'Ref' ? 'Ref' : `Fn::GetAtt ${attribute}`} of ${resource.Type} "${id}"`);
+    if (value === undefined)
+      throw new Error(`cannot fake ${attribute === 'Ref' ? 'Ref' : `Fn::GetAtt ${attribute}`} of ${resource.Type} "${id}"`);
     return value;
   }
 }

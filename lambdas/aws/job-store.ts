@@ -1,14 +1,6 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import {
-  CANCEL_REASON,
-  JOB_STATUS,
-  JOB_TABLE,
-  STATUS_RANK,
-  TERMINAL_RANK,
-  UPSTREAM_CANCEL,
-  type JobStatus,
-} from '../contract/constants';
+import { CANCEL_REASON, JOB_STATUS, JOB_TABLE, STATUS_RANK, TERMINAL_RANK, UPSTREAM_CANCEL, type JobStatus } from '../contract/constants';
 import type { JobRecord, NewJob, PollIncident, RejectedJob, StatusFields } from '../contract/job-record';
 
 export interface StatusUpdate {
@@ -25,9 +17,13 @@ export interface StatusUpdate {
   readonly now: string;
 }
 
-export type ClaimResult = { readonly kind: 'claimed'; readonly record: JobRecord } | { readonly kind: 'exists'; readonly record: JobRecord };
+export type ClaimResult =
+  | { readonly kind: 'claimed'; readonly record: JobRecord }
+  | { readonly kind: 'exists'; readonly record: JobRecord };
 
-export type UpdateResult = { readonly applied: true; readonly record: JobRecord } | { readonly applied: false; readonly record: JobRecord | undefined };
+export type UpdateResult =
+  | { readonly applied: true; readonly record: JobRecord }
+  | { readonly applied: false; readonly record: JobRecord | undefined };
 
 /**
  * All reads and writes of the job table. Every write is conditional so that duplicate
@@ -67,7 +63,13 @@ export class JobStore {
    * Takes over an expired claim (the previous claimant died before saving an execution id).
    * Succeeds for exactly one caller.
    */
-  async takeOverClaim(jobId: string, previousExpiresAt: number | undefined, newExpiresAt: number, now: string, claimToken?: string): Promise<JobRecord | undefined> {
+  async takeOverClaim(
+    jobId: string,
+    previousExpiresAt: number | undefined,
+    newExpiresAt: number,
+    now: string,
+    claimToken?: string,
+  ): Promise<JobRecord | undefined> {
     return this.conditionalUpdate(
       jobId,
       { claim_expires_at: newExpiresAt, updated_at: now, ...(claimToken === undefined ? {} : { claim_token: claimToken }) },
@@ -110,7 +112,12 @@ export class JobStore {
         Key: { job_id: jobId },
         UpdateExpression: 'SET #arn = if_not_exists(#arn, :arn), #updated_at = :now, #version = #version + :one',
         ConditionExpression: 'attribute_exists(#job_id)',
-        ExpressionAttributeNames: { '#arn': 'state_machine_execution_arn', '#updated_at': 'updated_at', '#version': 'version', '#job_id': 'job_id' },
+        ExpressionAttributeNames: {
+          '#arn': 'state_machine_execution_arn',
+          '#updated_at': 'updated_at',
+          '#version': 'version',
+          '#job_id': 'job_id',
+        },
         ExpressionAttributeValues: { ':arn': executionArn, ':now': now, ':one': 1 },
       }),
     );
@@ -138,9 +145,14 @@ export class JobStore {
     }
     // A cancellation of a job a producer asked to cancel is that producer's, whoever records it.
     const expressions: Record<string, (value: string) => string> =
-      update.status === JOB_STATUS.CANCELLED && set.cancel_reason !== undefined ? { cancel_reason: (value) => `if_not_exists(#requested_cancel_reason, ${value})` } : {};
-    if (update.pendingCancels !== undefined && update.pendingCancels.length > 0) set[JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY] = JOB_TABLE.PENDING_CANCEL_VALUE;
-    const add: Record<string, ReadonlySet<string>> = update.pendingCancels !== undefined && update.pendingCancels.length > 0 ? { pending_cancels: new Set(update.pendingCancels) } : {};
+      update.status === JOB_STATUS.CANCELLED && set.cancel_reason !== undefined
+        ? { cancel_reason: (value) => `if_not_exists(#requested_cancel_reason, ${value})` }
+        : {};
+    if (update.pendingCancels !== undefined && update.pendingCancels.length > 0)
+      set[JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY] = JOB_TABLE.PENDING_CANCEL_VALUE;
+    const add: Record<string, ReadonlySet<string>> = update.pendingCancels !== undefined && update.pendingCancels.length > 0
+      ? { pending_cancels: new Set(update.pendingCancels) }
+      : {};
     const record = await this.conditionalUpdate(jobId, set, conditions.join(' AND '), values, expressions, add);
     return record ? { applied: true, record } : { applied: false, record: await this.get(jobId) };
   }
@@ -250,7 +262,9 @@ export class JobStore {
     const record =
       incident === null
         ? await this.conditionalUpdate(jobId, { incident: null }, 'attribute_exists(#job_id)', {})
-        : await this.conditionalUpdate(jobId, { incident, updated_at: now }, 'attribute_exists(#job_id) AND #status_rank < :terminal', { ':terminal': TERMINAL_RANK });
+        : await this.conditionalUpdate(jobId, { incident, updated_at: now }, 'attribute_exists(#job_id) AND #status_rank < :terminal', {
+            ':terminal': TERMINAL_RANK,
+          });
     return record !== undefined;
   }
 
@@ -314,7 +328,12 @@ export class JobStore {
 
   /** Pages through the status index, collecting job ids (oldest updates first), at most `limit`. */
   private async queryStatusIndex(
-    query: { KeyConditionExpression: string; FilterExpression: string; ExpressionAttributeNames: Record<string, string>; ExpressionAttributeValues: Record<string, unknown> },
+    query: {
+      KeyConditionExpression: string;
+      FilterExpression: string;
+      ExpressionAttributeNames: Record<string, string>;
+      ExpressionAttributeValues: Record<string, unknown>;
+    },
     limit: number,
   ): Promise<string[]> {
     const ids: string[] = [];
@@ -325,7 +344,11 @@ export class JobStore {
           TableName: this.tableName,
           IndexName: JOB_TABLE.STATUS_INDEX,
           ...query,
-          ExpressionAttributeNames: { ...query.ExpressionAttributeNames, '#status': JOB_TABLE.STATUS_INDEX_PARTITION_KEY, '#job_id': JOB_TABLE.PARTITION_KEY },
+          ExpressionAttributeNames: {
+            ...query.ExpressionAttributeNames,
+            '#status': JOB_TABLE.STATUS_INDEX_PARTITION_KEY,
+            '#job_id': JOB_TABLE.PARTITION_KEY,
+          },
           ProjectionExpression: '#job_id',
           ...(startKey === undefined ? {} : { ExclusiveStartKey: startKey }),
         }),
@@ -360,7 +383,13 @@ export class JobStore {
    * record, so that the job's start, when it comes, never reaches Waterflai. Returns false
    * when a record for the job id exists.
    */
-  async createTombstone(job: { job_id: string; source_message_id: string; delivery: 'sqs' | 'eventbridge'; at: string; expires_at: number }): Promise<boolean> {
+  async createTombstone(job: {
+    job_id: string;
+    source_message_id: string;
+    delivery: 'sqs' | 'eventbridge';
+    at: string;
+    expires_at: number;
+  }): Promise<boolean> {
     return this.putIfAbsent({
       job_id: job.job_id,
       status: JOB_STATUS.CANCELLED,

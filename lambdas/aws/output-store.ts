@@ -63,7 +63,8 @@ export async function placeOutput(
   outputBytes: number | undefined,
 ): Promise<StatusFields> {
   const { outputs, maxInlineOutputBytes } = placement;
-  if (status !== JOB_STATUS.COMPLETED || outputs === undefined || outputBytes === undefined || outputBytes <= maxInlineOutputBytes) return fields;
+  if (status !== JOB_STATUS.COMPLETED || outputs === undefined || outputBytes === undefined || outputBytes <= maxInlineOutputBytes)
+    return fields;
   const { final_output: output, ...rest } = fields;
   const location = await outputs.put(job.job_id, job.execution_id, JSON.stringify(output ?? null));
   return { ...rest, output_location: location };

@@ -38,7 +38,9 @@ export const jobRequestSchema = z
       .describe('The Waterflai chatbot (chatflow or workflow) to run. Letters, digits, _ and - (max 128).'),
     input_data: z
       .record(z.string(), z.unknown())
-      .describe(`Sent to Waterflai as is. A JSON object, at most ${JOB_REQUEST_LIMITS.MAX_INPUT_DATA_BYTES} bytes and ${JOB_REQUEST_LIMITS.MAX_INPUT_DATA_DEPTH} levels deep.`),
+      .describe(
+        `Sent to Waterflai as is. A JSON object, at most ${JOB_REQUEST_LIMITS.MAX_INPUT_DATA_BYTES} bytes and ${JOB_REQUEST_LIMITS.MAX_INPUT_DATA_DEPTH} levels deep.`,
+      ),
     metadata: z
       .record(z.string(), z.unknown())
       .optional()
@@ -104,7 +106,8 @@ const MAX_ERROR_MESSAGE_LENGTH = 300;
  */
 export function parseJobMessage(body: string, messageId: string): JobRequest {
   const message = parseIntakeMessage(body, messageId);
-  if (message.kind !== 'start') throw new InvalidMessageError('expected a job request, got a cancel request', { jobId: message.job_id, delivery: message.delivery });
+  if (message.kind !== 'start')
+    throw new InvalidMessageError('expected a job request, got a cancel request', { jobId: message.job_id, delivery: message.delivery });
   return message.request;
 }
 
@@ -150,7 +153,10 @@ export function parseIntakeMessage(body: string, messageId: string): IntakeMessa
   if (request.action === CANCEL_ACTION) {
     const cancel = cancelRequestSchema.safeParse(request);
     if (!cancel.success) {
-      throw new InvalidMessageError(`invalid cancel request: ${formatIssues(cancel.error)}`, { ...optional('jobId', jobIdOf(request, undefined)), delivery });
+      throw new InvalidMessageError(`invalid cancel request: ${formatIssues(cancel.error)}`, {
+        ...optional('jobId', jobIdOf(request, undefined)),
+        delivery,
+      });
     }
     return { kind: 'cancel', job_id: cancel.data.job_id, delivery };
   }

@@ -10,7 +10,10 @@ export const outcomeDetailSchema = z
     chatbot_id: z.string().nullable().describe('Null only when a rejected message carried no valid chatbot_id.'),
     execution_id: z.string().nullable().describe('The Waterflai execution id; null when the job never reached Waterflai.'),
     status: z.enum([JOB_STATUS.COMPLETED, JOB_STATUS.FAILED, JOB_STATUS.CANCELLED]),
-    final_output: z.unknown().optional().describe("COMPLETED only: the execution's final output, when it fits inline (else see output_location)."),
+    final_output: z
+      .unknown()
+      .optional()
+      .describe("COMPLETED only: the execution's final output, when it fits inline (else see output_location)."),
     output_location: z
       .object({
         bucket: z.string(),
@@ -27,7 +30,9 @@ export const outcomeDetailSchema = z
     reason: z
       .enum([CANCEL_REASON.REQUESTED, CANCEL_REASON.REMOTE, CANCEL_REASON.STOPPED])
       .optional()
-      .describe('CANCELLED only: requested (a producer sent a cancel request), remote (cancelled in Waterflai), stopped (an operator stopped the execution).'),
+      .describe(
+        'CANCELLED only: requested (a producer sent a cancel request), remote (cancelled in Waterflai), stopped (an operator stopped the execution).',
+      ),
     upstream_cancel: z
       .enum([UPSTREAM_CANCEL.CONFIRMED, UPSTREAM_CANCEL.UNCONFIRMED])
       .optional()
@@ -35,7 +40,7 @@ export const outcomeDetailSchema = z
         'Present when the orchestrator ended the job while its Waterflai execution could still run (deadline, given-up polling, stop, cancel request): ' +
           'confirmed (Waterflai confirmed the cancellation, or the execution was gone) or unconfirmed (every attempt failed; the sweeper keeps trying to cancel it).',
       ),
-    metadata: z.record(z.string(), z.unknown()).describe('The job request\'s metadata, passed through.'),
+    metadata: z.record(z.string(), z.unknown()).describe("The job request's metadata, passed through."),
     accepted_at: z.string().describe('When the orchestrator accepted the job (ISO 8601).'),
     started_at: z.string().nullable().describe('When Waterflai started running it, if known.'),
     finished_at: z.string().describe('When the orchestrator recorded the outcome.'),

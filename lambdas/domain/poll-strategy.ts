@@ -39,7 +39,9 @@ export function nextPollSeconds(settings: FixedIntervalSettings, observation: Po
 /** `wait` raised to a (capped, sanitised) Retry-After; a whole number of at least 1. */
 export function honourRetryAfter(wait: number, retryAfterSeconds: number | undefined): number {
   const retryAfter =
-    retryAfterSeconds === undefined || Number.isNaN(retryAfterSeconds) ? 0 : Math.min(Math.ceil(retryAfterSeconds), MAX_RETRY_AFTER_SECONDS);
+    retryAfterSeconds === undefined || Number.isNaN(retryAfterSeconds)
+      ? 0
+      : Math.min(Math.ceil(retryAfterSeconds), MAX_RETRY_AFTER_SECONDS);
   const whole = Number.isFinite(wait) ? Math.ceil(wait) : 1;
   return Math.max(1, whole, retryAfter);
 }
@@ -182,7 +184,11 @@ export function fixedIntervalStrategy(settings: FixedIntervalSettings, name = `f
     name,
     firstWaitSeconds: () => nextPollSeconds(settings),
     observe: (memory) => ({ ...memory }),
-    plan: (memory, context) => ({ memory: { ...memory }, listenSeconds: 0, waitSeconds: nextPollSeconds(settings, { retryAfterSeconds: context.retryAfterSeconds }) }),
+    plan: (memory, context) => ({
+      memory: { ...memory },
+      listenSeconds: 0,
+      waitSeconds: nextPollSeconds(settings, { retryAfterSeconds: context.retryAfterSeconds }),
+    }),
     keepListening: () => false,
     streamFailed: (memory) => ({ ...memory }),
     streamWorked: (memory) => ({ ...memory }),
@@ -215,7 +221,11 @@ export function exponentialStrategy(settings: ExponentialSettings = DEFAULT_EXPO
     name,
     firstWaitSeconds: (random) => draw(0, random),
     observe: (memory) => ({ ...memory }),
-    plan: (memory, context) => ({ memory: { ...memory }, listenSeconds: 0, waitSeconds: honourRetryAfter(draw(context.pollCount, context.random), context.retryAfterSeconds) }),
+    plan: (memory, context) => ({
+      memory: { ...memory },
+      listenSeconds: 0,
+      waitSeconds: honourRetryAfter(draw(context.pollCount, context.random), context.retryAfterSeconds),
+    }),
     keepListening: () => false,
     streamFailed: (memory) => ({ ...memory }),
     streamWorked: (memory) => ({ ...memory }),
@@ -305,10 +315,23 @@ export const DEFAULT_ADAPTIVE_SETTINGS: AdaptiveSettings = {
 /** Checks adaptive settings once and says what is wrong. */
 export function validateAdaptiveSettings(settings: AdaptiveSettings): AdaptiveSettings {
   validatePollSettings(settings);
-  const positive: Array<keyof AdaptiveSettings> = ['spread', 'firstStepShare', 'nodeSafety', 'fraction', 'listenLeadSeconds', 'minListenSeconds', 'pollOnlyFraction', 'blindFraction', 'streamBackoffSeconds', 'budgetPerHour', 'budgetBurst'];
+  const positive: Array<keyof AdaptiveSettings> = [
+    'spread',
+    'firstStepShare',
+    'nodeSafety',
+    'fraction',
+    'listenLeadSeconds',
+    'minListenSeconds',
+    'pollOnlyFraction',
+    'blindFraction',
+    'streamBackoffSeconds',
+    'budgetPerHour',
+    'budgetBurst',
+  ];
   for (const name of positive) {
     const value = settings[name];
-    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new RangeError(`adaptive setting ${name} must be a positive number, got ${String(value)}`);
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)
+      throw new RangeError(`adaptive setting ${name} must be a positive number, got ${String(value)}`);
   }
   for (const name of ['trend', 'blindListenSeconds', 'stallShare'] as const) {
     const value = settings[name];
@@ -432,7 +455,8 @@ function observeJob(memory: StrategyMemory, observation: JobObservation): Strate
   const node = observation.currentNode;
   if (typeof node === 'string' && node.length > 0) {
     const hash = fnv1a(node);
-    if (next.h !== undefined && hash !== next.h && next.s !== undefined) next.c = [round1(Math.max(changedAt, next.s)), Math.min((next.c?.[1] ?? 0) + 1, 1_000_000)];
+    if (next.h !== undefined && hash !== next.h && next.s !== undefined)
+      next.c = [round1(Math.max(changedAt, next.s)), Math.min((next.c?.[1] ?? 0) + 1, 1_000_000)];
     next.h = hash;
   }
   const percent = progressPercent(observation);
@@ -449,7 +473,8 @@ function observeJob(memory: StrategyMemory, observation: JobObservation): Strate
   }
   if (rounded <= last[1]) return next;
   // The pace of the step that ends at `last` (from the run start for the first change).
-  const pace = next.a !== undefined ? (middle(last) - middle(next.a)) / (last[1] - next.a[1]) : (middle(last) - (next.s ?? middle(last))) / last[1];
+  const pace =
+    next.a !== undefined ? (middle(last) - middle(next.a)) / (last[1] - next.a[1]) : (middle(last) - (next.s ?? middle(last))) / last[1];
   if (Number.isFinite(pace) && pace > 0) next.g = round3(pace);
   next.a = last;
   next.b = [Math.max(earliest, last[0]), rounded, latest];
@@ -472,7 +497,11 @@ function safetyFor(settings: Pick<AdaptiveSettings, 'spread'>, steps: number): n
  * Earliest plausible end (`lo`) and central estimate (`mid`) of the seconds left at `now`,
  * or undefined when there is nothing to estimate from.
  */
-export function remainingEstimate(settings: Pick<AdaptiveSettings, 'spread' | 'trend' | 'nodeSafety' | 'firstStepShare' | 'stallShare'>, memory: StrategyMemory, now: number): { lo: number; mid: number } | undefined {
+export function remainingEstimate(
+  settings: Pick<AdaptiveSettings, 'spread' | 'trend' | 'nodeSafety' | 'firstStepShare' | 'stallShare'>,
+  memory: StrategyMemory,
+  now: number,
+): { lo: number; mid: number } | undefined {
   const start = memory.s;
   if (start === undefined || !isJobTime(now)) return undefined;
   const running = Math.max(0, now - start);
@@ -541,7 +570,8 @@ function nextPollAllowedAt(settings: AdaptiveSettings, memory: StrategyMemory): 
 
 /** The memory with this poll's token taken from the history budget. */
 function spendToken(settings: AdaptiveSettings, memory: StrategyMemory, now: number): StrategyMemory {
-  const [tokens, at] = memory.k !== undefined && Number.isFinite(memory.k[0]) && isJobTime(memory.k[1]) ? memory.k : [settings.budgetBurst, now];
+  const [tokens, at] =
+    memory.k !== undefined && Number.isFinite(memory.k[0]) && isJobTime(memory.k[1]) ? memory.k : [settings.budgetBurst, now];
   const refilled = Math.min(settings.budgetBurst, tokens + (settings.budgetPerHour * Math.max(0, now - at)) / 3600);
   // Rounded towards fewer tokens (count down, date up) so the rounding never adds a poll.
   return { ...memory, k: [Math.floor((refilled - 1) * 1000) / 1000 + 0, Math.ceil(now * 10) / 10 + 0] };
@@ -562,7 +592,8 @@ function planAdaptive(settings: AdaptiveSettings, given: StrategyMemory, context
   const allowedAt = nextPollAllowedAt(settings, memory);
   const streamOff = context.stream === 'off' || (memory.x !== undefined && now < memory.x);
   const maxListen = Number.isFinite(context.maxListenSeconds) ? Math.max(0, Math.floor(context.maxListenSeconds)) : 0;
-  const mayListenNow = context.stream === 'available' && !streamOff && retryAfterSeconds === undefined && maxListen >= settings.minListenSeconds;
+  const mayListenNow =
+    context.stream === 'available' && !streamOff && retryAfterSeconds === undefined && maxListen >= settings.minListenSeconds;
   const far = farWait(settings, memory, now);
   const sleep = Math.min(far.sleep, settings.maxSeconds);
   if (mayListenNow) {

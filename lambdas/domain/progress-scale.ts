@@ -38,8 +38,15 @@ export interface ProgressSample {
 const EPSILON = 1e-9;
 
 /** The sample of a status read (`GET /v1/executions/{id}`). */
-export function progressSampleOf(execution: Pick<ExecutionStatus, 'progress' | 'completed_nodes' | 'total_nodes' | 'status'>): ProgressSample {
-  return { progress: execution.progress, completedNodes: execution.completed_nodes, totalNodes: execution.total_nodes, status: execution.status };
+export function progressSampleOf(
+  execution: Pick<ExecutionStatus, 'progress' | 'completed_nodes' | 'total_nodes' | 'status'>,
+): ProgressSample {
+  return {
+    progress: execution.progress,
+    completedNodes: execution.completed_nodes,
+    totalNodes: execution.total_nodes,
+    status: execution.status,
+  };
 }
 
 /**
@@ -54,7 +61,16 @@ export function progressSampleOf(execution: Pick<ExecutionStatus, 'progress' | '
  * correct it), while a wrong fraction is corrected by the first value above 1.
  */
 function byNodeCounts(progress: number, completed: number | null, total: number | null): ProgressScale | 'no-counts' | undefined {
-  if (completed === null || total === null || !Number.isFinite(completed) || !Number.isFinite(total) || total <= 0 || completed < 0 || completed > total) return 'no-counts';
+  if (
+    completed === null ||
+    total === null ||
+    !Number.isFinite(completed) ||
+    !Number.isFinite(total) ||
+    total <= 0 ||
+    completed < 0 ||
+    completed > total
+  )
+    return 'no-counts';
   const share = completed / total;
   const node = 1 / total;
   const fractionMiss = Math.abs(progress - share);
@@ -142,7 +158,10 @@ export function toPercent(progress: number | null, scale: ProgressScale | undefi
 }
 
 /** Both steps at once: the scale after `sample`, and its progress as a percent under that scale. */
-export function readProgress(previous: ProgressScale | undefined, sample: ProgressSample): { readonly scale: ProgressScale | undefined; readonly percent: number | null } {
+export function readProgress(
+  previous: ProgressScale | undefined,
+  sample: ProgressSample,
+): { readonly scale: ProgressScale | undefined; readonly percent: number | null } {
   const scale = inferProgressScale(previous, sample);
   return { scale, percent: toPercent(sample.progress, scale) };
 }

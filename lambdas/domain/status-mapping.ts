@@ -34,7 +34,12 @@ export interface MappedStatus {
  * A COMPLETED execution without an output whose `cleanup_after` has passed settles FAILED
  * with `OUTPUT_EXPIRED`: Waterflai already deleted the result.
  */
-export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: string, maxOutputBytes: number, progressScale?: ProgressScale): MappedStatus {
+export function mapExecutionStatus(
+  execution: ExecutionStatus,
+  finishedAt: string,
+  maxOutputBytes: number,
+  progressScale?: ProgressScale,
+): MappedStatus {
   const percent = toPercent(execution.progress, progressScale);
   const progressFields: StatusFields = {
     progress: percent === null ? null : Math.round(percent * 100) / 100,
@@ -58,19 +63,35 @@ export function mapExecutionStatus(execution: ExecutionStatus, finishedAt: strin
       const output = execution.final_output === undefined ? null : execution.final_output;
       const depth = jsonDepth(output);
       if (depth > MAX_OUTPUT_DEPTH) {
-        return failed(ERROR_CODE.OUTPUT_TOO_LARGE, `the execution completed but its final_output is nested ${depth} levels deep, over the limit of ${MAX_OUTPUT_DEPTH}`);
+        return failed(
+          ERROR_CODE.OUTPUT_TOO_LARGE,
+          `the execution completed but its final_output is nested ${depth} levels deep, over the limit of ${MAX_OUTPUT_DEPTH}`,
+        );
       }
       if (output === null && execution.cleanup_after !== null && Date.parse(execution.cleanup_after) <= Date.parse(finishedAt)) {
-        return failed(ERROR_CODE.OUTPUT_EXPIRED, `the execution completed but Waterflai already cleaned up its output (cleanup_after ${execution.cleanup_after})`);
+        return failed(
+          ERROR_CODE.OUTPUT_EXPIRED,
+          `the execution completed but Waterflai already cleaned up its output (cleanup_after ${execution.cleanup_after})`,
+        );
       }
       const bytes = Buffer.byteLength(JSON.stringify(output) ?? 'null', 'utf8');
       if (bytes > maxOutputBytes) {
-        return failed(ERROR_CODE.OUTPUT_TOO_LARGE, `the execution completed but its final_output is ${bytes} bytes, over the ${maxOutputBytes} byte limit`);
+        return failed(
+          ERROR_CODE.OUTPUT_TOO_LARGE,
+          `the execution completed but its final_output is ${bytes} bytes, over the ${maxOutputBytes} byte limit`,
+        );
       }
-      return { status: JOB_STATUS.COMPLETED, fields: { ...progressFields, finished_at: finishedAt, final_output: output }, outputBytes: bytes };
+      return {
+        status: JOB_STATUS.COMPLETED,
+        fields: { ...progressFields, finished_at: finishedAt, final_output: output },
+        outputBytes: bytes,
+      };
     }
     case 'FAILED':
-      return failed(ERROR_CODE.EXECUTION_FAILED, execution.error_message ?? 'Waterflai reported the execution as FAILED without an error message');
+      return failed(
+        ERROR_CODE.EXECUTION_FAILED,
+        execution.error_message ?? 'Waterflai reported the execution as FAILED without an error message',
+      );
     case 'CANCELLED':
       return { status: JOB_STATUS.CANCELLED, fields: { ...progressFields, finished_at: finishedAt, cancel_reason: CANCEL_REASON.REMOTE } };
   }

@@ -55,7 +55,11 @@ const FINISHED_STATUSES: ReadonlySet<string> = new Set([WATERFLAI_STATUS.COMPLET
  * Never throws for Waterflai trouble: after the last attempt the outcome is `unconfirmed`
  * with the last reason, and the caller makes sure someone keeps trying (the sweeper).
  */
-export async function cancelAndConfirm(waterflai: UpstreamExecutions, executionId: string, options: CancelAndConfirmOptions): Promise<CancelOutcome> {
+export async function cancelAndConfirm(
+  waterflai: UpstreamExecutions,
+  executionId: string,
+  options: CancelAndConfirmOptions,
+): Promise<CancelOutcome> {
   const delays = options.delaysMs ?? CANCEL_RETRY_DELAYS_MS;
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
   const timeout = (): { timeoutMs: number } => ({ timeoutMs: requestTimeoutFor(options.remainingMs()) });

@@ -58,7 +58,6 @@ export interface PollState {
   readonly deadline_cancel_rounds?: number;
 }
 
-
 /** The error the state machine's Catch puts at `$.error` before the failure-recording step. */
 export interface CaughtError {
   readonly Error: string;

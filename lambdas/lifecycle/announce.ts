@@ -12,7 +12,12 @@ import type { OutcomePublisher } from '../aws/outcome-publisher';
  *
  * @returns the outcome's event id
  */
-export async function announceOutcome(store: JobStore, publisher: OutcomePublisher, record: JobRecord, now: () => number = Date.now): Promise<string> {
+export async function announceOutcome(
+  store: JobStore,
+  publisher: OutcomePublisher,
+  record: JobRecord,
+  now: () => number = Date.now,
+): Promise<string> {
   if (!isSettled(record)) throw new Error(`job ${record.job_id} is not settled (status ${record.status})`);
   const event = buildOutcomeEvent(record);
   if (record.event_published_at === undefined) {

@@ -42,7 +42,12 @@ const DEFAULT_PLACEMENT: OutputPlacement = { maxInlineOutputBytes: 64 * 1024 };
  *
  * @returns the record as it ends up, or undefined when the job has no record
  */
-export async function settleFromOutside(deps: OutsideSettlerDeps, jobId: string, status: JobStatus, fields: StatusFields): Promise<JobRecord | undefined> {
+export async function settleFromOutside(
+  deps: OutsideSettlerDeps,
+  jobId: string,
+  status: JobStatus,
+  fields: StatusFields,
+): Promise<JobRecord | undefined> {
   const { store, publisher, logger } = deps;
   const now = deps.now ?? Date.now;
   const record = await store.get(jobId);
@@ -58,7 +63,12 @@ export async function settleFromOutside(deps: OutsideSettlerDeps, jobId: string,
   }
   const at = new Date(now()).toISOString();
   const result = await store.applyStatus(jobId, { ...update, fields: { finished_at: at, ...update.fields }, now: at });
-  logger.warn('job settled from outside its poll loop', { job_id: jobId, status: result.record?.status, applied: result.applied, upstream_cancel: update.fields.upstream_cancel });
+  logger.warn('job settled from outside its poll loop', {
+    job_id: jobId,
+    status: result.record?.status,
+    applied: result.applied,
+    upstream_cancel: update.fields.upstream_cancel,
+  });
   if (result.record === undefined) return undefined;
   const started = result.record.execution_id;
   if (result.applied && started !== undefined && started !== record.execution_id) {
@@ -94,7 +104,11 @@ async function settlement(
   fields: StatusFields,
 ): Promise<{ status: JobStatus; fields: StatusFields; pendingCancels?: readonly string[] }> {
   if (outcome.kind === 'unconfirmed') {
-    deps.logger.error('could not confirm the cancellation of the execution; the sweeper keeps trying', { job_id: record.job_id, execution_id: executionId, reason: outcome.reason });
+    deps.logger.error('could not confirm the cancellation of the execution; the sweeper keeps trying', {
+      job_id: record.job_id,
+      execution_id: executionId,
+      reason: outcome.reason,
+    });
     return { status, fields: { ...fields, upstream_cancel: UPSTREAM_CANCEL.UNCONFIRMED }, pendingCancels: [executionId] };
   }
   if (outcome.kind === 'finished' && outcome.execution.known_status !== 'CANCELLED') {
@@ -104,7 +118,16 @@ async function settlement(
     if (mapped.status === JOB_STATUS.COMPLETED || mapped.status === JOB_STATUS.FAILED) {
       deps.logger.info('the execution had finished: recording what happened upstream', { job_id: record.job_id, status: mapped.status });
       try {
-        return { status: mapped.status, fields: await placeOutput(placement, { job_id: record.job_id, execution_id: executionId }, mapped.status, mapped.fields, mapped.outputBytes) };
+        return {
+          status: mapped.status,
+          fields: await placeOutput(
+            placement,
+            { job_id: record.job_id, execution_id: executionId },
+            mapped.status,
+            mapped.fields,
+            mapped.outputBytes,
+          ),
+        };
       } catch (error) {
         deps.logger.error('could not store the output of a finished execution', { job_id: record.job_id, error: describeError(error) });
         throw error;

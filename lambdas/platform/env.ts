@@ -58,6 +58,8 @@ export function readPollSettings(env: Env = process.env): FixedIntervalSettings 
     return validatePollSettings(settings);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new ConfigurationError(`${ENV.POLL_INTERVAL_SECONDS}/${ENV.POLL_MIN_SECONDS}/${ENV.POLL_MAX_SECONDS} are inconsistent: ${reason}`);
+    throw new ConfigurationError(
+      `${ENV.POLL_INTERVAL_SECONDS}/${ENV.POLL_MIN_SECONDS}/${ENV.POLL_MAX_SECONDS} are inconsistent: ${reason}`,
+    );
   }
 }

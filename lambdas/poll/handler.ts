@@ -38,7 +38,8 @@ const stream: ExecutionStreamListener = {
  * stream misbehaves in some deployment. Set it through `functionProps.environment`.
  */
 const strategyName = process.env.POLL_STRATEGY?.trim() || 'adaptive';
-if (strategyName !== 'adaptive' && strategyName !== 'fixed') throw new ConfigurationError(`environment variable POLL_STRATEGY must be adaptive or fixed, got "${strategyName}"`);
+if (strategyName !== 'adaptive' && strategyName !== 'fixed')
+  throw new ConfigurationError(`environment variable POLL_STRATEGY must be adaptive or fixed, got "${strategyName}"`);
 
 const poller = new JobPoller({
   store: new JobStore(dynamoDocumentClient(), requireEnv(ENV.JOB_TABLE_NAME)),

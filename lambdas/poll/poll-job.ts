@@ -1,14 +1,33 @@
 import { backoffSeconds } from '../domain/backoff';
 import { describeCaughtError } from '../domain/caught-error';
 import { ERROR_CODE, isTerminalStatus, JOB_STATUS, UPSTREAM_CANCEL, type JobStatus } from '../contract/constants';
-import { ConfigurationError, describeError, isRetryable, isTransientAwsError, TransientPollError, WaterflaiHttpError } from '../contract/errors';
+import {
+  ConfigurationError,
+  describeError,
+  isRetryable,
+  isTransientAwsError,
+  TransientPollError,
+  WaterflaiHttpError,
+} from '../contract/errors';
 import { executionNameForGeneration } from '../contract/identifiers';
 import { isSettled, type StatusFields } from '../contract/job-record';
 import type { JobStore, UpdateResult } from '../aws/job-store';
 import type { AppLogger } from '../platform/logger';
 import { acceptedOutputBytes, placeOutput, type OutputStore } from '../aws/output-store';
-import { DEFAULT_STREAM_RESERVE_MS, listenBudgetSeconds, type ListenOutcome, type ListenResult, type StreamProgress } from '../waterflai/stream';
-import { fixedIntervalStrategy, type JobObservation, type PollStrategy, type StrategyMemory, type StreamState } from '../domain/poll-strategy';
+import {
+  DEFAULT_STREAM_RESERVE_MS,
+  listenBudgetSeconds,
+  type ListenOutcome,
+  type ListenResult,
+  type StreamProgress,
+} from '../waterflai/stream';
+import {
+  fixedIntervalStrategy,
+  type JobObservation,
+  type PollStrategy,
+  type StrategyMemory,
+  type StreamState,
+} from '../domain/poll-strategy';
 import { MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings } from '../contract/settings';
 import { inferProgressScale, progressSampleOf, toPercent, type ProgressScale } from '../domain/progress-scale';
 import { mapExecutionStatus } from '../domain/status-mapping';
@@ -116,7 +135,8 @@ export function readTimeScale(env: Readonly<Record<string, string | undefined>> 
   const raw = env[LOCAL_TIME_SCALE_ENV];
   if (raw === undefined || raw.trim() === '') return 1;
   const value = /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!(value >= 0.001 && value <= 100)) throw new ConfigurationError(`environment variable ${LOCAL_TIME_SCALE_ENV} must be a number from 0.001 to 100, got "${raw}"`);
+  if (!(value >= 0.001 && value <= 100))
+    throw new ConfigurationError(`environment variable ${LOCAL_TIME_SCALE_ENV} must be a number from 0.001 to 100, got "${raw}"`);
   return value;
 }
 
@@ -135,7 +155,6 @@ type ReadResult =
   | { readonly kind: 'cancel-deferred' }
   /** Waterflai could not answer (transient) or refused the key: an incident to ride out. */
   | { readonly kind: 'incident'; readonly incident: 'transient' | 'auth'; readonly error: unknown };
-
 
 /**
  * One iteration of the poll loop: ask Waterflai for the execution's status, record it when
@@ -282,7 +301,10 @@ export class JobPoller {
    */
   private listenBudget(state: PollState, remainingMs: () => number): number {
     const budgetMs = Math.min(remainingMs(), Date.parse(state.deadline_at) - this.now() + this.streamReserveMs);
-    return Math.min(listenBudgetSeconds(budgetMs, this.streamReserveMs), listenBudgetSeconds(budgetMs, this.streamReserveMs, this.timeScale));
+    return Math.min(
+      listenBudgetSeconds(budgetMs, this.streamReserveMs),
+      listenBudgetSeconds(budgetMs, this.streamReserveMs, this.timeScale),
+    );
   }
 
   /** Job time (seconds since acceptance, divided by the time scale) of a clock reading. */
@@ -304,7 +326,12 @@ export class JobPoller {
   }
 
   /** A 429: no listen, wait at least as long as asked. */
-  private rateLimited(counted: PollState, memory: StrategyMemory | undefined, retryAfterSeconds: number | undefined, stream: StreamState): Promise<PollState> {
+  private rateLimited(
+    counted: PollState,
+    memory: StrategyMemory | undefined,
+    retryAfterSeconds: number | undefined,
+    stream: StreamState,
+  ): Promise<PollState> {
     this.deps.logger.info('Waterflai asked us to slow down', { job_id: counted.job_id, retry_after_seconds: retryAfterSeconds });
     const plan = this.strategy.plan(memory, {
       now: this.jobSeconds(counted, this.now()),
@@ -328,7 +355,11 @@ export class JobPoller {
     const stream = this.deps.stream;
     let memory = start;
     if (stream === undefined) return { memory, outcome: 'unavailable', progressScale: state.progress_scale };
-    const windowMs = Math.min(seconds * 1000 * this.timeScale, remainingMs() - this.streamReserveMs, Date.parse(state.deadline_at) - this.now());
+    const windowMs = Math.min(
+      seconds * 1000 * this.timeScale,
+      remainingMs() - this.streamReserveMs,
+      Date.parse(state.deadline_at) - this.now(),
+    );
     if (!(windowMs >= 1)) return { memory, outcome: 'window', progressScale: state.progress_scale };
     const result = await stream.listen(state.execution_id, {
       windowMs,
@@ -363,7 +394,13 @@ export class JobPoller {
    * conditional, monotonic write. `compare` is the state the change is judged against;
    * `counted` carries the poll counts of this poll.
    */
-  private async read(compare: PollState, counted: PollState, remainingMs: () => number, nowMs: number = this.now(), options: { deferCancelled?: boolean } = {}): Promise<ReadResult> {
+  private async read(
+    compare: PollState,
+    counted: PollState,
+    remainingMs: () => number,
+    nowMs: number = this.now(),
+    options: { deferCancelled?: boolean } = {},
+  ): Promise<ReadResult> {
     let execution: ExecutionStatus;
     try {
       execution = await this.deps.waterflai.getExecution(compare.execution_id, { timeoutMs: requestTimeoutFor(remainingMs()) });
@@ -386,26 +423,37 @@ export class JobPoller {
       if (isPast(compare.cleanup_after, nowMs)) {
         return {
           kind: 'done',
-          state: await this.settle(counted, JOB_STATUS.FAILED, {
-            finished_at: observedAt,
-            error_code: ERROR_CODE.OUTPUT_EXPIRED,
-            error_message: `Waterflai no longer knows the execution: its result was cleaned up at ${compare.cleanup_after}`,
-          }, observedAt),
+          state: await this.settle(
+            counted,
+            JOB_STATUS.FAILED,
+            {
+              finished_at: observedAt,
+              error_code: ERROR_CODE.OUTPUT_EXPIRED,
+              error_message: `Waterflai no longer knows the execution: its result was cleaned up at ${compare.cleanup_after}`,
+            },
+            observedAt,
+          ),
         };
       }
       // Right after the start a 404 may only mean that Waterflai has not caught up yet.
       const failures = compare.incident?.failures ?? 0;
-      if (compare.upstream_seen !== true && failures < NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE) return { kind: 'incident', incident: 'transient', error };
+      if (compare.upstream_seen !== true && failures < NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE)
+        return { kind: 'incident', incident: 'transient', error };
       return {
         kind: 'done',
-        state: await this.settle(counted, JOB_STATUS.FAILED, {
-          finished_at: observedAt,
-          error_code: ERROR_CODE.EXECUTION_NOT_FOUND,
-          error_message:
-            compare.upstream_seen === true
-              ? `Waterflai no longer knows the execution although it reported it ${compare.status} before, with no cleanup due`
-              : 'Waterflai does not know the execution it accepted (404 on every status read)',
-        }, observedAt),
+        state: await this.settle(
+          counted,
+          JOB_STATUS.FAILED,
+          {
+            finished_at: observedAt,
+            error_code: ERROR_CODE.EXECUTION_NOT_FOUND,
+            error_message:
+              compare.upstream_seen === true
+                ? `Waterflai no longer knows the execution although it reported it ${compare.status} before, with no cleanup due`
+                : 'Waterflai does not know the execution it accepted (404 on every status read)',
+          },
+          observedAt,
+        ),
       };
     }
     if (error.retryable) return { kind: 'incident', incident: 'transient', error };
@@ -413,7 +461,13 @@ export class JobPoller {
   }
 
   /** Records what a status read showed (when it changed) and says what it led to. */
-  private async observe(compare: PollState, counted: PollState, execution: ExecutionStatus, nowMs: number, options: { deferCancelled?: boolean } = {}): Promise<ReadResult> {
+  private async observe(
+    compare: PollState,
+    counted: PollState,
+    execution: ExecutionStatus,
+    nowMs: number,
+    options: { deferCancelled?: boolean } = {},
+  ): Promise<ReadResult> {
     const { logger } = this.deps;
     const pollCount = counted.poll_count;
     const observedAt = new Date(nowMs).toISOString();
@@ -437,7 +491,9 @@ export class JobPoller {
 
     const result = await this.record(compare.job_id, mapped.status, { ...fields, polls: pollCount }, observedAt);
     if (result.applied) {
-      return isTerminalStatus(mapped.status) ? { kind: 'done', state: withoutNextPoll(next, counted) } : { kind: 'running', next, execution, atMs: nowMs };
+      return isTerminalStatus(mapped.status)
+        ? { kind: 'done', state: withoutNextPoll(next, counted) }
+        : { kind: 'running', next, execution, atMs: nowMs };
     }
 
     const current = result.record;
@@ -450,7 +506,13 @@ export class JobPoller {
     logger.warn('status update refused as stale', { job_id: compare.job_id, observed: mapped.status, recorded: current?.status });
     return {
       kind: 'running',
-      next: { ...withoutIncident(compare), poll_count: counted.poll_count, execution_polls: counted.execution_polls, upstream_seen: true, ...(current ? { status: current.status } : {}) },
+      next: {
+        ...withoutIncident(compare),
+        poll_count: counted.poll_count,
+        execution_polls: counted.execution_polls,
+        upstream_seen: true,
+        ...(current ? { status: current.status } : {}),
+      },
       execution,
       atMs: nowMs,
     };
@@ -461,7 +523,12 @@ export class JobPoller {
    * and poll again after a capped exponential backoff. A key still refused after the auth
    * grace period gives up (POLL_FAILED).
    */
-  private async incident(counted: PollState, previous: PollIncident | undefined, read: { incident: 'transient' | 'auth'; error: unknown }, remainingMs: () => number): Promise<PollState> {
+  private async incident(
+    counted: PollState,
+    previous: PollIncident | undefined,
+    read: { incident: 'transient' | 'auth'; error: unknown },
+    remainingMs: () => number,
+  ): Promise<PollState> {
     const { logger, store } = this.deps;
     const nowMs = this.now();
     const at = new Date(nowMs).toISOString();
@@ -480,7 +547,11 @@ export class JobPoller {
         auth_grace_seconds: this.authGraceSeconds,
         error: incident.last_error,
       });
-      return this.giveUp(counted, { Error: 'AuthGraceExpired', Cause: `Waterflai refused the API key since ${incident.since}: ${incident.last_error}` }, remainingMs);
+      return this.giveUp(
+        counted,
+        { Error: 'AuthGraceExpired', Cause: `Waterflai refused the API key since ${incident.since}: ${incident.last_error}` },
+        remainingMs,
+      );
     }
     if (!same) {
       logger.warn('upstream incident: Waterflai did not answer the status read; polling on with backoff until it does', {
@@ -490,9 +561,22 @@ export class JobPoller {
       });
       await this.note(() => store.recordIncident(counted.job_id, incident, at), counted.job_id);
     } else {
-      logger.info('upstream incident goes on', { job_id: counted.job_id, incident: incident.kind, since: incident.since, failures: incident.failures, error: incident.last_error });
+      logger.info('upstream incident goes on', {
+        job_id: counted.job_id,
+        incident: incident.kind,
+        since: incident.since,
+        failures: incident.failures,
+        error: incident.last_error,
+      });
     }
-    const wait = this.capAtDeadline(counted, backoffSeconds(incident.failures, { baseSeconds: INCIDENT_BACKOFF_BASE_SECONDS, capSeconds: this.deps.pollSettings.maxSeconds, random: this.random }));
+    const wait = this.capAtDeadline(
+      counted,
+      backoffSeconds(incident.failures, {
+        baseSeconds: INCIDENT_BACKOFF_BASE_SECONDS,
+        capSeconds: this.deps.pollSettings.maxSeconds,
+        random: this.random,
+      }),
+    );
     return this.continueLoop({ ...counted, incident, next_poll_seconds: wait });
   }
 
@@ -519,7 +603,12 @@ export class JobPoller {
   }
 
   /** A COMPLETED output over the inline limit goes to S3; the record keeps its location. */
-  private async placeOutput(state: PollState, status: JobStatus, fields: StatusFields, outputBytes: number | undefined): Promise<StatusFields> {
+  private async placeOutput(
+    state: PollState,
+    status: JobStatus,
+    fields: StatusFields,
+    outputBytes: number | undefined,
+  ): Promise<StatusFields> {
     let placed: StatusFields;
     try {
       placed = await placeOutput(this.deps, state, status, fields, outputBytes);
@@ -527,7 +616,12 @@ export class JobPoller {
       if (isTransientAwsError(error)) throw new TransientPollError(`storing the output failed: ${describeError(error)}`, { cause: error });
       throw error;
     }
-    if (placed.output_location !== undefined) this.deps.logger.info('large output stored in S3', { job_id: state.job_id, bytes: placed.output_location.size, key: placed.output_location.key });
+    if (placed.output_location !== undefined)
+      this.deps.logger.info('large output stored in S3', {
+        job_id: state.job_id,
+        bytes: placed.output_location.size,
+        key: placed.output_location.key,
+      });
     return placed;
   }
 
@@ -545,18 +639,31 @@ export class JobPoller {
     // After a round of ours, a CANCELLED is our own cancel taking effect, not a remote one.
     const read = await this.read(counted, counted, remainingMs, this.now(), { deferCancelled: rounds > 0 });
     if (read.kind === 'done') return read.state;
-    const timedOut = (upstreamCancel: (typeof UPSTREAM_CANCEL)[keyof typeof UPSTREAM_CANCEL], pendingCancels?: readonly string[]): Promise<PollState> => {
+    const timedOut = (
+      upstreamCancel: (typeof UPSTREAM_CANCEL)[keyof typeof UPSTREAM_CANCEL],
+      pendingCancels?: readonly string[],
+    ): Promise<PollState> => {
       const at = new Date(this.now()).toISOString();
-      logger.warn('job passed its deadline; cancelled upstream', { job_id: counted.job_id, deadline_at: counted.deadline_at, upstream_cancel: upstreamCancel });
-      return this.settle(counted, JOB_STATUS.FAILED, {
-        finished_at: at,
-        error_code: ERROR_CODE.TIMED_OUT,
-        error_message:
-          upstreamCancel === UPSTREAM_CANCEL.CONFIRMED
-            ? `the job did not finish by its deadline ${counted.deadline_at}; the execution was cancelled`
-            : `the job did not finish by its deadline ${counted.deadline_at}; cancelling the execution could not be confirmed yet (the sweeper keeps trying)`,
+      logger.warn('job passed its deadline; cancelled upstream', {
+        job_id: counted.job_id,
+        deadline_at: counted.deadline_at,
         upstream_cancel: upstreamCancel,
-      }, at, pendingCancels);
+      });
+      return this.settle(
+        counted,
+        JOB_STATUS.FAILED,
+        {
+          finished_at: at,
+          error_code: ERROR_CODE.TIMED_OUT,
+          error_message:
+            upstreamCancel === UPSTREAM_CANCEL.CONFIRMED
+              ? `the job did not finish by its deadline ${counted.deadline_at}; the execution was cancelled`
+              : `the job did not finish by its deadline ${counted.deadline_at}; cancelling the execution could not be confirmed yet (the sweeper keeps trying)`,
+          upstream_cancel: upstreamCancel,
+        },
+        at,
+        pendingCancels,
+      );
     };
     if (read.kind === 'cancel-deferred') return timedOut(UPSTREAM_CANCEL.CONFIRMED);
 
@@ -579,7 +686,10 @@ export class JobPoller {
       const wait = backoffSeconds(rounds + 1, { baseSeconds: INCIDENT_BACKOFF_BASE_SECONDS, capSeconds: cap, random: this.random });
       return this.continueLoop({ ...counted, deadline_cancel_rounds: rounds + 1, next_poll_seconds: wait });
     }
-    logger.error('could not confirm the cancellation of a timed-out execution; the sweeper keeps trying', { job_id: counted.job_id, execution_id: counted.execution_id });
+    logger.error('could not confirm the cancellation of a timed-out execution; the sweeper keeps trying', {
+      job_id: counted.job_id,
+      execution_id: counted.execution_id,
+    });
     return timedOut(UPSTREAM_CANCEL.UNCONFIRMED, [counted.execution_id]);
   }
 
@@ -599,13 +709,23 @@ export class JobPoller {
     }
     const confirmed = outcome.kind !== 'unconfirmed';
     const at = new Date(this.now()).toISOString();
-    this.deps.logger.warn('polling failed for good; job settled as failed', { job_id: state.job_id, error: error.Error, upstream_cancel: confirmed ? 'confirmed' : 'unconfirmed' });
-    return this.settle(counted, JOB_STATUS.FAILED, {
-      finished_at: at,
-      error_code: ERROR_CODE.POLL_FAILED,
-      error_message: describeCaughtError(error),
-      upstream_cancel: confirmed ? UPSTREAM_CANCEL.CONFIRMED : UPSTREAM_CANCEL.UNCONFIRMED,
-    }, at, confirmed ? undefined : [state.execution_id]);
+    this.deps.logger.warn('polling failed for good; job settled as failed', {
+      job_id: state.job_id,
+      error: error.Error,
+      upstream_cancel: confirmed ? 'confirmed' : 'unconfirmed',
+    });
+    return this.settle(
+      counted,
+      JOB_STATUS.FAILED,
+      {
+        finished_at: at,
+        error_code: ERROR_CODE.POLL_FAILED,
+        error_message: describeCaughtError(error),
+        upstream_cancel: confirmed ? UPSTREAM_CANCEL.CONFIRMED : UPSTREAM_CANCEL.UNCONFIRMED,
+      },
+      at,
+      confirmed ? undefined : [state.execution_id],
+    );
   }
 
   private cancel(state: PollState, remainingMs: () => number): Promise<CancelOutcome> {
@@ -617,19 +737,38 @@ export class JobPoller {
   }
 
   /** Settles the job (unless someone else did first) and returns the terminal loop state. `counted` carries this poll's counts. */
-  private async settle(counted: PollState, status: JobStatus, fields: StatusFields, at: string, pendingCancels?: readonly string[]): Promise<PollState> {
+  private async settle(
+    counted: PollState,
+    status: JobStatus,
+    fields: StatusFields,
+    at: string,
+    pendingCancels?: readonly string[],
+  ): Promise<PollState> {
     const result = await this.record(counted.job_id, status, { ...fields, polls: counted.poll_count }, at, pendingCancels);
     const settledStatus = result.record && isSettled(result.record) ? result.record.status : status;
     const { incident: _incident, deadline_cancel_rounds: _rounds, ...rest } = counted;
     return { ...rest, status: settledStatus };
   }
 
-  private async record(jobId: string, status: JobStatus, fields: StatusFields, at: string, pendingCancels?: readonly string[]): Promise<UpdateResult> {
+  private async record(
+    jobId: string,
+    status: JobStatus,
+    fields: StatusFields,
+    at: string,
+    pendingCancels?: readonly string[],
+  ): Promise<UpdateResult> {
     try {
-      return await this.deps.store.applyStatus(jobId, { status, fields, observedAt: at, now: at, ...(pendingCancels === undefined ? {} : { pendingCancels }) });
+      return await this.deps.store.applyStatus(jobId, {
+        status,
+        fields,
+        observedAt: at,
+        now: at,
+        ...(pendingCancels === undefined ? {} : { pendingCancels }),
+      });
     } catch (error) {
       // DynamoDB throttling or a 5xx that outlasted the SDK's own retries: let the state machine retry.
-      if (isTransientAwsError(error)) throw new TransientPollError(`recording the status failed: ${describeError(error)}`, { cause: error });
+      if (isTransientAwsError(error))
+        throw new TransientPollError(`recording the status failed: ${describeError(error)}`, { cause: error });
       throw error;
     }
   }
@@ -650,7 +789,8 @@ export class JobPoller {
       logger.info('handed the job over to a successor execution', { job_id: next.job_id, generation, execution_arn: arn });
     } catch (error) {
       // Throttling or a 5xx: retrying this poll starts (or finds) the same successor by name.
-      if (isTransientAwsError(error)) throw new TransientPollError(`handing over to a successor failed: ${describeError(error)}`, { cause: error });
+      if (isTransientAwsError(error))
+        throw new TransientPollError(`handing over to a successor failed: ${describeError(error)}`, { cause: error });
       throw error;
     }
     return { ...next, handed_over: true };

@@ -16,7 +16,6 @@ export interface ExecutionStatusChange {
   readonly cause?: string | null;
 }
 
-
 export type ReconcileResult = 'settled' | 'already-settled' | 'superseded' | 'unknown-job' | 'ignored';
 
 /**
@@ -40,10 +39,16 @@ export class ExecutionReconciler {
     if (record === undefined) return 'unknown-job';
     const wasSettled = isSettled(record);
     if (!wasSettled && record.state_machine_execution_arn !== undefined && record.state_machine_execution_arn !== change.executionArn) {
-      logger.info('status change of a superseded execution; the job continues in its successor', { job_id: jobId, execution_arn: change.executionArn });
+      logger.info('status change of a superseded execution; the job continues in its successor', {
+        job_id: jobId,
+        execution_arn: change.executionArn,
+      });
       return 'superseded';
     }
-    const detail = [change.error, change.cause].filter((part) => typeof part === 'string' && part !== '').join(': ').slice(0, 1024);
+    const detail = [change.error, change.cause]
+      .filter((part) => typeof part === 'string' && part !== '')
+      .join(': ')
+      .slice(0, 1024);
     if (change.status === 'ABORTED') {
       await settleFromOutside(this.deps, jobId, JOB_STATUS.CANCELLED, { cancel_reason: CANCEL_REASON.STOPPED });
     } else if (change.status === 'TIMED_OUT') {

@@ -57,7 +57,9 @@ export function parseStatusChangeBody(body: string): StatusChangeEvent {
   const parsed = statusChangeEventSchema.safeParse(json);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(body)'}: ${issue.message}`).join('; ');
-    throw new MalformedStatusChangeError(`the body is not a "${EXECUTION_STATUS_CHANGE.DETAIL_TYPE}" event from ${EXECUTION_STATUS_CHANGE.SOURCE}: ${problems}`);
+    throw new MalformedStatusChangeError(
+      `the body is not a "${EXECUTION_STATUS_CHANGE.DETAIL_TYPE}" event from ${EXECUTION_STATUS_CHANGE.SOURCE}: ${problems}`,
+    );
   }
   const { id, detail } = parsed.data;
   return { ...(id === undefined ? {} : { eventId: id }), change: detail };
@@ -95,7 +97,12 @@ export class StatusChangeRecordHandler {
       });
       return 'malformed';
     }
-    const context = { message_id: record.messageId, event_id: event.eventId, execution_arn: event.change.executionArn, status: event.change.status };
+    const context = {
+      message_id: record.messageId,
+      event_id: event.eventId,
+      execution_arn: event.change.executionArn,
+      status: event.change.status,
+    };
     try {
       const result = await reconciler.reconcile(event.change);
       logger.info('execution status change reconciled', { ...context, result });

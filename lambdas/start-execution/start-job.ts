@@ -29,9 +29,12 @@ import type { PollState } from '../domain/workflow';
 
 /** The Waterflai calls the starter needs (a subset of the client, so tests can fake it). */
 export interface WaterflaiStarter extends UpstreamExecutions {
-  startExecution(chatbotId: string, inputData: Record<string, unknown>, options?: { timeoutMs?: number }): Promise<{ execution_id: string }>;
+  startExecution(
+    chatbotId: string,
+    inputData: Record<string, unknown>,
+    options?: { timeoutMs?: number },
+  ): Promise<{ execution_id: string }>;
 }
-
 
 export interface StarterSettings {
   readonly stateMachineArn: string;
@@ -120,21 +123,30 @@ export class JobStarter {
       if (error instanceof InvalidMessageError) {
         // Recording, announcing and dead-lettering can meet transient AWS faults too: defer and
         // retry like any start, and on the last receive at least dead-letter with the reason.
-        return this.withRetries(record, error.jobId ?? record.messageId, () => this.rejectInvalid(record, error), () =>
-          this.sendToDeadLetterQueue(record, error.code, error.message, error.jobId),
+        return this.withRetries(
+          record,
+          error.jobId ?? record.messageId,
+          () => this.rejectInvalid(record, error),
+          () => this.sendToDeadLetterQueue(record, error.code, error.message, error.jobId),
         );
       }
       throw error;
     }
     if (message.kind === 'cancel') {
       const { job_id: jobId, delivery } = message;
-      return this.withRetries(record, jobId, () => this.cancel(jobId, delivery, record, remainingMs), (code, reason) =>
-        this.sendToDeadLetterQueue(record, code, reason, jobId),
+      return this.withRetries(
+        record,
+        jobId,
+        () => this.cancel(jobId, delivery, record, remainingMs),
+        (code, reason) => this.sendToDeadLetterQueue(record, code, reason, jobId),
       );
     }
     const { request } = message;
-    return this.withRetries(record, request.job_id, () => this.start(request, record, remainingMs), (code, reason) =>
-      this.giveUp(request, record, code, reason),
+    return this.withRetries(
+      record,
+      request.job_id,
+      () => this.start(request, record, remainingMs),
+      (code, reason) => this.giveUp(request, record, code, reason),
     );
   }
 
@@ -175,7 +187,15 @@ export class JobStarter {
   private async cancel(jobId: string, delivery: JobRequest['delivery'], message: SQSRecord, remainingMs: () => number): Promise<void> {
     const { store, logger } = this.deps;
     const at = iso(this.now());
-    if (await store.createTombstone({ job_id: jobId, source_message_id: message.messageId, delivery, at, expires_at: this.expiresAt(this.now()) })) {
+    if (
+      await store.createTombstone({
+        job_id: jobId,
+        source_message_id: message.messageId,
+        delivery,
+        at,
+        expires_at: this.expiresAt(this.now()),
+      })
+    ) {
       logger.info('cancel request for a job not started yet: tombstone recorded', { job_id: jobId });
       const tombstone = await store.get(jobId);
       if (tombstone) await announceOutcome(store, this.deps.publisher, tombstone, this.now);
@@ -205,7 +225,11 @@ export class JobStarter {
     }
     const settled = await store.applyStatus(jobId, {
       status: JOB_STATUS.CANCELLED,
-      fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at, ...(job.execution_id === undefined ? {} : { upstream_cancel: UPSTREAM_CANCEL.CONFIRMED }) },
+      fields: {
+        cancel_reason: CANCEL_REASON.REQUESTED,
+        finished_at: at,
+        ...(job.execution_id === undefined ? {} : { upstream_cancel: UPSTREAM_CANCEL.CONFIRMED }),
+      },
       now: at,
     });
     const current = settled.record;
@@ -260,7 +284,11 @@ export class JobStarter {
       const taken =
         (await store.takeOverClaim(job.job_id, job.claim_expires_at, nowMs + this.deps.settings.claimLeaseMs, iso(nowMs), claimToken)) ??
         // A lost answer to our own takeover looks like a lost race: the token tells them apart.
-        (await store.get(job.job_id).then((current) => (current?.claim_token === claimToken && current.execution_id === undefined && !isSettled(current) ? current : undefined)));
+        (await store
+          .get(job.job_id)
+          .then((current) =>
+            current?.claim_token === claimToken && current.execution_id === undefined && !isSettled(current) ? current : undefined,
+          ));
       if (!taken) throw new JobBusyError(job.job_id);
       if (job.claim_expires_at === 0) {
         logger.info('retrying a start whose previous attempt failed before Waterflai accepted it', { job_id: job.job_id });
@@ -293,7 +321,10 @@ export class JobStarter {
       if (current?.execution_id !== undefined && current.execution_id !== executionId) {
         logger.error('another delivery saved a different execution id; cancelling ours', { job_id: job.job_id, execution_id: executionId });
       } else {
-        logger.warn('job settled while it was being started; cancelling the new execution', { job_id: job.job_id, execution_id: executionId });
+        logger.warn('job settled while it was being started; cancelling the new execution', {
+          job_id: job.job_id,
+          execution_id: executionId,
+        });
       }
       await this.cancelTracked(job.job_id, executionId, remainingMs);
       if (!current || isSettled(current) || current.state_machine_execution_arn !== undefined) return;
@@ -323,7 +354,11 @@ export class JobStarter {
         const delay = SAVE_RETRY_DELAYS_MS[attempt];
         // Keep room for the read, the cancel and the release below.
         if (delay === undefined || remainingMs() < delay + 2 * DEFAULT_REQUEST_TIMEOUT_MS) break;
-        logger.warn('saving the execution id failed; retrying', { job_id: job.job_id, execution_id: executionId, error: describeError(error) });
+        logger.warn('saving the execution id failed; retrying', {
+          job_id: job.job_id,
+          execution_id: executionId,
+          error: describeError(error),
+        });
         await this.sleep(delay);
       }
     }
@@ -342,7 +377,11 @@ export class JobStarter {
     // Saved after all, or saved by another delivery, or settled meanwhile: the caller
     // handles these as it handles a refused save.
     if (current !== undefined && (current.execution_id !== undefined || isSettled(current))) return { applied: false, record: current };
-    logger.warn('an accepted Waterflai execution could not be recorded; cancelling it', { job_id: job.job_id, execution_id: executionId, error: describeError(lastError) });
+    logger.warn('an accepted Waterflai execution could not be recorded; cancelling it', {
+      job_id: job.job_id,
+      execution_id: executionId,
+      error: describeError(lastError),
+    });
     await this.cancelTracked(job.job_id, executionId, remainingMs);
     // Our own lease (conditional on it: a claim taken over meanwhile is not released).
     await this.releaseClaim(job);
@@ -355,7 +394,10 @@ export class JobStarter {
     try {
       await this.deps.store.releaseClaim(job.job_id, job.claim_expires_at, iso(this.now()));
     } catch (error) {
-      this.deps.logger.warn('could not release the claim; the next attempt waits for the lease to expire', { job_id: job.job_id, error: describeError(error) });
+      this.deps.logger.warn('could not release the claim; the next attempt waits for the lease to expire', {
+        job_id: job.job_id,
+        error: describeError(error),
+      });
     }
   }
 
@@ -456,7 +498,10 @@ export class JobStarter {
       // it), then settle with what really happened.
       const executionId = current.execution_id;
       const outcome = await this.confirmCancel(executionId, () => 2 * DEFAULT_REQUEST_TIMEOUT_MS + DEFAULT_REQUEST_MARGIN_MS + 5_000);
-      const observed = outcome.kind === 'finished' && outcome.execution.known_status !== 'CANCELLED' ? mapExecutionStatus(outcome.execution, at, this.deps.settings.maxInlineOutputBytes ?? 64 * 1024) : undefined;
+      const observed =
+        outcome.kind === 'finished' && outcome.execution.known_status !== 'CANCELLED'
+          ? mapExecutionStatus(outcome.execution, at, this.deps.settings.maxInlineOutputBytes ?? 64 * 1024)
+          : undefined;
       const settled = await store.applyStatus(request.job_id, {
         ...(observed === undefined
           ? {
@@ -488,7 +533,11 @@ export class JobStarter {
   }
 
   private isOwnUnfinishedRejection(job: JobRecord, message: SQSRecord): boolean {
-    return job.rejected_at_intake === true && job.source_message_id === message.messageId && (job.dead_lettered_at === undefined || job.event_published_at === undefined);
+    return (
+      job.rejected_at_intake === true &&
+      job.source_message_id === message.messageId &&
+      (job.dead_lettered_at === undefined || job.event_published_at === undefined)
+    );
   }
 
   /** Copies the message to the DLQ with the reason as message attributes (the body is untouched). */
@@ -501,7 +550,11 @@ export class JobStarter {
     };
     if (jobId !== undefined) attributes[DLQ_ATTRIBUTE.JOB_ID] = { DataType: 'String', StringValue: jobId };
     await this.deps.sqs.send(
-      new SendMessageCommand({ QueueUrl: this.deps.settings.deadLetterQueueUrl, MessageBody: message.body || '(empty)', MessageAttributes: attributes }),
+      new SendMessageCommand({
+        QueueUrl: this.deps.settings.deadLetterQueueUrl,
+        MessageBody: message.body || '(empty)',
+        MessageAttributes: attributes,
+      }),
     );
     this.deps.logger.warn('message dead-lettered', { message_id: message.messageId, job_id: jobId, error_code: code });
   }
@@ -523,11 +576,18 @@ export class JobStarter {
     const seconds = Math.min(MAX_VISIBILITY_SECONDS, Math.max(1, Math.ceil(delay)));
     try {
       await this.deps.sqs.send(
-        new ChangeMessageVisibilityCommand({ QueueUrl: this.deps.settings.intakeQueueUrl, ReceiptHandle: message.receiptHandle, VisibilityTimeout: seconds }),
+        new ChangeMessageVisibilityCommand({
+          QueueUrl: this.deps.settings.intakeQueueUrl,
+          ReceiptHandle: message.receiptHandle,
+          VisibilityTimeout: seconds,
+        }),
       );
     } catch (visibilityError) {
       // The message still comes back after the queue's own visibility timeout.
-      this.deps.logger.warn('could not change message visibility', { message_id: message.messageId, error: describeError(visibilityError) });
+      this.deps.logger.warn('could not change message visibility', {
+        message_id: message.messageId,
+        error: describeError(visibilityError),
+      });
     }
     this.deps.logger.info('start deferred', { message_id: message.messageId, delay_seconds: seconds, error: describeError(error) });
   }
@@ -550,14 +610,20 @@ export class JobStarter {
     if (outcome.kind !== 'unconfirmed') return;
     try {
       await this.deps.store.addPendingCancels(jobId, [executionId], outcome.reason, iso(this.now()));
-      this.deps.logger.warn('could not confirm the cancellation of a superfluous Waterflai execution; the sweeper keeps trying', { job_id: jobId, execution_id: executionId });
-    } catch (error) {
-      this.deps.logger.error('a superfluous Waterflai execution may run untracked: neither its cancellation nor a note for the sweeper succeeded', {
+      this.deps.logger.warn('could not confirm the cancellation of a superfluous Waterflai execution; the sweeper keeps trying', {
         job_id: jobId,
         execution_id: executionId,
-        reason: outcome.reason,
-        error: describeError(error),
       });
+    } catch (error) {
+      this.deps.logger.error(
+        'a superfluous Waterflai execution may run untracked: neither its cancellation nor a note for the sweeper succeeded',
+        {
+          job_id: jobId,
+          execution_id: executionId,
+          reason: outcome.reason,
+          error: describeError(error),
+        },
+      );
     }
   }
 

@@ -25,6 +25,7 @@ const sweeper = new JobSweeper(
   { graceSeconds: positiveIntEnv(ENV.SWEEP_GRACE_SECONDS, 300), maxJobsPerRun: 500 },
 );
 
-const lambdaHandler = async (_event: unknown, context: Context): Promise<SweepReport> => sweeper.sweep(() => context.getRemainingTimeInMillis());
+const lambdaHandler = async (_event: unknown, context: Context): Promise<SweepReport> =>
+  sweeper.sweep(() => context.getRemainingTimeInMillis());
 
 export const handler = middy(lambdaHandler).use(injectLambdaContext(logger, { logEvent: false }));

@@ -79,7 +79,14 @@ export class JobSweeper {
     }
     const announced = await this.announceMissing();
     const cancels = await this.cancelPending(deps, remainingMs);
-    this.deps.logger.info('sweep finished', { examined, settled, failed, announced, cancels_confirmed: cancels.confirmed, cancels_pending: cancels.pending });
+    this.deps.logger.info('sweep finished', {
+      examined,
+      settled,
+      failed,
+      announced,
+      cancels_confirmed: cancels.confirmed,
+      cancels_pending: cancels.pending,
+    });
     return { examined, settled, failed, announced, cancelsConfirmed: cancels.confirmed, cancelsPending: cancels.pending };
   }
 
@@ -100,7 +107,11 @@ export class JobSweeper {
           const outcome = await cancelUpstream(deps, executionId);
           if (outcome.kind === 'unconfirmed') {
             pending += 1;
-            logger.warn('the cancellation of a Waterflai execution is still unconfirmed; next sweep tries again', { job_id: jobId, execution_id: executionId, reason: outcome.reason });
+            logger.warn('the cancellation of a Waterflai execution is still unconfirmed; next sweep tries again', {
+              job_id: jobId,
+              execution_id: executionId,
+              reason: outcome.reason,
+            });
             await store.recordCancelAttemptFailed(jobId, outcome.reason, at);
             continue;
           }

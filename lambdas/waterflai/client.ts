@@ -145,7 +145,9 @@ export class WaterflaiClient {
     this.#refreshApiKey = options.refreshApiKey;
     this.#defaultTimeoutMs = options.defaultTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     if (!isValidTimeout(this.#defaultTimeoutMs)) {
-      throw new ConfigurationError(`Waterflai defaultTimeoutMs must be a finite number of at least 1, got ${String(this.#defaultTimeoutMs)}`);
+      throw new ConfigurationError(
+        `Waterflai defaultTimeoutMs must be a finite number of at least 1, got ${String(this.#defaultTimeoutMs)}`,
+      );
     }
     this.#maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     if (!Number.isSafeInteger(this.#maxResponseBytes) || this.#maxResponseBytes < 1) {
@@ -485,7 +487,8 @@ function validateBaseUrl(baseUrl: unknown): string {
 function checkIdentifier(kind: 'chatbot_id' | 'execution_id', value: unknown): string {
   if (typeof value !== 'string') throw new InvalidIdentifierError(kind, 'not a string');
   if (value.length === 0) throw new InvalidIdentifierError(kind, 'empty');
-  if (value.length > URL_IDENTIFIER_MAX_LENGTH) throw new InvalidIdentifierError(kind, `longer than ${URL_IDENTIFIER_MAX_LENGTH} characters`);
+  if (value.length > URL_IDENTIFIER_MAX_LENGTH)
+    throw new InvalidIdentifierError(kind, `longer than ${URL_IDENTIFIER_MAX_LENGTH} characters`);
   if (!URL_IDENTIFIER_PATTERN.test(value)) {
     throw new InvalidIdentifierError(kind, 'only ASCII letters, digits, _ and - are allowed, starting with a letter or digit');
   }

@@ -445,9 +445,12 @@ export async function listenToExecution(options: ListenOptions): Promise<ListenR
   const checkTimer =
     options.keepListening === undefined
       ? undefined
-      : setInterval(() => {
-          if (!stillWanted()) halt({ outcome: 'stopped' });
-        }, Math.max(10, Math.min(options.checkIntervalMs ?? 5_000, MAX_TIMER_MS)));
+      : setInterval(
+          () => {
+            if (!stillWanted()) halt({ outcome: 'stopped' });
+          },
+          Math.max(10, Math.min(options.checkIntervalMs ?? 5_000, MAX_TIMER_MS)),
+        );
 
   let completedStatus: string | undefined;
   const parser = new SseParser(

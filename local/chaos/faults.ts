@@ -188,7 +188,12 @@ export const PLANNED_FAULT_KINDS = ['sqs.duplicateSend', 'sqs.lateDuplicateSend'
  * key revoked by a rotation.
  */
 export const INCIDENT_FAULT_KINDS = ['waterflai.outage', 'waterflai.revokedKey'] as const;
-export const ALL_FAULT_KINDS = [...FAULT_KINDS.map((kind) => `waterflai.${kind}` as const), ...INCIDENT_FAULT_KINDS, ...AWS_FAULT_KINDS, ...PLANNED_FAULT_KINDS] as const;
+export const ALL_FAULT_KINDS = [
+  ...FAULT_KINDS.map((kind) => `waterflai.${kind}` as const),
+  ...INCIDENT_FAULT_KINDS,
+  ...AWS_FAULT_KINDS,
+  ...PLANNED_FAULT_KINDS,
+] as const;
 
 const WRITE_OPERATIONS = new Set(['PutItem', 'UpdateItem', 'DeleteItem']);
 
@@ -296,7 +301,8 @@ export class ChaosFaults {
         if (errorCode === undefined) return;
         const jobId = dynamoJobId(input);
         if (!injected) this.#observed.set(errorCode, (this.#observed.get(errorCode) ?? 0) + 1);
-        if (jobId !== undefined) this.note(jobId, `DynamoDB ${describeDynamoRequest(operation, input)} -> ${errorCode}${injected ? ' (injected)' : ''}`);
+        if (jobId !== undefined)
+          this.note(jobId, `DynamoDB ${describeDynamoRequest(operation, input)} -> ${errorCode}${injected ? ' (injected)' : ''}`);
       },
       aws: (operation, input) => this.#aws(operation, input),
       putEventsEntries: (entry) => this.#putEventsEntry(entry),
@@ -334,7 +340,14 @@ export class ChaosFaults {
     return fault;
   }
 
-  #dynamodbRoll(operation: string, input: Record<string, unknown>, jobId: string, burstKey: string, n: number, r: number): DynamoDbFault | undefined {
+  #dynamodbRoll(
+    operation: string,
+    input: Record<string, unknown>,
+    jobId: string,
+    burstKey: string,
+    n: number,
+    r: number,
+  ): DynamoDbFault | undefined {
     const rates = this.#rates.dynamodb;
     let edge = rates.burst;
     if (r < edge) {
@@ -419,7 +432,10 @@ export class ChaosFaults {
     const failure = (code: string): PutEventsEntryFault => {
       if (jobId !== undefined) this.note(jobId, `PutEvents entry ${eventId} -> ${code} (injected)`);
       this.#strike(jobId);
-      return { ErrorCode: code, ErrorMessage: code === 'ThrottlingException' ? 'Rate exceeded.' : 'An internal error occurred while processing the entry.' };
+      return {
+        ErrorCode: code,
+        ErrorMessage: code === 'ThrottlingException' ? 'Rate exceeded.' : 'An internal error occurred while processing the entry.',
+      };
     };
     const running = this.#burst(key);
     if (running !== undefined) {
@@ -445,13 +461,18 @@ export class ChaosFaults {
   #redelivery(record: SQSRecord): number | undefined {
     if (!this.#enabled) return undefined;
     const deliveredJob = jobIdOfBody(record.body);
-    if (deliveredJob !== undefined) this.note(deliveredJob, `SQS message ${record.messageId} delivered (receive ${record.attributes.ApproximateReceiveCount})`);
+    if (deliveredJob !== undefined)
+      this.note(deliveredJob, `SQS message ${record.messageId} delivered (receive ${record.attributes.ApproximateReceiveCount})`);
     const key = `${record.messageId}|${record.attributes.ApproximateReceiveCount}`;
     if (this.#dice.roll('sqs-redelivery', key) >= this.#rates.sqs.redelivery) return undefined;
     this.#count('sqs.redelivery');
     this.#strike(deliveredJob);
     const delay = Math.floor(this.#dice.roll('sqs-redelivery-delay', key) * 300);
-    if (deliveredJob !== undefined) this.note(deliveredJob, `SQS message ${record.messageId} (receive ${record.attributes.ApproximateReceiveCount}) delivered again after ${delay} ms (injected)`);
+    if (deliveredJob !== undefined)
+      this.note(
+        deliveredJob,
+        `SQS message ${record.messageId} (receive ${record.attributes.ApproximateReceiveCount}) delivered again after ${delay} ms (injected)`,
+      );
     return delay;
   }
 }

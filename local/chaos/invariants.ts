@@ -42,7 +42,15 @@ import type { PublishedEvent } from '../runtime/eventbridge';
 import type { QueuedMessage } from '../runtime/sqs';
 import type { ExecutionView } from '../runtime/step-functions';
 import type { SimulatedExecutionView } from '../simulator/server';
-import { EXPLAINABLE_GIVE_UPS, GIVE_UP_OUTCOMES, outcomeName, type ChaosPlan, type MessagePurpose, type PlannedJob, type PlannedMessage } from './plan';
+import {
+  EXPLAINABLE_GIVE_UPS,
+  GIVE_UP_OUTCOMES,
+  outcomeName,
+  type ChaosPlan,
+  type MessagePurpose,
+  type PlannedJob,
+  type PlannedMessage,
+} from './plan';
 
 /** A message the producer sent, with the id SQS gave it. */
 export interface SentMessage {
@@ -135,7 +143,12 @@ export interface ChaosFindings {
   /** Jobs announced with `upstream_cancel: unconfirmed` (reported). */
   readonly unconfirmedCancels: readonly JobProblem[];
   /** Give-ups by outcome, and how many the faults explain. */
-  readonly giveUps: { readonly total: number; readonly byOutcome: Readonly<Record<string, number>>; readonly explained: number; readonly unexplained: number };
+  readonly giveUps: {
+    readonly total: number;
+    readonly byOutcome: Readonly<Record<string, number>>;
+    readonly explained: number;
+    readonly unexplained: number;
+  };
   /** `deadline-race` jobs: how many, how many ended COMPLETED, how many TIMED_OUT because their start came too late to win. */
   readonly deadlineRaces: { readonly jobs: number; readonly completed: number; readonly lateStart: number };
   /**
@@ -147,7 +160,12 @@ export interface ChaosFindings {
   readonly duplicateExecutionsFromRedelivery: readonly JobProblem[];
   readonly duplicateStateMachineExecutions: readonly JobProblem[];
   readonly events: { readonly total: number; readonly jobsAnnounced: number; readonly duplicates: number };
-  readonly deadLetters: { readonly total: number; readonly withReason: number; readonly invalidMessages: number; readonly rejectedJobs: number };
+  readonly deadLetters: {
+    readonly total: number;
+    readonly withReason: number;
+    readonly invalidMessages: number;
+    readonly rejectedJobs: number;
+  };
   readonly waterflai: {
     /** Executions created for the run's jobs. */
     readonly executions: number;
@@ -184,7 +202,8 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
     const source = message.messageAttributes[DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]?.StringValue ?? message.messageId;
     deadLettersBySource.set(source, message);
   }
-  const hasReason = (message: QueuedMessage | undefined): boolean => message?.messageAttributes[DLQ_ATTRIBUTE.ERROR_CODE]?.StringValue !== undefined;
+  const hasReason = (message: QueuedMessage | undefined): boolean =>
+    message?.messageAttributes[DLQ_ATTRIBUTE.ERROR_CODE]?.StringValue !== undefined;
 
   const lost: JobProblem[] = [];
   const stuck: JobProblem[] = [];
@@ -206,16 +225,30 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
     const deadLetter = deadLettersBySource.get(messageId);
     const failedAt = Date.parse(deadLetter?.messageAttributes[DLQ_ATTRIBUTE.FAILED_AT]?.StringValue ?? '');
     if (sentAt !== undefined && Number.isFinite(failedAt) && failedAt - sentAt > SLOW_DEAD_LETTER_MS) {
-      slowDeadLetters.push({ jobId: message.jobId ?? `message:${messageId}`, detail: `${message.purpose} message ${messageId} reached the DLQ ${Math.round((failedAt - sentAt) / 1000)} s after it was sent` });
+      slowDeadLetters.push({
+        jobId: message.jobId ?? `message:${messageId}`,
+        detail: `${message.purpose} message ${messageId} reached the DLQ ${Math.round((failedAt - sentAt) / 1000)} s after it was sent`,
+      });
     }
     if (message.purpose === 'invalid') {
-      if (deadLetter === undefined) lost.push({ jobId: message.jobId ?? `message:${messageId}`, detail: `invalid message (${message.invalidCase}) ${messageId} is not in the dead-letter queue` });
-      else if (!hasReason(deadLetter)) deadLetterProblems.push({ jobId: message.jobId ?? `message:${messageId}`, detail: `invalid message ${messageId} is in the DLQ without a reason` });
+      if (deadLetter === undefined)
+        lost.push({
+          jobId: message.jobId ?? `message:${messageId}`,
+          detail: `invalid message (${message.invalidCase}) ${messageId} is not in the dead-letter queue`,
+        });
+      else if (!hasReason(deadLetter))
+        deadLetterProblems.push({
+          jobId: message.jobId ?? `message:${messageId}`,
+          detail: `invalid message ${messageId} is in the DLQ without a reason`,
+        });
       continue;
     }
     const record = message.jobId === undefined ? undefined : records.get(message.jobId);
     if (record === undefined && deadLetter === undefined) {
-      lost.push({ jobId: message.jobId ?? `message:${messageId}`, detail: `${message.purpose} message ${messageId}: no job record and not in the dead-letter queue` });
+      lost.push({
+        jobId: message.jobId ?? `message:${messageId}`,
+        detail: `${message.purpose} message ${messageId}: no job record and not in the dead-letter queue`,
+      });
     }
   }
 
@@ -255,9 +288,16 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
       const crash = Math.min(extra, atf);
       crashCount += crash;
       redeliveryCount += extra - crash;
-      const ids = executions.map((execution) => `${execution.execution_id}${execution.execution_id === record?.execution_id ? ' (adopted)' : ''}${execution.cancelled_by === 'api' ? ' (cancelled by the orchestrator)' : ''}`).join(', ');
-      if (crash > 0) crashDuplicates.push({ jobId: job.jobId, detail: `${executions.length} executions, ${atf} crash-window fault(s): ${ids}` });
-      if (extra > crash) fromRedelivery.push({ jobId: job.jobId, detail: `${executions.length} executions, only ${atf} crash-window fault(s): ${ids}` });
+      const ids = executions
+        .map(
+          (execution) =>
+            `${execution.execution_id}${execution.execution_id === record?.execution_id ? ' (adopted)' : ''}${execution.cancelled_by === 'api' ? ' (cancelled by the orchestrator)' : ''}`,
+        )
+        .join(', ');
+      if (crash > 0)
+        crashDuplicates.push({ jobId: job.jobId, detail: `${executions.length} executions, ${atf} crash-window fault(s): ${ids}` });
+      if (extra > crash)
+        fromRedelivery.push({ jobId: job.jobId, detail: `${executions.length} executions, only ${atf} crash-window fault(s): ${ids}` });
     }
     for (const execution of executions) {
       if (execution.execution_id === record?.execution_id) continue;
@@ -266,44 +306,65 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
     }
 
     // Step Functions: one execution per generation.
-    const names = observed.stateMachineExecutions.filter((execution) => jobIdOfInput(execution.input) === job.jobId).map((execution) => execution.name);
+    const names = observed.stateMachineExecutions
+      .filter((execution) => jobIdOfInput(execution.input) === job.jobId)
+      .map((execution) => execution.name);
     const duplicateNames = names.filter((name, index) => names.indexOf(name) !== index);
-    if (duplicateNames.length > 0) sfnDuplicates.push({ jobId: job.jobId, detail: `state machine executions named ${duplicateNames.join(', ')} more than once` });
+    if (duplicateNames.length > 0)
+      sfnDuplicates.push({ jobId: job.jobId, detail: `state machine executions named ${duplicateNames.join(', ')} more than once` });
 
     if (record === undefined) continue; // lost (above) or dead-lettered
     if (!isTerminalStatus(record.status)) {
-      stuck.push({ jobId: job.jobId, detail: `status ${record.status}, execution ${record.execution_id ?? 'none'}, state machine ${record.state_machine_execution_arn ?? 'none'}, updated ${record.updated_at}` });
+      stuck.push({
+        jobId: job.jobId,
+        detail: `status ${record.status}, execution ${record.execution_id ?? 'none'}, state machine ${record.state_machine_execution_arn ?? 'none'}, updated ${record.updated_at}`,
+      });
       continue;
     }
     terminal += 1;
     const outcome = outcomeName(record);
     outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
 
-    if (events.length === 0) unannounced.push({ jobId: job.jobId, detail: `${outcome}, event_published_at ${record.event_published_at ?? 'unset'}` });
+    if (events.length === 0)
+      unannounced.push({ jobId: job.jobId, detail: `${outcome}, event_published_at ${record.event_published_at ?? 'unset'}` });
     const expectedId = `${job.jobId}:${record.status.toLowerCase()}`;
     const wrong = events.filter((event) => {
       const detail = event.detail as { status?: unknown; event_id?: unknown };
       return detail.status !== record.status || detail.event_id !== expectedId;
     });
     if (wrong.length > 0) {
-      const seen = [...new Set(events.map((event) => `${String((event.detail as { status?: unknown }).status)}/${String((event.detail as { event_id?: unknown }).event_id)}`))];
+      const seen = [
+        ...new Set(
+          events.map(
+            (event) =>
+              `${String((event.detail as { status?: unknown }).status)}/${String((event.detail as { event_id?: unknown }).event_id)}`,
+          ),
+        ),
+      ];
       conflicting.push({ jobId: job.jobId, detail: `record ${record.status}, events ${seen.join(' + ')}` });
     }
 
     if (record.rejected_at_intake === true) {
       const deadLetter = deadLettersBySource.get(record.source_message_id);
       if (deadLetter === undefined || !hasReason(deadLetter)) {
-        deadLetterProblems.push({ jobId: job.jobId, detail: `rejected at intake (${outcome}) but its message ${record.source_message_id} is not in the DLQ with a reason` });
+        deadLetterProblems.push({
+          jobId: job.jobId,
+          detail: `rejected at intake (${outcome}) but its message ${record.source_message_id} is not in the DLQ with a reason`,
+        });
       }
     }
 
     const adopted = executions.find((execution) => execution.execution_id === record.execution_id);
     const cancel = cancelFields(record);
     const announcedUnconfirmed =
-      cancel.upstream_cancel === UPSTREAM_CANCEL.UNCONFIRMED || events.some((event) => (event.detail as { upstream_cancel?: unknown }).upstream_cancel === UPSTREAM_CANCEL.UNCONFIRMED);
+      cancel.upstream_cancel === UPSTREAM_CANCEL.UNCONFIRMED ||
+      events.some((event) => (event.detail as { upstream_cancel?: unknown }).upstream_cancel === UPSTREAM_CANCEL.UNCONFIRMED);
     const endedAt = Date.parse(record.finished_at ?? record.updated_at);
     if (announcedUnconfirmed) {
-      unconfirmed.push({ jobId: job.jobId, detail: `${outcome} announced with upstream_cancel unconfirmed; Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)} at the end${cancel.last_cancel_error ? `; last cancel error: ${cancel.last_cancel_error.slice(0, 160)}` : ''}` });
+      unconfirmed.push({
+        jobId: job.jobId,
+        detail: `${outcome} announced with upstream_cancel unconfirmed; Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)} at the end${cancel.last_cancel_error ? `; last cancel error: ${cancel.last_cancel_error.slice(0, 160)}` : ''}`,
+      });
     }
 
     // The orchestrator knew these ids: none may still run now that the job has an outcome.
@@ -314,7 +375,8 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
         crashWindowStillRunning += 1;
         continue;
       }
-      const role = execution.execution_id === record.execution_id ? 'its own execution' : 'a superfluous execution whose id the start received';
+      const role =
+        execution.execution_id === record.execution_id ? 'its own execution' : 'a superfluous execution whose id the start received';
       orphaned.push({
         jobId: job.jobId,
         detail: `${execution.execution_id} (${role}) is still ${execution.status} in Waterflai, but the job ended ${outcome}${cancel.upstream_cancel ? ` (upstream_cancel ${cancel.upstream_cancel})` : ''}`,
@@ -325,42 +387,75 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
     if (record.execution_id !== undefined) {
       const contradiction = upstreamContradiction(outcome, record.execution_id, adopted);
       if (contradiction !== undefined) {
-        const duringOutage = observed.outages.some((outage) => outage.routes.includes('cancel') && outage.from <= endedAt && endedAt <= outage.until + OUTAGE_SLACK_MS);
-        if (announcedUnconfirmed && duringOutage) excused.push({ jobId: job.jobId, detail: `${contradiction}; announced with upstream_cancel unconfirmed during an outage of the cancel route` });
+        const duringOutage = observed.outages.some(
+          (outage) => outage.routes.includes('cancel') && outage.from <= endedAt && endedAt <= outage.until + OUTAGE_SLACK_MS,
+        );
+        if (announcedUnconfirmed && duringOutage)
+          excused.push({
+            jobId: job.jobId,
+            detail: `${contradiction}; announced with upstream_cancel unconfirmed during an outage of the cancel route`,
+          });
         else upstreamMismatches.push({ jobId: job.jobId, detail: contradiction });
       }
     }
 
     if ((GIVE_UP_OUTCOMES as readonly string[]).includes(outcome)) {
       giveUpsByOutcome[outcome] = (giveUpsByOutcome[outcome] ?? 0) + 1;
-      const untrackedHere = executions.filter((execution) => execution.execution_id !== record.execution_id && execution.cancelled_by !== 'api');
+      const untrackedHere = executions.filter(
+        (execution) => execution.execution_id !== record.execution_id && execution.cancelled_by !== 'api',
+      );
       if (untrackedHere.length > 0) gaveUpWithOrphans += 1;
-      const orphanNote = untrackedHere.length > 0 ? `; Waterflai ran ${untrackedHere.map((execution) => `${execution.execution_id} (${execution.status})`).join(', ')} for it, untracked` : '';
+      const orphanNote =
+        untrackedHere.length > 0
+          ? `; Waterflai ran ${untrackedHere.map((execution) => `${execution.execution_id} (${execution.status})`).join(', ')} for it, untracked`
+          : '';
       const struck = observed.faultsByJob[job.jobId] ?? 0;
       const acceptedAt = Date.parse(record.accepted_at);
-      const startOutage = observed.outages.some((outage) => outage.routes.includes('start') && outage.from <= endedAt && outage.until >= acceptedAt);
+      const startOutage = observed.outages.some(
+        (outage) => outage.routes.includes('start') && outage.from <= endedAt && outage.until >= acceptedAt,
+      );
       const explained = (EXPLAINABLE_GIVE_UPS as readonly string[]).includes(outcome) && (struck > 0 || startOutage);
-      gaveUp.push({ jobId: job.jobId, detail: `${outcome} after ${struck} injected fault(s)${startOutage ? ' and an outage of the start route' : ''}: ${(record.error_message ?? '').slice(0, 200)}${orphanNote}` });
+      gaveUp.push({
+        jobId: job.jobId,
+        detail: `${outcome} after ${struck} injected fault(s)${startOutage ? ' and an outage of the start route' : ''}: ${(record.error_message ?? '').slice(0, 200)}${orphanNote}`,
+      });
       if (outcome === 'FAILED:POLL_FAILED') {
-        mismatches.push({ jobId: job.jobId, detail: `${job.kind} job ended POLL_FAILED (transient faults must never fail a job before its deadline): ${(record.error_message ?? '').slice(0, 200)}; Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)}` });
+        mismatches.push({
+          jobId: job.jobId,
+          detail: `${job.kind} job ended POLL_FAILED (transient faults must never fail a job before its deadline): ${(record.error_message ?? '').slice(0, 200)}; Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)}`,
+        });
       } else if (!explained) {
-        unexplainedGiveUps.push({ jobId: job.jobId, detail: `${outcome} although no injected fault struck the job: ${(record.error_message ?? '').slice(0, 200)}` });
+        unexplainedGiveUps.push({
+          jobId: job.jobId,
+          detail: `${outcome} although no injected fault struck the job: ${(record.error_message ?? '').slice(0, 200)}`,
+        });
       }
-    } else if (job.kind === 'deadline-race' && outcome === 'FAILED:TIMED_OUT' && startedTooLate(job, record.deadline_at, adopted, plan.timeScale)) {
+    } else if (
+      job.kind === 'deadline-race' &&
+      outcome === 'FAILED:TIMED_OUT' &&
+      startedTooLate(job, record.deadline_at, adopted, plan.timeScale)
+    ) {
       races.lateStart += 1;
     } else if (
       job.kind === 'deadline' &&
       outcome === 'COMPLETED' &&
       adopted?.status === 'COMPLETED' &&
-      (cancelBlockedUntilTheEnd(record.deadline_at, adopted, observed.outages, plan.timeScale) || cancelSentBeforeTheEnd(adopted, observed.firstCancelAttemptAt))
+      (cancelBlockedUntilTheEnd(record.deadline_at, adopted, observed.outages, plan.timeScale) ||
+        cancelSentBeforeTheEnd(adopted, observed.firstCancelAttemptAt))
     ) {
       // The deadline passed during an outage of the cancel route and the execution completed
       // before a cancel could get through: a finished result is never thrown away.
       deadlineCompletedInOutage += 1;
     } else if (!(job.expected as readonly string[]).includes(outcome)) {
-      mismatches.push({ jobId: job.jobId, detail: `${job.kind} job ended ${outcome} (expected ${job.expected.join(' or ')}); Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)}${raceNote(job, record.deadline_at, adopted, plan.timeScale)}` });
+      mismatches.push({
+        jobId: job.jobId,
+        detail: `${job.kind} job ended ${outcome} (expected ${job.expected.join(' or ')}); Waterflai execution ${record.execution_id ?? 'none'} ${describeUpstream(adopted)}${raceNote(job, record.deadline_at, adopted, plan.timeScale)}`,
+      });
     } else if (outcome === 'CANCELLED:remote' && adopted?.cancelled_by === 'api') {
-      mismatches.push({ jobId: job.jobId, detail: `ended CANCELLED (remote) but the orchestrator itself cancelled its execution ${record.execution_id}` });
+      mismatches.push({
+        jobId: job.jobId,
+        detail: `ended CANCELLED (remote) but the orchestrator itself cancelled its execution ${record.execution_id}`,
+      });
     }
     if (job.kind === 'deadline-race' && outcome === 'COMPLETED') races.completed += 1;
   }
@@ -372,13 +467,19 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
     invalidMessages += 1;
     if (message.jobId === undefined) continue;
     const record = records.get(message.jobId);
-    if (record === undefined) lost.push({ jobId: message.jobId, detail: `invalid message (${message.invalidCase}) with a job id has no FAILED record` });
+    if (record === undefined)
+      lost.push({ jobId: message.jobId, detail: `invalid message (${message.invalidCase}) with a job id has no FAILED record` });
     else if (!isTerminalStatus(record.status)) stuck.push({ jobId: message.jobId, detail: `invalid message's record is ${record.status}` });
-    else if ((eventsByJob.get(message.jobId) ?? []).length === 0) unannounced.push({ jobId: message.jobId, detail: `invalid message (${message.invalidCase}) has no Failed event` });
+    else if ((eventsByJob.get(message.jobId) ?? []).length === 0)
+      unannounced.push({ jobId: message.jobId, detail: `invalid message (${message.invalidCase}) has no Failed event` });
   }
 
   for (const message of observed.deadLetters) {
-    if (!hasReason(message)) deadLetterProblems.push({ jobId: `message:${message.messageId}`, detail: `dead-lettered without a reason (SQS redrive after maxReceiveCount?): ${message.body.slice(0, 120)}` });
+    if (!hasReason(message))
+      deadLetterProblems.push({
+        jobId: `message:${message.messageId}`,
+        detail: `dead-lettered without a reason (SQS redrive after maxReceiveCount?): ${message.body.slice(0, 120)}`,
+      });
   }
 
   const announcedIds = new Set(outcomeEvents.map((event) => (event.detail as { event_id?: unknown }).event_id));
@@ -504,19 +605,30 @@ function naturalEndMs(execution: SimulatedExecutionView, timeScale: number): num
  * polls, at most {@link MAX_DEADLINE_ROUND_GAP_JOB_SECONDS} of job time apart, each round
  * retrying for about {@link CANCEL_ROUND_MS} of real time. Completing then is the truth upstream.
  */
-function cancelBlockedUntilTheEnd(deadlineAt: string, execution: SimulatedExecutionView, outages: readonly ObservedOutage[], timeScale: number): boolean {
+function cancelBlockedUntilTheEnd(
+  deadlineAt: string,
+  execution: SimulatedExecutionView,
+  outages: readonly ObservedOutage[],
+  timeScale: number,
+): boolean {
   const deadline = Date.parse(deadlineAt);
   const end = Date.parse(execution.completed_at ?? '');
   if (!Number.isFinite(deadline) || !Number.isFinite(end)) return false;
   const gap = MAX_DEADLINE_ROUND_GAP_JOB_SECONDS * 1000 * timeScale + CANCEL_ROUND_MS + OUTAGE_SLACK_MS;
-  return outages.some((outage) => outage.routes.includes('cancel') && outage.from <= end && outage.until + OUTAGE_SLACK_MS >= deadline && end <= outage.until + gap);
+  return outages.some(
+    (outage) =>
+      outage.routes.includes('cancel') && outage.from <= end && outage.until + OUTAGE_SLACK_MS >= deadline && end <= outage.until + gap,
+  );
 }
 
 /**
  * Whether the orchestrator sent a DELETE for the execution before it completed (the cancel
  * was in time, but failed or was refused until the execution completed on its own).
  */
-function cancelSentBeforeTheEnd(execution: SimulatedExecutionView, firstCancelAttemptAt: Readonly<Record<string, number>> | undefined): boolean {
+function cancelSentBeforeTheEnd(
+  execution: SimulatedExecutionView,
+  firstCancelAttemptAt: Readonly<Record<string, number>> | undefined,
+): boolean {
   const sent = firstCancelAttemptAt?.[execution.execution_id ?? ''];
   const end = Date.parse(execution.completed_at ?? '');
   return sent !== undefined && Number.isFinite(end) && sent <= end;

@@ -53,33 +53,46 @@ Exit codes:
 function positiveInteger(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   const number = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(number) || number < 1) throw new UsageError(`--${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(number) || number < 1)
+    throw new UsageError(`--${name} must be a positive integer, got ${JSON.stringify(value)}`);
   return number;
 }
 
 function nonNegativeInteger(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   const number = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(number)) throw new UsageError(`--${name} must be an integer >= 0, got ${JSON.stringify(value)}`);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(number))
+    throw new UsageError(`--${name} must be an integer >= 0, got ${JSON.stringify(value)}`);
   return number;
 }
 
 /** The fault mix the options ask for. */
-function faultMix(args: { 'no-faults'?: boolean; 'no-incidents'?: boolean; 'outage-seconds'?: string; 'finished-cancel'?: string }): FaultMix {
+function faultMix(args: {
+  'no-faults'?: boolean;
+  'no-incidents'?: boolean;
+  'outage-seconds'?: string;
+  'finished-cancel'?: string;
+}): FaultMix {
   if (args['no-faults']) return NO_FAULTS;
   const outageSeconds = nonNegativeInteger('outage-seconds', args['outage-seconds'], DEFAULT_OUTAGE.durationMs / 1000);
   let finishedCancelAnswer: FinishedCancelAnswer | FinishedCancelAnswer[] | undefined;
   if (args['finished-cancel'] !== undefined) {
     const answers = args['finished-cancel'].split(',').map((raw) => {
       const answer = FINISHED_CANCEL_ANSWERS.find((candidate) => String(candidate) === raw.trim());
-      if (answer === undefined) throw new UsageError(`--finished-cancel must list some of ${FINISHED_CANCEL_ANSWERS.join(', ')}, got ${JSON.stringify(args['finished-cancel'])}`);
+      if (answer === undefined)
+        throw new UsageError(
+          `--finished-cancel must list some of ${FINISHED_CANCEL_ANSWERS.join(', ')}, got ${JSON.stringify(args['finished-cancel'])}`,
+        );
       return answer;
     });
     finishedCancelAnswer = answers.length === 1 ? answers[0] : answers;
   }
   const incidents = args['no-incidents']
     ? NO_INCIDENTS
-    : { ...DEFAULT_INCIDENTS, outages: outageSeconds === 0 ? [] : DEFAULT_INCIDENTS.outages.map((outage) => ({ ...outage, durationMs: outageSeconds * 1000 })) };
+    : {
+        ...DEFAULT_INCIDENTS,
+        outages: outageSeconds === 0 ? [] : DEFAULT_INCIDENTS.outages.map((outage) => ({ ...outage, durationMs: outageSeconds * 1000 })),
+      };
   return {
     ...DEFAULT_FAULT_MIX,
     waterflai: { ...DEFAULT_FAULT_MIX.waterflai, ...(finishedCancelAnswer === undefined ? {} : { finishedCancelAnswer }) },
@@ -124,7 +137,8 @@ async function main(argv: string[]): Promise<number> {
   let options;
   try {
     const dynamodb = args.dynamodb ?? 'auto';
-    if (!['auto', 'local', 'dynalite'].includes(dynamodb)) throw new UsageError(`--dynamodb must be auto, local or dynalite, got ${JSON.stringify(dynamodb)}`);
+    if (!['auto', 'local', 'dynalite'].includes(dynamodb))
+      throw new UsageError(`--dynamodb must be auto, local or dynalite, got ${JSON.stringify(dynamodb)}`);
     let timeScale: number = CHAOS_DEFAULTS.timeScale;
     if (args['time-scale'] !== undefined) {
       try {
@@ -134,7 +148,8 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     const seed = args.seed === undefined ? CHAOS_DEFAULTS.seed : Number(args.seed);
-    if (!/^\d+$/.test(args.seed ?? '0') || !Number.isSafeInteger(seed) || seed > 0xffffffff) throw new UsageError(`--seed must be an integer from 0 to 4294967295, got ${JSON.stringify(args.seed)}`);
+    if (!/^\d+$/.test(args.seed ?? '0') || !Number.isSafeInteger(seed) || seed > 0xffffffff)
+      throw new UsageError(`--seed must be an integer from 0 to 4294967295, got ${JSON.stringify(args.seed)}`);
     options = {
       jobs: positiveInteger('jobs', args.jobs, CHAOS_DEFAULTS.jobs),
       seed,

@@ -143,9 +143,21 @@ const INVALID_CASES: ReadonlyArray<{ name: string; body: (id: string) => string;
   { name: 'not-json', body: (id) => `{"job_id": "${id}", "chatbot_id": `, hasJobId: false },
   { name: 'array', body: (id) => JSON.stringify([{ job_id: id }]), hasJobId: false },
   { name: 'missing-chatbot', body: (id) => JSON.stringify({ job_id: id, input_data: { query: 'x' } }), hasJobId: true },
-  { name: 'path-chatbot', body: (id) => JSON.stringify({ job_id: id, chatbot_id: '../admin', input_data: { query: 'x' } }), hasJobId: true },
-  { name: 'unknown-field', body: (id) => JSON.stringify({ job_id: id, chatbot_id: 'bot', input_data: {}, base_url: 'http://203.0.113.9' }), hasJobId: true },
-  { name: 'bad-timeout', body: (id) => JSON.stringify({ job_id: id, chatbot_id: 'bot', input_data: {}, timeout_seconds: -5 }), hasJobId: true },
+  {
+    name: 'path-chatbot',
+    body: (id) => JSON.stringify({ job_id: id, chatbot_id: '../admin', input_data: { query: 'x' } }),
+    hasJobId: true,
+  },
+  {
+    name: 'unknown-field',
+    body: (id) => JSON.stringify({ job_id: id, chatbot_id: 'bot', input_data: {}, base_url: 'http://203.0.113.9' }),
+    hasJobId: true,
+  },
+  {
+    name: 'bad-timeout',
+    body: (id) => JSON.stringify({ job_id: id, chatbot_id: 'bot', input_data: {}, timeout_seconds: -5 }),
+    hasJobId: true,
+  },
 ];
 
 /** Builds the plan. */
@@ -246,7 +258,13 @@ export function buildPlan(options: PlanOptions): ChaosPlan {
       ...(timeoutSeconds === undefined ? {} : { timeout_seconds: timeoutSeconds }),
     };
     const body = viaEventBridge
-      ? JSON.stringify({ version: '0', id: `evt-${jobId}`, 'detail-type': 'Waterflai Job Requested', source: 'com.example.chaos', detail: request })
+      ? JSON.stringify({
+          version: '0',
+          id: `evt-${jobId}`,
+          'detail-type': 'Waterflai Job Requested',
+          source: 'com.example.chaos',
+          detail: request,
+        })
       : JSON.stringify(request);
     jobs.push({
       index,
@@ -272,7 +290,8 @@ export function buildPlan(options: PlanOptions): ChaosPlan {
       if (cancelAtMs !== undefined) messages.push({ atMs: cancelAtMs, body: cancelBody, purpose: 'cancel', jobId });
     }
     if (random() < MESSAGE_SHARES.duplicateSend) messages.push({ atMs: atMs + 1, body, purpose: 'duplicate', jobId });
-    if (random() < MESSAGE_SHARES.lateDuplicateSend) messages.push({ atMs: atMs + intBetween(random, 5_000, 25_000), body, purpose: 'late-duplicate', jobId });
+    if (random() < MESSAGE_SHARES.lateDuplicateSend)
+      messages.push({ atMs: atMs + intBetween(random, 5_000, 25_000), body, purpose: 'late-duplicate', jobId });
   }
 
   const invalidCount = Math.max(1, Math.round(count * MESSAGE_SHARES.invalid));
@@ -281,11 +300,24 @@ export function buildPlan(options: PlanOptions): ChaosPlan {
     const invalid = INVALID_CASES[i % INVALID_CASES.length]!;
     const jobId = `chaos-${seed}-invalid-${String(i).padStart(invalidWidth, '0')}`;
     const atMs = Math.round(random() * (count - 1) * spacingMs);
-    messages.push({ atMs, body: invalid.body(jobId), purpose: 'invalid', ...(invalid.hasJobId ? { jobId } : {}), invalidCase: invalid.name });
+    messages.push({
+      atMs,
+      body: invalid.body(jobId),
+      purpose: 'invalid',
+      ...(invalid.hasJobId ? { jobId } : {}),
+      invalidCase: invalid.name,
+    });
   }
 
   messages.sort((a, b) => a.atMs - b.atMs);
-  return { seed, timeScale, jobs, messages, lastSendMs: messages.at(-1)?.atMs ?? 0, incidents: planIncidents(options.incidents ?? NO_INCIDENTS, (count - 1) * spacingMs, dice) };
+  return {
+    seed,
+    timeScale,
+    jobs,
+    messages,
+    lastSendMs: messages.at(-1)?.atMs ?? 0,
+    incidents: planIncidents(options.incidents ?? NO_INCIDENTS, (count - 1) * spacingMs, dice),
+  };
 }
 
 /** Puts the incidents on the timeline: shares of the time the job messages take to send. */

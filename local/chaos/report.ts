@@ -47,7 +47,11 @@ export function chaosJson(result: ChaosResult): Record<string, unknown> {
       unexplained: f.giveUps.unexplained,
     },
     unconfirmed_cancels: problems(f.unconfirmedCancels),
-    deadline_races: { jobs: f.deadlineRaces.jobs, completed: f.deadlineRaces.completed, timed_out_after_a_late_start: f.deadlineRaces.lateStart },
+    deadline_races: {
+      jobs: f.deadlineRaces.jobs,
+      completed: f.deadlineRaces.completed,
+      timed_out_after_a_late_start: f.deadlineRaces.lateStart,
+    },
     deadline_jobs_completed_during_outage: f.deadlineJobsCompletedDuringOutage,
     incidents: result.incidents,
     duplicate_executions_from_redelivery: f.waterflai.duplicatesFromRedelivery,
@@ -61,7 +65,12 @@ export function chaosJson(result: ChaosResult): Record<string, unknown> {
     outcomes: f.outcomes,
     terminal: f.terminal,
     events: { published: f.events.total, jobs_announced: f.events.jobsAnnounced, republished_same_id: f.events.duplicates },
-    dead_letters: { total: f.deadLetters.total, with_reason: f.deadLetters.withReason, invalid_messages: f.deadLetters.invalidMessages, jobs_rejected_at_intake: f.deadLetters.rejectedJobs },
+    dead_letters: {
+      total: f.deadLetters.total,
+      with_reason: f.deadLetters.withReason,
+      invalid_messages: f.deadLetters.invalidMessages,
+      jobs_rejected_at_intake: f.deadLetters.rejectedJobs,
+    },
     waterflai: {
       executions: f.waterflai.executions,
       jobs_with_duplicates: f.waterflai.jobsWithDuplicates,
@@ -91,45 +100,78 @@ export function chaosTable(result: ChaosResult): string {
   const rows: Array<[string, string]> = [];
   const totalFaults = Object.values(result.faults).reduce((sum, count) => sum + count, 0);
   const sent = Object.values(f.messagesSent).reduce((sum, count) => sum + count, 0);
-  rows.push(['jobs', `${result.jobs} (+${f.messagesSent.invalid} invalid messages; ${sent} messages sent, ${f.messagesSent.cancel} cancel requests)`]);
+  rows.push([
+    'jobs',
+    `${result.jobs} (+${f.messagesSent.invalid} invalid messages; ${sent} messages sent, ${f.messagesSent.cancel} cancel requests)`,
+  ]);
   rows.push(['faults injected', `${totalFaults} in total`]);
   for (const [kind, count] of Object.entries(result.faults)) rows.push([`  ${kind}`, String(count)]);
-  rows.push(['outcomes', Object.entries(f.outcomes).sort(([, a], [, b]) => b - a).map(([name, count]) => `${name} ${count}`).join(', ') || 'none']);
+  rows.push([
+    'outcomes',
+    Object.entries(f.outcomes)
+      .sort(([, a], [, b]) => b - a)
+      .map(([name, count]) => `${name} ${count}`)
+      .join(', ') || 'none',
+  ]);
   rows.push(['  terminal', `${f.terminal} of ${result.jobs} jobs`]);
-  const byOutcome = Object.entries(f.giveUps.byOutcome).map(([name, count]) => `${name} ${count}`).join(', ');
+  const byOutcome = Object.entries(f.giveUps.byOutcome)
+    .map(([name, count]) => `${name} ${count}`)
+    .join(', ');
   rows.push([
     'give-ups',
     `${f.giveUps.total}${byOutcome === '' ? '' : ` (${byOutcome})`}: ${f.giveUps.explained} explained by faults, ${f.giveUps.unexplained} not` +
       (f.gaveUpWithOrphans > 0 ? `; ${f.gaveUpWithOrphans} with an untracked Waterflai execution` : ''),
   ]);
   if (f.deadlineRaces.jobs > 0) {
-    rows.push(['deadline races', `${f.deadlineRaces.jobs} jobs: ${f.deadlineRaces.completed} COMPLETED, ${f.deadlineRaces.lateStart} TIMED_OUT after a start too late to win`]);
+    rows.push([
+      'deadline races',
+      `${f.deadlineRaces.jobs} jobs: ${f.deadlineRaces.completed} COMPLETED, ${f.deadlineRaces.lateStart} TIMED_OUT after a start too late to win`,
+    ]);
   }
   if (f.deadlineJobsCompletedDuringOutage > 0) {
-    rows.push(['deadline jobs completed', `${f.deadlineJobsCompletedDuringOutage} (the deadline passed in an outage of the cancel route, the execution completed before a cancel got through)`]);
+    rows.push([
+      'deadline jobs completed',
+      `${f.deadlineJobsCompletedDuringOutage} (the deadline passed in an outage of the cancel route, the execution completed before a cancel got through)`,
+    ]);
   }
   const incidents = result.incidents;
   for (const outage of incidents.outages) {
     rows.push([
       'incident: outage',
-      `${outage.routes.join(',')} from +${outage.from_s.toFixed(1)} s to +${outage.until_s.toFixed(1)} s; ${incidents.outage_requests} requests failed (${Object.entries(incidents.outage_by_answer).map(([answer, count]) => `${answer} ${count}`).join(', ')})`,
+      `${outage.routes.join(',')} from +${outage.from_s.toFixed(1)} s to +${outage.until_s.toFixed(1)} s; ${incidents.outage_requests} requests failed (${Object.entries(
+        incidents.outage_by_answer,
+      )
+        .map(([answer, count]) => `${answer} ${count}`)
+        .join(', ')})`,
     ]);
   }
   for (const rotation of incidents.key_rotations) {
-    rows.push(['incident: key rotation', `new key at +${rotation.at_s.toFixed(1)} s, old key refused from +${rotation.old_key_refused_at_s.toFixed(1)} s; ${incidents.revoked_key_401s} requests answered 401 for the old key`]);
+    rows.push([
+      'incident: key rotation',
+      `new key at +${rotation.at_s.toFixed(1)} s, old key refused from +${rotation.old_key_refused_at_s.toFixed(1)} s; ${incidents.revoked_key_401s} requests answered 401 for the old key`,
+    ]);
   }
   rows.push([
     'cancels',
-    `${incidents.refused_cancels} refused (200 cancelled:false); DELETEs of finished executions answered ${Object.entries(incidents.finished_cancel_answers).map(([status, count]) => `${status} x${count}`).join(', ') || 'never'}; ` +
-      `${f.unconfirmedCancels.length} jobs announced with upstream_cancel unconfirmed`,
+    `${incidents.refused_cancels} refused (200 cancelled:false); DELETEs of finished executions answered ${
+      Object.entries(incidents.finished_cancel_answers)
+        .map(([status, count]) => `${status} x${count}`)
+        .join(', ') || 'never'
+    }; ` + `${f.unconfirmedCancels.length} jobs announced with upstream_cancel unconfirmed`,
   ]);
-  rows.push(['events', `${f.events.total} published for ${f.events.jobsAnnounced} jobs; ${f.events.duplicates} re-published (same event_id); ${f.conflictingOutcomes.length} conflicting; ${f.unannounced.length} jobs unannounced`]);
+  rows.push([
+    'events',
+    `${f.events.total} published for ${f.events.jobsAnnounced} jobs; ${f.events.duplicates} re-published (same event_id); ${f.conflictingOutcomes.length} conflicting; ${f.unannounced.length} jobs unannounced`,
+  ]);
   rows.push([
     'duplicates',
     `${f.messagesSent.duplicate} sent twice, ${f.messagesSent['late-duplicate']} sent again later, ${result.redeliveredRecords} redelivered by the event source; ` +
       `duplicate executions from redelivery: ${f.waterflai.duplicatesFromRedelivery}; duplicate state machine executions: ${f.duplicateStateMachineExecutions.length}`,
   ]);
-  rows.push(['  conditional-check races', `${result.observed.ConditionalCheckFailedException ?? 0} (ConditionalCheckFailedException answers, observed)`]);
+  rows.push([
+    '  conditional-check races',
+    `${result.observed.ConditionalCheckFailedException ?? 0} (ConditionalCheckFailedException answers, observed)`,
+  ]);
   rows.push([
     'dead-letter queue',
     `${f.deadLetters.total} messages (${f.deadLetters.withReason} with a reason): ${f.deadLetters.invalidMessages} invalid, ${f.deadLetters.rejectedJobs} jobs rejected at intake; ` +
@@ -138,10 +180,15 @@ export function chaosTable(result: ChaosResult): string {
   rows.push([
     'event source',
     `${result.eventSourceErrors.length} failed invocations/receives/deletes; ${result.leftInIntake.length} messages left in the intake queue` +
-      (result.leftInIntake.length > 0 ? ` (${result.leftInIntake.map((message) => `${message.jobId ?? message.messageId} ${message.state}`).join(', ')})` : ''),
+      (result.leftInIntake.length > 0
+        ? ` (${result.leftInIntake.map((message) => `${message.jobId ?? message.messageId} ${message.state}`).join(', ')})`
+        : ''),
   ]);
   rows.push(['outcome mismatches', String(f.outcomeMismatches.length)]);
-  rows.push(['orphaned_executions', `${f.orphanedExecutions.length} (executions whose id the orchestrator received, still running after their job ended)`]);
+  rows.push([
+    'orphaned_executions',
+    `${f.orphanedExecutions.length} (executions whose id the orchestrator received, still running after their job ended)`,
+  ]);
   rows.push([
     'outcome_upstream_mismatches',
     `${f.outcomeUpstreamMismatches.length}${f.excusedUpstreamMismatches.length > 0 ? ` (+${f.excusedUpstreamMismatches.length} excused: cancel unconfirmed during an outage)` : ''}`,
@@ -152,7 +199,10 @@ export function chaosTable(result: ChaosResult): string {
     'duplicate_executions_from_crash',
     `${f.waterflai.duplicatesFromCrash} (${f.waterflai.acceptThenFail} crash-window faults; ${f.waterflai.untracked} untracked executions, ${f.waterflai.untrackedCancelled} cancelled by the orchestrator, ${f.waterflai.crashWindowStillRunning} crash-window ones still running)`,
   ]);
-  rows.push(['result', result.violations === 0 ? `PASS${result.completed ? '' : ' (deadline reached)'}` : `FAIL: ${result.violations} invariant violation(s)`]);
+  rows.push([
+    'result',
+    result.violations === 0 ? `PASS${result.completed ? '' : ' (deadline reached)'}` : `FAIL: ${result.violations} invariant violation(s)`,
+  ]);
 
   const width = Math.max(...rows.map(([name]) => name.length));
   const title = `chaos run: seed ${result.seed}, ${result.jobs} jobs, time scale ${result.timeScale}, ${result.rate} jobs/s, DynamoDB ${result.dynamodbEngine}, ${(result.durationMs / 1000).toFixed(1)} s`;

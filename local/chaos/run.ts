@@ -101,7 +101,12 @@ export interface ChaosResult {
   /** Failures of the event source mapping (whole invocations, receives, deletes). */
   readonly eventSourceErrors: ReadonlyArray<{ readonly phase: string; readonly error: string; readonly jobIds: readonly string[] }>;
   /** Messages still in the intake queue at the end (e.g. a batch that failed as a whole comes back after the visibility timeout). */
-  readonly leftInIntake: ReadonlyArray<{ readonly messageId: string; readonly state: string; readonly receiveCount: number; readonly jobId?: string }>;
+  readonly leftInIntake: ReadonlyArray<{
+    readonly messageId: string;
+    readonly state: string;
+    readonly receiveCount: number;
+    readonly jobId?: string;
+  }>;
   /**
    * What happened to the jobs the report names (violations, give-ups, crash-window
    * duplicates, messages left in the queue): injected faults, conditional-check failures,
@@ -153,13 +158,23 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     },
     faults: faults.hooks(),
     onEventSourceError: (error, context) => {
-      eventSourceErrors.push({ at: Date.now(), phase: context.phase, error: error instanceof Error ? error.message : String(error), messageIds: context.messageIds });
+      eventSourceErrors.push({
+        at: Date.now(),
+        phase: context.phase,
+        error: error instanceof Error ? error.message : String(error),
+        messageIds: context.messageIds,
+      });
     },
     logLevel: options.logLevel ?? 'SILENT',
     dynamodb: options.dynamodb ?? 'auto',
     waterflaiFromEnvironment: false,
     ...(options.networkGuard === undefined ? {} : { networkGuard: options.networkGuard }),
-    ...(options.onNote ? { onProgress: (step: string) => options.onNote?.(`starting ${step}`), onWarning: (warning: string) => options.onNote?.(`warning: ${warning}`) } : {}),
+    ...(options.onNote
+      ? {
+          onProgress: (step: string) => options.onNote?.(`starting ${step}`),
+          onWarning: (warning: string) => options.onNote?.(`warning: ${warning}`),
+        }
+      : {}),
   });
   try {
     options.onRuntime?.(runtime);
@@ -187,15 +202,29 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       const intakeMessages = runtime.sqs.messages(runtime.sqs.intakeQueue.name);
       const intake = intakeMessages.length;
       const intakeStates: Record<string, number> = {};
-      for (const message of intakeMessages) intakeStates[`${message.state}:${message.receiveCount}`] = (intakeStates[`${message.state}:${message.receiveCount}`] ?? 0) + 1;
+      for (const message of intakeMessages)
+        intakeStates[`${message.state}:${message.receiveCount}`] = (intakeStates[`${message.state}:${message.receiveCount}`] ?? 0) + 1;
       const running = runtime.stepFunctions.executions().filter((execution) => execution.status === 'RUNNING').length;
       const openUpstreamCancels = countOpenUpstreamCancels(records, runtime.simulator);
-      options.onProgress?.({ elapsedMs: Date.now() - startedAt, sent: sent.length, messages: plan.messages.length, finished, jobs: plan.jobs.length, intake, intakeStates, running, openUpstreamCancels });
+      options.onProgress?.({
+        elapsedMs: Date.now() - startedAt,
+        sent: sent.length,
+        messages: plan.messages.length,
+        finished,
+        jobs: plan.jobs.length,
+        intake,
+        intakeStates,
+        running,
+        openUpstreamCancels,
+      });
       // A message whose batch failed as a whole waits out the visibility timeout (6x the start
       // function's timeout); when every job is finished the run does not wait for it (it is
       // reported as left in the queue).
       const onlyParked = intakeMessages.every(
-        (message) => message.state === 'inflight' && (message.visibleAt ?? 0) - Date.now() > PARKED_MS && isFinished(records.get(jobIdOfBody(message.body) ?? '')),
+        (message) =>
+          message.state === 'inflight' &&
+          (message.visibleAt ?? 0) - Date.now() > PARKED_MS &&
+          isFinished(records.get(jobIdOfBody(message.body) ?? '')),
       );
       const intakeDone = intake === 0 || (onlyParked && runtime.eventSource.inFlight() === 0);
       if (producerDone && finished === plan.jobs.length && intakeDone && running === 0 && invalidMessagesDeadLettered(runtime, sent)) {
@@ -212,16 +241,24 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     }
     stopSending.stopped = true;
     if (producerError !== undefined) {
-      throw new Error(`sending the plan's messages failed: ${producerError instanceof Error ? producerError.message : String(producerError)}`);
+      throw new Error(
+        `sending the plan's messages failed: ${producerError instanceof Error ? producerError.message : String(producerError)}`,
+      );
     }
     await producer;
     faults.disable();
     incidents.stop();
 
     const executions = runtime.simulator?.executions() ?? [];
-    const outages: ObservedOutage[] = (runtime.simulator?.outages() ?? []).map((outage) => ({ from: outage.from, until: outage.until, routes: outage.routes }));
+    const outages: ObservedOutage[] = (runtime.simulator?.outages() ?? []).map((outage) => ({
+      from: outage.from,
+      until: outage.until,
+      routes: outage.routes,
+    }));
     const jobByChatbot = new Map(plan.jobs.map((job) => [job.chatbotId, job.jobId]));
-    const jobByExecution = new Map(executions.map((execution) => [execution.execution_id, (execution.input_data as { job?: unknown }).job]));
+    const jobByExecution = new Map(
+      executions.map((execution) => [execution.execution_id, (execution.input_data as { job?: unknown }).job]),
+    );
     // Faults that struck each job: the AWS-side ones, and the simulator's (its log lines).
     const faultsByJob: Record<string, number> = { ...faults.struckByJob() };
     const attributed: Array<{ at: number; line: string; jobId: string }> = [];
@@ -258,7 +295,9 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
 
     // Attribute the simulator's request lines and the event source's failures to jobs.
     for (const { at, line, jobId } of attributed) faults.note(jobId, `Waterflai ${line}`, at);
-    const jobByMessage = new Map(sent.flatMap((item) => (item.message.jobId === undefined ? [] : [[item.messageId, item.message.jobId] as const])));
+    const jobByMessage = new Map(
+      sent.flatMap((item) => (item.message.jobId === undefined ? [] : [[item.messageId, item.message.jobId] as const])),
+    );
     const sourceErrors = eventSourceErrors.map(({ at, phase, error, messageIds }) => {
       const jobIds = messageIds.flatMap((id) => (jobByMessage.has(id) ? [jobByMessage.get(id)!] : []));
       for (const jobId of jobIds) faults.note(jobId, `event source ${phase} failed for its batch: ${error}`, at);
@@ -266,7 +305,12 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     });
     const leftInIntake = runtime.sqs.messages(runtime.sqs.intakeQueue.name).map((message) => {
       const jobId = jobByMessage.get(message.messageId);
-      return { messageId: message.messageId, state: message.state, receiveCount: message.receiveCount, ...(jobId === undefined ? {} : { jobId }) };
+      return {
+        messageId: message.messageId,
+        state: message.state,
+        receiveCount: message.receiveCount,
+        ...(jobId === undefined ? {} : { jobId }),
+      };
     });
     const named = new Set<string>([
       ...[
@@ -315,8 +359,15 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       leftInIntake,
       traces,
       incidents: {
-        outages: outages.map((outage) => ({ routes: outage.routes, from_s: faults.since(outage.from), until_s: faults.since(outage.until) })),
-        key_rotations: incidents.rotations.map((rotation) => ({ at_s: faults.since(rotation.at), old_key_refused_at_s: faults.since(rotation.at + rotation.revokeOldAfterMs) })),
+        outages: outages.map((outage) => ({
+          routes: outage.routes,
+          from_s: faults.since(outage.from),
+          until_s: faults.since(outage.until),
+        })),
+        key_rotations: incidents.rotations.map((rotation) => ({
+          at_s: faults.since(rotation.at),
+          old_key_refused_at_s: faults.since(rotation.at + rotation.revokeOldAfterMs),
+        })),
         outage_requests: simulatorStats?.outage_requests ?? 0,
         outage_by_answer: simulatorStats?.outage_by_answer ?? { error5xx: 0, reset: 0, hang: 0 },
         revoked_key_401s: simulatorStats?.revoked_key ?? 0,
@@ -337,7 +388,12 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
  * simulator at once (it keeps the times), key rotations run on timers (the new key is
  * accepted by the simulator and written to the secret; the old one is refused later).
  */
-function startIncidents(runtime: LocalRuntime, plan: ChaosPlan, sendStart: number, note: (note: string) => void): { rotations: Array<{ at: number; revokeOldAfterMs: number }>; stop: () => void } {
+function startIncidents(
+  runtime: LocalRuntime,
+  plan: ChaosPlan,
+  sendStart: number,
+  note: (note: string) => void,
+): { rotations: Array<{ at: number; revokeOldAfterMs: number }>; stop: () => void } {
   const simulator = runtime.simulator;
   const rotations: Array<{ at: number; revokeOldAfterMs: number }> = [];
   const timers: NodeJS.Timeout[] = [];
@@ -347,15 +403,23 @@ function startIncidents(runtime: LocalRuntime, plan: ChaosPlan, sendStart: numbe
     return { rotations, stop: () => undefined };
   }
   for (const outage of outages) {
-    simulator.scheduleOutage({ startMs: Math.max(0, sendStart + outage.atMs - Date.now()), durationMs: outage.durationMs, routes: outage.routes, answers: outage.answers });
+    simulator.scheduleOutage({
+      startMs: Math.max(0, sendStart + outage.atMs - Date.now()),
+      durationMs: outage.durationMs,
+      routes: outage.routes,
+      answers: outage.answers,
+    });
   }
   for (const rotation of keyRotations) {
     timers.push(
-      setTimeout(() => {
-        simulator.rotateApiKey(rotation.newKey, { revokeOldAfterMs: rotation.revokeOldAfterMs });
-        runtime.secrets.update(runtime.model.apiKeySecretId, rotation.newKey);
-        rotations.push({ at: Date.now(), revokeOldAfterMs: rotation.revokeOldAfterMs });
-      }, Math.max(0, sendStart + rotation.atMs - Date.now())),
+      setTimeout(
+        () => {
+          simulator.rotateApiKey(rotation.newKey, { revokeOldAfterMs: rotation.revokeOldAfterMs });
+          runtime.secrets.update(runtime.model.apiKeySecretId, rotation.newKey);
+          rotations.push({ at: Date.now(), revokeOldAfterMs: rotation.revokeOldAfterMs });
+        },
+        Math.max(0, sendStart + rotation.atMs - Date.now()),
+      ),
     );
   }
   return {
@@ -395,19 +459,28 @@ function isFinished(record: JobRecord | undefined): boolean {
 
 function invalidMessagesDeadLettered(runtime: LocalRuntime, sent: readonly SentMessage[]): boolean {
   const sources = new Set(
-    runtime.sqs.messages(runtime.sqs.deadLetterQueue.name).map((message) => message.messageAttributes[DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]?.StringValue ?? message.messageId),
+    runtime.sqs
+      .messages(runtime.sqs.deadLetterQueue.name)
+      .map((message) => message.messageAttributes[DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]?.StringValue ?? message.messageId),
   );
   return sent.every((item) => item.message.purpose !== 'invalid' || sources.has(item.messageId));
 }
 
 /** Sends the plan's messages at their times (due ones together, in batches of 10), until stopped. */
-async function produce(runtime: LocalRuntime, plan: ChaosPlan, startMs: number, sent: SentMessage[], stop: { readonly stopped: boolean }): Promise<void> {
+async function produce(
+  runtime: LocalRuntime,
+  plan: ChaosPlan,
+  startMs: number,
+  sent: SentMessage[],
+  stop: { readonly stopped: boolean },
+): Promise<void> {
   let next = 0;
   while (next < plan.messages.length && !stop.stopped) {
     const wait = startMs + plan.messages[next]!.atMs - Date.now();
     if (wait > 0) await sleep(Math.min(wait, 1_000));
     const due: PlannedMessage[] = [];
-    while (next < plan.messages.length && startMs + plan.messages[next]!.atMs <= Date.now() && due.length < 10) due.push(plan.messages[next++]!);
+    while (next < plan.messages.length && startMs + plan.messages[next]!.atMs <= Date.now() && due.length < 10)
+      due.push(plan.messages[next++]!);
     if (due.length > 0) sent.push(...(await sendBatch(runtime, due)));
   }
 }
@@ -416,9 +489,13 @@ async function sendBatch(runtime: LocalRuntime, messages: readonly PlannedMessag
   for (let attempt = 1; ; attempt += 1) {
     try {
       const result = await runtime.sqs.client.send(
-        new SendMessageBatchCommand({ QueueUrl: runtime.intakeQueueUrl, Entries: messages.map((message, index) => ({ Id: `m${index}`, MessageBody: message.body })) }),
+        new SendMessageBatchCommand({
+          QueueUrl: runtime.intakeQueueUrl,
+          Entries: messages.map((message, index) => ({ Id: `m${index}`, MessageBody: message.body })),
+        }),
       );
-      if ((result.Failed ?? []).length > 0) throw new Error(`SendMessageBatch failed for ${result.Failed!.length} message(s): ${result.Failed![0]!.Message ?? ''}`);
+      if ((result.Failed ?? []).length > 0)
+        throw new Error(`SendMessageBatch failed for ${result.Failed!.length} message(s): ${result.Failed![0]!.Message ?? ''}`);
       const ids = new Map((result.Successful ?? []).map((entry) => [entry.Id, entry.MessageId]));
       const sentAt = Date.now();
       return messages.map((message, index) => {

@@ -87,7 +87,13 @@ export async function startAwsJsonServer(options: AwsJsonServerOptions): Promise
   const counts: Record<string, number> = {};
   let faultHook = options.faultHook;
 
-  const send = (res: ServerResponse, status: number, contentType: string, body: unknown, extraHeaders: Record<string, string> = {}): void => {
+  const send = (
+    res: ServerResponse,
+    status: number,
+    contentType: string,
+    body: unknown,
+    extraHeaders: Record<string, string> = {},
+  ): void => {
     const text = JSON.stringify(body ?? {});
     res.writeHead(status, {
       'Content-Type': contentType,
@@ -107,7 +113,11 @@ export async function startAwsJsonServer(options: AwsJsonServerOptions): Promise
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
       if (size > maxBodyBytes) {
-        sendError(res, 'application/x-amz-json-1.1', new AwsServiceError('RequestEntityTooLargeException', `request body over ${maxBodyBytes} bytes`, 413));
+        sendError(
+          res,
+          'application/x-amz-json-1.1',
+          new AwsServiceError('RequestEntityTooLargeException', `request body over ${maxBodyBytes} bytes`, 413),
+        );
         req.destroy();
         return;
       }
@@ -123,7 +133,11 @@ export async function startAwsJsonServer(options: AwsJsonServerOptions): Promise
       sendError(
         res,
         contentType,
-        new AwsServiceError('UnknownOperationException', `the local runtime does not serve ${req.method ?? ''} ${req.url ?? ''} ${typeof target === 'string' ? target : '(no X-Amz-Target)'}`, 400),
+        new AwsServiceError(
+          'UnknownOperationException',
+          `the local runtime does not serve ${req.method ?? ''} ${req.url ?? ''} ${typeof target === 'string' ? target : '(no X-Amz-Target)'}`,
+          400,
+        ),
       );
       return;
     }
@@ -132,7 +146,14 @@ export async function startAwsJsonServer(options: AwsJsonServerOptions): Promise
     const operation = service.operations[operationName];
     if (operation === undefined) {
       log(`${key} -> UnknownOperationException`);
-      sendError(res, contentType, new AwsServiceError('UnknownOperationException', `${service.name} operation ${operationName} is not supported by the local runtime`));
+      sendError(
+        res,
+        contentType,
+        new AwsServiceError(
+          'UnknownOperationException',
+          `${service.name} operation ${operationName} is not supported by the local runtime`,
+        ),
+      );
       return;
     }
     let input: unknown;
@@ -205,7 +226,11 @@ export async function startAwsJsonServer(options: AwsJsonServerOptions): Promise
 /** Reads a required string member of a request, or throws a `ValidationException`. */
 export function requireString(input: Record<string, unknown>, member: string): string {
   const value = input[member];
-  if (typeof value !== 'string' || value === '') throw new AwsServiceError('ValidationException', `1 validation error detected: Value at '${member}' failed to satisfy constraint: Member must not be null`);
+  if (typeof value !== 'string' || value === '')
+    throw new AwsServiceError(
+      'ValidationException',
+      `1 validation error detected: Value at '${member}' failed to satisfy constraint: Member must not be null`,
+    );
   return value;
 }
 

@@ -123,7 +123,8 @@ export function parseCliArgs(argv: readonly string[]): CliOptions {
   const number = (name: string, text: string | undefined, fallback: number, check: (value: number) => boolean, rule: string): number => {
     if (text === undefined) return fallback;
     const value = Number(text);
-    if (text.trim() === '' || !Number.isFinite(value) || !check(value)) throw new UsageError(`--${name} must be ${rule}, got ${JSON.stringify(text)}`);
+    if (text.trim() === '' || !Number.isFinite(value) || !check(value))
+      throw new UsageError(`--${name} must be ${rule}, got ${JSON.stringify(text)}`);
     return value;
   };
   const timeoutSeconds = number('timeout', values.timeout, DEFAULTS.timeoutSeconds, (value) => value > 0, 'a positive number of seconds');
@@ -133,13 +134,28 @@ export function parseCliArgs(argv: readonly string[]): CliOptions {
   } catch (error) {
     throw new UsageError(`--time-scale: ${error instanceof Error ? error.message : String(error)}`);
   }
-  const pollIntervalSeconds = number('poll-interval', values['poll-interval'], DEFAULTS.pollIntervalSeconds, (value) => Number.isInteger(value) && value >= 1 && value <= 300, 'a whole number of seconds from 1 to 300');
-  const engines: Record<string, DynamoDbEngineChoice> = { auto: 'auto', local: 'dynamodb-local', 'dynamodb-local': 'dynamodb-local', dynalite: 'dynalite' };
+  const pollIntervalSeconds = number(
+    'poll-interval',
+    values['poll-interval'],
+    DEFAULTS.pollIntervalSeconds,
+    (value) => Number.isInteger(value) && value >= 1 && value <= 300,
+    'a whole number of seconds from 1 to 300',
+  );
+  const engines: Record<string, DynamoDbEngineChoice> = {
+    auto: 'auto',
+    local: 'dynamodb-local',
+    'dynamodb-local': 'dynamodb-local',
+    dynalite: 'dynalite',
+  };
   const dynamodb = values.dynamodb === undefined ? DEFAULTS.dynamodb : engines[values.dynamodb];
   if (dynamodb === undefined) throw new UsageError(`--dynamodb must be auto, local or dynalite, got ${JSON.stringify(values.dynamodb)}`);
-  const seed = values.seed === undefined ? undefined : number('seed', values.seed, 0, (value) => Number.isInteger(value) && value >= 0, 'a non-negative integer');
+  const seed =
+    values.seed === undefined
+      ? undefined
+      : number('seed', values.seed, 0, (value) => Number.isInteger(value) && value >= 0, 'a non-negative integer');
   const logLevel = values['log-level']?.toUpperCase();
-  if (logLevel !== undefined && !LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(values['log-level'])}`);
+  if (logLevel !== undefined && !LOG_LEVELS.includes(logLevel))
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(values['log-level'])}`);
   for (const name of ['jobs', 'events-out'] as const) {
     if (values[name] !== undefined && values[name].trim() === '') throw new UsageError(`--${name} needs a file name`);
   }

@@ -79,7 +79,11 @@ export class Display {
   event(event: PublishedEvent): void {
     const detail = event.detail as { job_id?: unknown; event_id?: unknown; error?: { code?: unknown }; reason?: unknown } | null;
     const extra =
-      typeof detail?.error?.code === 'string' ? ` error=${detail.error.code}` : typeof detail?.reason === 'string' ? ` reason=${detail.reason}` : '';
+      typeof detail?.error?.code === 'string'
+        ? ` error=${detail.error.code}`
+        : typeof detail?.reason === 'string'
+          ? ` reason=${detail.reason}`
+          : '';
     const type = event['detail-type'];
     const colour = type.endsWith('Completed') ? ANSI.green : type.endsWith('Failed') ? ANSI.red : ANSI.yellow;
     this.line(
@@ -143,7 +147,12 @@ export class Display {
     }
     for (const view of shown) lines.push(this.#jobLine(view, true));
     const done = views.filter((view) => view.done).length;
-    lines.push(this.#paint(`${done}/${views.length} jobs done${views.length > shown.length ? ` (${views.length - shown.length} not shown)` : ''}`, ANSI.bold));
+    lines.push(
+      this.#paint(
+        `${done}/${views.length} jobs done${views.length > shown.length ? ` (${views.length - shown.length} not shown)` : ''}`,
+        ANSI.bold,
+      ),
+    );
     this.#out.write(`${lines.join('\n')}\n`);
     this.#blockLines = lines.length;
   }

@@ -22,7 +22,8 @@ export const DYNAMODB_ERRORS = {
   ProvisionedThroughputExceededException: {
     status: 400,
     type: 'com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException',
-    message: 'The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API.',
+    message:
+      'The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API.',
   },
   ThrottlingException: {
     status: 400,
@@ -32,7 +33,8 @@ export const DYNAMODB_ERRORS = {
   RequestLimitExceeded: {
     status: 400,
     type: 'com.amazonaws.dynamodb.v20120810#RequestLimitExceeded',
-    message: 'Throughput exceeds the current throughput limit for your account. Please contact AWS Support at https://aws.amazon.com/support request a limit increase',
+    message:
+      'Throughput exceeds the current throughput limit for your account. Please contact AWS Support at https://aws.amazon.com/support request a limit increase',
   },
   InternalServerError: {
     status: 500,
@@ -60,7 +62,13 @@ export type DynamoDbFaultHook = (operation: string, input: Record<string, unknow
  * Told about every answer the caller got: DynamoDB's own errors (e.g.
  * `ConditionalCheckFailedException`) and injected ones (`reset` for a dropped connection).
  */
-export type DynamoDbResponseObserver = (operation: string, status: number, errorCode: string | undefined, injected: boolean, input: Record<string, unknown>) => void;
+export type DynamoDbResponseObserver = (
+  operation: string,
+  status: number,
+  errorCode: string | undefined,
+  injected: boolean,
+  input: Record<string, unknown>,
+) => void;
 
 export interface DynamoDbFaultProxyOptions {
   /** The DynamoDB endpoint to forward to, e.g. `http://127.0.0.1:8000`. */
@@ -94,7 +102,10 @@ export async function startDynamoDbFaultProxy(options: DynamoDbFaultProxyOptions
   let hook = options.hook;
   const observe = options.onResponse ?? (() => undefined);
 
-  const forward = (req: IncomingMessage, body: Buffer): Promise<{ status: number; headers: Record<string, string | string[]>; body: Buffer }> =>
+  const forward = (
+    req: IncomingMessage,
+    body: Buffer,
+  ): Promise<{ status: number; headers: Record<string, string | string[]>; body: Buffer }> =>
     new Promise((resolve, reject) => {
       const headers = { ...req.headers, host: target.host, 'content-length': String(body.length) };
       const upstream = httpRequest(
@@ -104,7 +115,8 @@ export async function startDynamoDbFaultProxy(options: DynamoDbFaultProxyOptions
           res.on('data', (chunk: Buffer) => chunks.push(chunk));
           res.on('end', () => {
             const out: Record<string, string | string[]> = {};
-            for (const [name, value] of Object.entries(res.headers)) if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') out[name] = value;
+            for (const [name, value] of Object.entries(res.headers))
+              if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') out[name] = value;
             resolve({ status: res.statusCode ?? 500, headers: out, body: Buffer.concat(chunks) });
           });
           res.on('error', reject);
@@ -145,7 +157,13 @@ export async function startDynamoDbFaultProxy(options: DynamoDbFaultProxyOptions
       await forward(req, body).catch(() => undefined);
     }
     if (fault !== undefined) {
-      observe(operation, fault.error === 'reset' ? 0 : DYNAMODB_ERRORS[fault.error].status, fault.error === 'reset' ? 'reset' : fault.error, true, input);
+      observe(
+        operation,
+        fault.error === 'reset' ? 0 : DYNAMODB_ERRORS[fault.error].status,
+        fault.error === 'reset' ? 'reset' : fault.error,
+        true,
+        input,
+      );
       if (fault.error === 'reset') req.socket.destroy();
       else answerError(res, fault.error);
       return;

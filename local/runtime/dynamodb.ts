@@ -71,7 +71,8 @@ export function javaAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
 export async function startLocalDynamoDb(options: LocalDynamoDbOptions): Promise<LocalDynamoDb> {
   const choice = options.engine ?? 'auto';
   const engine: DynamoDbEngine = choice === 'auto' ? (javaAvailable() ? 'dynamodb-local' : 'dynalite') : choice;
-  if (engine === 'dynamodb-local' && !javaAvailable()) throw new Error('DynamoDB Local needs `java` on the PATH (use the dynalite engine instead)');
+  if (engine === 'dynamodb-local' && !javaAvailable())
+    throw new Error('DynamoDB Local needs `java` on the PATH (use the dynalite engine instead)');
   let started: StartedEngine;
   let used: DynamoDbEngine = engine;
   if (engine === 'dynamodb-local') {
@@ -86,7 +87,12 @@ export async function startLocalDynamoDb(options: LocalDynamoDbOptions): Promise
   } else {
     started = await startDynalite();
   }
-  const client = new DynamoDBClient({ endpoint: started.endpoint, region: options.region, credentials: options.credentials, maxAttempts: 3 });
+  const client = new DynamoDBClient({
+    endpoint: started.endpoint,
+    region: options.region,
+    credentials: options.credentials,
+    maxAttempts: 3,
+  });
   return {
     engine: used,
     endpoint: started.endpoint,
@@ -227,7 +233,10 @@ async function createTable(client: DynamoDBClient, table: TableModel): Promise<{
           GlobalSecondaryIndexes: table.globalSecondaryIndexes.map((index) => ({
             IndexName: index.IndexName,
             KeySchema: index.KeySchema.map((key) => ({ ...key })),
-            Projection: { ...index.Projection, ...(index.Projection.NonKeyAttributes ? { NonKeyAttributes: [...index.Projection.NonKeyAttributes] } : {}) },
+            Projection: {
+              ...index.Projection,
+              ...(index.Projection.NonKeyAttributes ? { NonKeyAttributes: [...index.Projection.NonKeyAttributes] } : {}),
+            },
             ...(onDemand ? {} : { ProvisionedThroughput: throughput }),
           })),
         }),
@@ -235,18 +244,23 @@ async function createTable(client: DynamoDBClient, table: TableModel): Promise<{
   await client.send(new CreateTableCommand(input));
   for (let attempt = 0; ; attempt += 1) {
     const described = await client.send(new DescribeTableCommand({ TableName: table.name }));
-    const indexesActive = (described.Table?.GlobalSecondaryIndexes ?? []).every((index) => index.IndexStatus === undefined || index.IndexStatus === 'ACTIVE');
+    const indexesActive = (described.Table?.GlobalSecondaryIndexes ?? []).every(
+      (index) => index.IndexStatus === undefined || index.IndexStatus === 'ACTIVE',
+    );
     if (described.Table?.TableStatus === 'ACTIVE' && indexesActive) break;
     if (attempt > 200) throw new Error(`table ${table.name} did not become ACTIVE`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
   if (table.ttlAttribute === undefined) return { ttl: 'not configured' };
   try {
-    await client.send(new UpdateTimeToLiveCommand({ TableName: table.name, TimeToLiveSpecification: { AttributeName: table.ttlAttribute, Enabled: true } }));
+    await client.send(
+      new UpdateTimeToLiveCommand({ TableName: table.name, TimeToLiveSpecification: { AttributeName: table.ttlAttribute, Enabled: true } }),
+    );
     return { ttl: 'enabled' };
   } catch (error) {
     const name = error instanceof Error ? error.name : '';
-    if (name === 'UnknownOperationException' || name === 'UnrecognizedClientException' || name === 'ValidationException') return { ttl: 'unsupported' };
+    if (name === 'UnknownOperationException' || name === 'UnrecognizedClientException' || name === 'ValidationException')
+      return { ttl: 'unsupported' };
     throw error;
   }
 }

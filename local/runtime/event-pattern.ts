@@ -73,7 +73,18 @@ function matchesValue(matcher: unknown, actual: unknown, present: boolean): bool
       if (typeof actual !== 'number' || !Array.isArray(argument)) return false;
       for (let index = 0; index + 1 < argument.length; index += 2) {
         const [op, bound] = [argument[index], Number(argument[index + 1])];
-        const ok = op === '=' ? actual === bound : op === '<' ? actual < bound : op === '<=' ? actual <= bound : op === '>' ? actual > bound : op === '>=' ? actual >= bound : false;
+        const ok =
+          op === '='
+            ? actual === bound
+            : op === '<'
+              ? actual < bound
+              : op === '<='
+                ? actual <= bound
+                : op === '>'
+                  ? actual > bound
+                  : op === '>='
+                    ? actual >= bound
+                    : false;
         if (!ok) return false;
       }
       return true;

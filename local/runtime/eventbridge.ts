@@ -128,7 +128,10 @@ export class LocalEventBridge {
   putEvents(input: Record<string, unknown>): { FailedEntryCount: number; Entries: Array<Record<string, string>> } {
     const entries = input.Entries;
     if (!Array.isArray(entries) || entries.length === 0 || entries.length > MAX_ENTRIES) {
-      throw new AwsServiceError('ValidationException', `1 validation error detected: Value at 'entries' failed to satisfy constraint: Member must have length between 1 and ${MAX_ENTRIES}`);
+      throw new AwsServiceError(
+        'ValidationException',
+        `1 validation error detected: Value at 'entries' failed to satisfy constraint: Member must have length between 1 and ${MAX_ENTRIES}`,
+      );
     }
     let failed = 0;
     const results = entries.map((raw: unknown) => {
@@ -160,7 +163,13 @@ export class LocalEventBridge {
     if (typeof raw !== 'object' || raw === null) return { ErrorCode: 'InvalidArgument', ErrorMessage: 'Entry is not an object.' };
     const entry = raw as Record<string, unknown>;
     const { Source: source, DetailType: detailType, Detail: detailText } = entry;
-    if (typeof source !== 'string' || source === '' || typeof detailType !== 'string' || detailType === '' || typeof detailText !== 'string') {
+    if (
+      typeof source !== 'string' ||
+      source === '' ||
+      typeof detailType !== 'string' ||
+      detailType === '' ||
+      typeof detailText !== 'string'
+    ) {
       return { ErrorCode: 'InvalidArgument', ErrorMessage: 'Parameters Source, DetailType and Detail are required.' };
     }
     let detail: unknown;
@@ -181,8 +190,13 @@ export class LocalEventBridge {
       return { ErrorCode: 'NotFoundException', ErrorMessage: `Event bus ${busName} does not exist.` };
     }
     const resources = Array.isArray(entry.Resources) ? entry.Resources.filter((item): item is string => typeof item === 'string') : [];
-    const size = Buffer.byteLength(source) + Buffer.byteLength(detailType) + Buffer.byteLength(detailText) + resources.reduce((sum, item) => sum + Buffer.byteLength(item), 0);
-    if (size > MAX_ENTRY_BYTES) return { ErrorCode: 'InvalidArgument', ErrorMessage: `Entry is ${size} bytes, over the ${MAX_ENTRY_BYTES} byte limit.` };
+    const size =
+      Buffer.byteLength(source) +
+      Buffer.byteLength(detailType) +
+      Buffer.byteLength(detailText) +
+      resources.reduce((sum, item) => sum + Buffer.byteLength(item), 0);
+    if (size > MAX_ENTRY_BYTES)
+      return { ErrorCode: 'InvalidArgument', ErrorMessage: `Entry is ${size} bytes, over the ${MAX_ENTRY_BYTES} byte limit.` };
     const fault = this.#entryFaultHook?.({ source, detailType, detail: detail as Record<string, unknown>, busName });
     if (fault !== undefined) return { ErrorCode: fault.ErrorCode, ErrorMessage: fault.ErrorMessage };
     const time = typeof entry.Time === 'number' ? new Date(entry.Time * 1000) : new Date();

@@ -54,7 +54,9 @@ const SCRUBBED_VARIABLES = [
 /** Variables a Lambda's environment may carry that mean nothing in this process. */
 const IGNORED_FUNCTION_VARIABLES = ['NODE_OPTIONS'] as const;
 
-export type LocalFunctions = { readonly [Role in 'start' | 'poll' | 'finish']: LocalFunction } & { readonly [Role in 'reconcile' | 'sweep']?: LocalFunction };
+export type LocalFunctions = { readonly [Role in 'start' | 'poll' | 'finish']: LocalFunction } & {
+  readonly [Role in 'reconcile' | 'sweep']?: LocalFunction;
+};
 
 /** The roles of the functions the template has, in import order. */
 export function rolesOf(model: RuntimeModel): FunctionRole[] {
@@ -136,7 +138,9 @@ export async function loadFunctions(options: LoadFunctionsOptions): Promise<Loca
     resolved[ENV.WATERFLAI_BASE_URL] = options.waterflaiBaseUrl;
     const maxReceiveCount = resolved[ENV.MAX_RECEIVE_COUNT];
     if (maxReceiveCount !== undefined && maxReceiveCount !== String(model.intakeQueue.maxReceiveCount)) {
-      warn(`the ${role} function's ${ENV.MAX_RECEIVE_COUNT} (${maxReceiveCount}) differs from the intake queue's maxReceiveCount (${model.intakeQueue.maxReceiveCount})`);
+      warn(
+        `the ${role} function's ${ENV.MAX_RECEIVE_COUNT} (${maxReceiveCount}) differs from the intake queue's maxReceiveCount (${model.intakeQueue.maxReceiveCount})`,
+      );
     }
     environments[role] = resolved;
   }
@@ -150,11 +154,16 @@ export async function loadFunctions(options: LoadFunctionsOptions): Promise<Loca
     const handlers: LambdaHandler[] = [];
     for (let instance = 0; instance < count; instance += 1) {
       for (const name of allVariables) delete process.env[name];
-      const label = count === 1 ? `the ${role} function (${fn.logicalId})` : `the ${role} function (${fn.logicalId}), environment ${instance + 1} of ${count}`;
+      const label =
+        count === 1
+          ? `the ${role} function (${fn.logicalId})`
+          : `the ${role} function (${fn.logicalId}), environment ${instance + 1} of ${count}`;
       const loaded = await options.step(label, () =>
         importWithEnvironment(handlerInstance(role, instance), environment, fills, (name, value) => {
           environment[name] = value;
-          warn(`the ${role} function reads ${name}, which the synthesized template does not set for ${fn.logicalId}; the local runtime gives it ${value}`);
+          warn(
+            `the ${role} function reads ${name}, which the synthesized template does not set for ${fn.logicalId}; the local runtime gives it ${value}`,
+          );
         }),
       );
       const handler = loaded.handler;

@@ -25,9 +25,13 @@ export class JobInputError extends Error {
 export function loadSampleJobs(dir: string = SAMPLE_JOBS_DIR): JobInput[] {
   let names: string[];
   try {
-    names = readdirSync(dir).filter((name) => name.endsWith('.json')).sort();
+    names = readdirSync(dir)
+      .filter((name) => name.endsWith('.json'))
+      .sort();
   } catch {
-    throw new JobInputError(`the sample job messages are missing: no folder ${dir} (expected events/samples/jobs/*.json; or pass --jobs FILE)`);
+    throw new JobInputError(
+      `the sample job messages are missing: no folder ${dir} (expected events/samples/jobs/*.json; or pass --jobs FILE)`,
+    );
   }
   if (names.length === 0) throw new JobInputError(`the sample job folder ${dir} has no *.json files (or pass --jobs FILE)`);
   return names.map((name) => ({ source: name, body: readFileSync(join(dir, name), 'utf8') }));

@@ -89,7 +89,10 @@ export const LAMBDA_TIMEOUT_ERROR_TYPE = 'Sandbox.Timedout';
 let invocationCounter = 0;
 
 /** A Lambda Context for one invocation that started at `startedAt`. */
-export function createLambdaContext(fn: Pick<LocalFunction, 'name' | 'arn' | 'timeoutMs' | 'memorySize'>, startedAt: number = Date.now()): Context {
+export function createLambdaContext(
+  fn: Pick<LocalFunction, 'name' | 'arn' | 'timeoutMs' | 'memorySize'>,
+  startedAt: number = Date.now(),
+): Context {
   const deadline = startedAt + fn.timeoutMs;
   invocationCounter += 1;
   const stream = `${new Date(startedAt).toISOString().slice(0, 10).replace(/-/g, '/')}/[$LATEST]local${String(invocationCounter).padStart(8, '0')}`;
@@ -137,7 +140,9 @@ export async function invokeFunction<E, R>(fn: LocalFunction<E, R>, event: E): P
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      reject(new LambdaFunctionError(fn.name, LAMBDA_TIMEOUT_ERROR_TYPE, `Task timed out after ${(fn.timeoutMs / 1000).toFixed(2)} seconds`));
+      reject(
+        new LambdaFunctionError(fn.name, LAMBDA_TIMEOUT_ERROR_TYPE, `Task timed out after ${(fn.timeoutMs / 1000).toFixed(2)} seconds`),
+      );
     }, fn.timeoutMs);
   });
   try {
@@ -157,7 +162,15 @@ export async function invokeFunction<E, R>(fn: LocalFunction<E, R>, event: E): P
   } catch (error) {
     if (error instanceof LambdaFunctionError) throw error;
     if (error instanceof Error) {
-      throw new LambdaFunctionError(fn.name, error.name || 'Error', error.message, (error.stack ?? '').split('\n').slice(1, 8).map((line) => line.trim()));
+      throw new LambdaFunctionError(
+        fn.name,
+        error.name || 'Error',
+        error.message,
+        (error.stack ?? '')
+          .split('\n')
+          .slice(1, 8)
+          .map((line) => line.trim()),
+      );
     }
     throw new LambdaFunctionError(fn.name, 'Error', String(error));
   } finally {

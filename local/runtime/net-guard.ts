@@ -59,14 +59,19 @@ export class NonLoopbackConnectionError extends Error {
   readonly code = 'ERR_LOCAL_RUNTIME_NON_LOOPBACK';
 
   constructor(host: string, port: number | undefined) {
-    super(`the local runtime's network guard refused a connection to ${host}${port === undefined ? '' : `:${port}`}: only 127.0.0.1 is allowed`);
+    super(
+      `the local runtime's network guard refused a connection to ${host}${port === undefined ? '' : `:${port}`}: only 127.0.0.1 is allowed`,
+    );
     this.name = 'NonLoopbackConnectionError';
   }
 }
 
 /** True for 127.0.0.0/8, ::1, IPv4-mapped 127.x and `localhost`. */
 export function isLoopbackHost(host: string): boolean {
-  const value = host.trim().replace(/^\[|\]$/g, '').toLowerCase();
+  const value = host
+    .trim()
+    .replace(/^\[|\]$/g, '')
+    .toLowerCase();
   if (value === 'localhost' || value === 'localhost.') return true;
   if (net.isIPv4(value)) return value.startsWith('127.');
   if (net.isIPv6(value)) {
@@ -94,7 +99,10 @@ function destinationOf(args: readonly unknown[]): { host?: string; port?: number
     const options = first as { host?: unknown; port?: unknown; path?: unknown };
     if (typeof options.path === 'string' && options.path !== '') return { path: options.path };
     const port = options.port === undefined ? undefined : Number(options.port);
-    return { host: typeof options.host === 'string' && options.host !== '' ? options.host : 'localhost', ...(port === undefined ? {} : { port }) };
+    return {
+      host: typeof options.host === 'string' && options.host !== '' ? options.host : 'localhost',
+      ...(port === undefined ? {} : { port }),
+    };
   }
   if (typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
     const host = args[1];
@@ -196,7 +204,10 @@ const TCP_STATES: Record<string, string> = {
 function parseIpv4(hex: string): string {
   // /proc prints the address as a little-endian 32-bit word.
   const bytes = hex.match(/../g) ?? [];
-  return bytes.map((byte) => parseInt(byte, 16)).reverse().join('.');
+  return bytes
+    .map((byte) => parseInt(byte, 16))
+    .reverse()
+    .join('.');
 }
 
 function parseIpv6(hex: string): string {
@@ -206,7 +217,10 @@ function parseIpv6(hex: string): string {
   for (let i = 0; i < bytes.length; i += 2) groups.push(`${bytes[i]}${bytes[i + 1]}`.replace(/^0+(?=.)/, '').toLowerCase());
   const text = groups.join(':');
   if (/^0:0:0:0:0:ffff:/.test(text)) {
-    const v4 = bytes.slice(12).map((byte) => parseInt(byte, 16)).join('.');
+    const v4 = bytes
+      .slice(12)
+      .map((byte) => parseInt(byte, 16))
+      .join('.');
     return `::ffff:${v4}`;
   }
   if (text === '0:0:0:0:0:0:0:1') return '::1';

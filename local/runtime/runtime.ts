@@ -219,7 +219,9 @@ let booted = false;
 /** Boots the runtime. @throws RuntimeBootError naming the service that failed */
 export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Promise<LocalRuntime> {
   if (booted) {
-    throw new Error('the local runtime can be started once per process: the handlers read their configuration when they are first imported');
+    throw new Error(
+      'the local runtime can be started once per process: the handlers read their configuration when they are first imported',
+    );
   }
   booted = true;
   // Process-wide SDK settings, before the first client exists.
@@ -237,7 +239,11 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
 
   const ownGuard = options.networkGuard !== false && !isGuard(options.networkGuard);
   const guard: NetworkGuard | undefined =
-    options.networkGuard === false ? undefined : isGuard(options.networkGuard) ? options.networkGuard : installNetworkGuard(options.networkGuard ?? { mode: 'enforce' });
+    options.networkGuard === false
+      ? undefined
+      : isGuard(options.networkGuard)
+        ? options.networkGuard
+        : installNetworkGuard(options.networkGuard ?? { mode: 'enforce' });
 
   // Closed in reverse order of registration.
   const cleanups: Array<() => Promise<void>> = [];
@@ -263,7 +269,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       engine: options.dynamodb ?? 'auto',
       region,
       credentials,
-      onFallback: (error) => warn(`DynamoDB Local did not start (${error instanceof Error ? error.message.split('\n')[0] : String(error)}); using dynalite`),
+      onFallback: (error) =>
+        warn(`DynamoDB Local did not start (${error instanceof Error ? error.message.split('\n')[0] : String(error)}); using dynalite`),
     });
     dynamoStarting.catch(() => undefined);
     const { template, model } = await step('the CDK stack (synth)', () => {
@@ -282,7 +289,11 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     const dynamoFaults = options.faults?.dynamodb;
     if (dynamoFaults !== undefined) {
       const proxy = await step('DynamoDB fault proxy', () =>
-        startDynamoDbFaultProxy({ target: dynamo.endpoint, hook: dynamoFaults, ...(options.faults?.dynamodbResponses ? { onResponse: options.faults.dynamodbResponses } : {}) }),
+        startDynamoDbFaultProxy({
+          target: dynamo.endpoint,
+          hook: dynamoFaults,
+          ...(options.faults?.dynamodbResponses ? { onResponse: options.faults.dynamodbResponses } : {}),
+        }),
       );
       cleanups.push(() => proxy.close());
       handlersDynamoEndpoint = proxy.endpoint;
@@ -293,7 +304,11 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
         region,
         credentials,
         deadLetterQueue: { name: model.deadLetterQueue.name, attributes: model.deadLetterQueue.attributes },
-        intakeQueue: { name: model.intakeQueue.name, attributes: model.intakeQueue.attributes, maxReceiveCount: model.intakeQueue.maxReceiveCount },
+        intakeQueue: {
+          name: model.intakeQueue.name,
+          attributes: model.intakeQueue.attributes,
+          maxReceiveCount: model.intakeQueue.maxReceiveCount,
+        },
       }),
     );
     cleanups.push(() => sqs.close());
@@ -305,20 +320,33 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     const reconcileQueue = await step('SQS reconcile queue (fauxqs)', async () => {
       const spec = model.reconcileQueue;
       if (spec === undefined) return undefined;
-      const known: Record<string, LocalQueueRef> = { [model.intakeQueue.logicalId]: sqs.intakeQueue, [model.deadLetterQueue.logicalId]: sqs.deadLetterQueue };
+      const known: Record<string, LocalQueueRef> = {
+        [model.intakeQueue.logicalId]: sqs.intakeQueue,
+        [model.deadLetterQueue.logicalId]: sqs.deadLetterQueue,
+      };
       const deadLetterQueue = known[spec.deadLetterQueue.logicalId] ?? (await createLocalQueue(sqs.client, spec.deadLetterQueue));
       const attributes: Record<string, string> = { ...spec.attributes };
       const visibility = Number(attributes.VisibilityTimeout ?? '30');
       const timeoutSeconds = model.functions.reconcile?.timeoutSeconds ?? 0;
-      attributes.VisibilityTimeout = String(Math.min(SQS_MAX_VISIBILITY_SECONDS, Math.max(timeoutSeconds, Math.ceil(visibility * timeScale))));
-      const queue = await createLocalQueue(sqs.client, { name: spec.name, attributes }, { deadLetterQueue, maxReceiveCount: spec.maxReceiveCount });
+      attributes.VisibilityTimeout = String(
+        Math.min(SQS_MAX_VISIBILITY_SECONDS, Math.max(timeoutSeconds, Math.ceil(visibility * timeScale))),
+      );
+      const queue = await createLocalQueue(
+        sqs.client,
+        { name: spec.name, attributes },
+        { deadLetterQueue, maxReceiveCount: spec.maxReceiveCount },
+      );
       return { ...queue, deadLetterQueue };
     });
     const targetQueues: Record<string, LocalQueueRef> =
       reconcileQueue === undefined || model.reconcileQueue === undefined
         ? {}
-        : { [model.reconcileQueue.logicalId]: reconcileQueue, [model.reconcileQueue.deadLetterQueue.logicalId]: reconcileQueue.deadLetterQueue };
-    for (const id of model.otherFunctions) warn(`the template's function ${id} has no trigger the local runtime emulates; it does not run locally`);
+        : {
+            [model.reconcileQueue.logicalId]: reconcileQueue,
+            [model.reconcileQueue.deadLetterQueue.logicalId]: reconcileQueue.deadLetterQueue,
+          };
+    for (const id of model.otherFunctions)
+      warn(`the template's function ${id} has no trigger the local runtime emulates; it does not run locally`);
 
     let simulator: Simulator | undefined;
     let waterflai: ExternalWaterflai;
@@ -333,9 +361,17 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     }
 
     // One local AWS JSON endpoint: EventBridge, Step Functions, Secrets Manager.
-    const busNames = new Set([model.eventBusName, ...model.rules.flatMap((rule) => (rule.eventBusName === undefined ? [] : [rule.eventBusName]))]);
+    const busNames = new Set([
+      model.eventBusName,
+      ...model.rules.flatMap((rule) => (rule.eventBusName === undefined ? [] : [rule.eventBusName])),
+    ]);
     const entryFaults = options.faults?.putEventsEntries;
-    const eventBridge = new LocalEventBridge({ region, account, busNames: [...busNames], ...(entryFaults === undefined ? {} : { entryFaultHook: entryFaults }) });
+    const eventBridge = new LocalEventBridge({
+      region,
+      account,
+      busNames: [...busNames],
+      ...(entryFaults === undefined ? {} : { entryFaultHook: entryFaults }),
+    });
     const secrets = new LocalSecretsManager(region, account);
     secrets.put(model.apiKeySecretId, waterflai.apiKey);
     let functions: LocalFunctions | undefined;
@@ -352,12 +388,17 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       () =>
         new LocalStepFunctions({
           timeScale,
-          stateMachines: [{ arn: model.stateMachine.arn, name: model.stateMachine.name, definition: model.stateMachine.definition, taskHandlers }],
+          stateMachines: [
+            { arn: model.stateMachine.arn, name: model.stateMachine.name, definition: model.stateMachine.definition, taskHandlers },
+          ],
         }),
     );
     const awsFaults = options.faults?.aws;
     const aws = await step('the local AWS endpoint', () =>
-      startAwsJsonServer({ services: [eventBridge.service(), stepFunctions.service(), secrets.service()], ...(awsFaults === undefined ? {} : { faultHook: awsFaults }) }),
+      startAwsJsonServer({
+        services: [eventBridge.service(), stepFunctions.service(), secrets.service()],
+        ...(awsFaults === undefined ? {} : { faultHook: awsFaults }),
+      }),
     );
     cleanups.push(() => aws.close());
 
@@ -433,7 +474,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
         invoke: (event) => invokeFunction(reconcileFunction, event),
         onError:
           options.onReconcileEventSourceError ??
-          ((error, context) => warn(`the reconcile queue's event source (${context.phase}) failed: ${error instanceof Error ? error.message : String(error)}`)),
+          ((error, context) =>
+            warn(
+              `the reconcile queue's event source (${context.phase}) failed: ${error instanceof Error ? error.message : String(error)}`,
+            )),
       });
       reconcileEventSource.start();
       const started = reconcileEventSource;
@@ -442,17 +486,34 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     const queueTargets = new QueueTargetSender({
       client: sqs.client,
       timeScale,
-      onDropped: (delivery, error) => warn(`an event for ${delivery.queue.name} was dropped after EventBridge's retries: ${error instanceof Error ? error.message : String(error)}`),
+      onDropped: (delivery, error) =>
+        warn(
+          `an event for ${delivery.queue.name} was dropped after EventBridge's retries: ${error instanceof Error ? error.message : String(error)}`,
+        ),
     });
     cleanups.push(() => queueTargets.close());
 
     // Rules and schedules of the template (status changes to the reconcile queue, periodic sweeps).
     const invoker = new AsyncInvoker({
       timeScale,
-      onDropped: (fn, error) => warn(`an event for ${fn.name} was dropped after Lambda's retries: ${error instanceof Error ? error.message : String(error)}`),
+      onDropped: (fn, error) =>
+        warn(`an event for ${fn.name} was dropped after Lambda's retries: ${error instanceof Error ? error.message : String(error)}`),
     });
     cleanups.push(() => invoker.close());
-    const disconnectRules = connectRules({ model, functions: loaded, eventBridge, stepFunctions, values, invoker, queues: targetQueues, sender: queueTargets, timeScale, region, account, warn });
+    const disconnectRules = connectRules({
+      model,
+      functions: loaded,
+      eventBridge,
+      stepFunctions,
+      values,
+      invoker,
+      queues: targetQueues,
+      sender: queueTargets,
+      timeScale,
+      region,
+      account,
+      warn,
+    });
     cleanups.push(async () => {
       disconnectRules(); // executions aborted by the shutdown are not reconciled
       await stepFunctions.stopAll();
@@ -483,7 +544,13 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       account,
       credentials,
       timeScale,
-      endpoints: { sqs: sqs.endpoint, dynamodb: dynamo.endpoint, dynamodbForHandlers: handlersDynamoEndpoint, aws: aws.url, waterflai: waterflai.baseUrl },
+      endpoints: {
+        sqs: sqs.endpoint,
+        dynamodb: dynamo.endpoint,
+        dynamodbForHandlers: handlersDynamoEndpoint,
+        aws: aws.url,
+        waterflai: waterflai.baseUrl,
+      },
       intakeQueueUrl: sqs.intakeQueue.url,
       deadLetterQueueUrl: sqs.deadLetterQueue.url,
       tableName: model.table.name,
@@ -512,14 +579,18 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
         return sent.MessageId;
       },
       async getJob(jobId) {
-        const result = await documentClient.send(new GetCommand({ TableName: model.table.name, Key: { [tableKey]: jobId }, ConsistentRead: true }));
+        const result = await documentClient.send(
+          new GetCommand({ TableName: model.table.name, Key: { [tableKey]: jobId }, ConsistentRead: true }),
+        );
         return result.Item === undefined ? undefined : fromItem(result.Item);
       },
       async scanJobs() {
         const items: JobRecord[] = [];
         let startKey: Record<string, unknown> | undefined;
         do {
-          const page = await documentClient.send(new ScanCommand({ TableName: model.table.name, ConsistentRead: true, ExclusiveStartKey: startKey }));
+          const page = await documentClient.send(
+            new ScanCommand({ TableName: model.table.name, ConsistentRead: true, ExclusiveStartKey: startKey }),
+          );
           items.push(...(page.Items ?? []).map((item) => fromItem(item)));
           startKey = page.LastEvaluatedKey;
         } while (startKey !== undefined);
@@ -549,7 +620,10 @@ function externalFromEnvironment(): ExternalWaterflai | undefined {
   if (baseUrl === undefined || baseUrl === '') return undefined;
   const apiKey = process.env.WATERFLAI_API_KEY?.trim();
   if (apiKey === undefined || apiKey === '') {
-    throw new RuntimeBootError('Waterflai', new Error('WATERFLAI_BASE_URL is set but WATERFLAI_API_KEY is not: set both to use an external Waterflai server'));
+    throw new RuntimeBootError(
+      'Waterflai',
+      new Error('WATERFLAI_BASE_URL is set but WATERFLAI_API_KEY is not: set both to use an external Waterflai server'),
+    );
   }
   return { baseUrl, apiKey };
 }

@@ -81,7 +81,10 @@ export function withinInvocation<T>(scope: InvocationScope, run: () => T): T {
  */
 interface RecordableMiddlewareStack {
   add(
-    middleware: (next: (args: { readonly input: unknown }) => Promise<unknown>, context: { readonly clientName?: string; readonly commandName?: string }) => (args: { readonly input: unknown }) => Promise<unknown>,
+    middleware: (
+      next: (args: { readonly input: unknown }) => Promise<unknown>,
+      context: { readonly clientName?: string; readonly commandName?: string },
+    ) => (args: { readonly input: unknown }) => Promise<unknown>,
     options: { readonly step: 'initialize'; readonly name: string; readonly priority: 'high'; readonly override: boolean },
   ): void;
   remove(name: string): boolean;
@@ -184,7 +187,17 @@ function middlewareStackOf(client: object): RecordableMiddlewareStack | undefine
   return typeof candidate.add === 'function' && typeof candidate.remove === 'function' ? (stack as RecordableMiddlewareStack) : undefined;
 }
 
-const STRING_RESOURCES = ['TableName', 'IndexName', 'QueueUrl', 'stateMachineArn', 'name', 'executionArn', 'SecretId', 'Bucket', 'Key'] as const;
+const STRING_RESOURCES = [
+  'TableName',
+  'IndexName',
+  'QueueUrl',
+  'stateMachineArn',
+  'name',
+  'executionArn',
+  'SecretId',
+  'Bucket',
+  'Key',
+] as const;
 
 /** The resource identifiers of a command input (`commandName` as the SDK names it, e.g. `PutEventsCommand`). */
 export function resourcesOf(commandName: string | undefined, input: unknown): SdkCallResources {

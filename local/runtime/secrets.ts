@@ -33,7 +33,9 @@ export class LocalSecretsManager {
   put(id: string, value: string): { arn: string; name: string } {
     const match = /^arn:[^:]+:secretsmanager:[^:]*:\d*:secret:(.+?)(-[A-Za-z0-9]{6})?$/.exec(id);
     const name = match?.[1] ?? id;
-    const arn = match ? id : `arn:aws:secretsmanager:${this.region}:${this.account}:secret:${name}-${randomUUID().replace(/-/g, '').slice(0, 6)}`;
+    const arn = match
+      ? id
+      : `arn:aws:secretsmanager:${this.region}:${this.account}:secret:${name}-${randomUUID().replace(/-/g, '').slice(0, 6)}`;
     const index = this.#secrets.findIndex((secret) => secret.arn === arn);
     const stored = { arn, name, value, versionId: randomUUID(), createdAt: Date.now() };
     if (index >= 0) this.#secrets[index] = stored;
@@ -73,7 +75,11 @@ export class LocalSecretsManager {
     const stage = optionalString(input, 'VersionStage');
     const versionId = optionalString(input, 'VersionId');
     const secret = this.#secrets.find((candidate) => matches(candidate, id));
-    if (secret === undefined || (stage !== undefined && stage !== 'AWSCURRENT') || (versionId !== undefined && versionId !== secret.versionId)) {
+    if (
+      secret === undefined ||
+      (stage !== undefined && stage !== 'AWSCURRENT') ||
+      (versionId !== undefined && versionId !== secret.versionId)
+    ) {
       throw new AwsServiceError('ResourceNotFoundException', "Secrets Manager can't find the specified secret.");
     }
     this.#reads += 1;

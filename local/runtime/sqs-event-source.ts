@@ -42,7 +42,10 @@ export interface SqsEventSourceOptions {
    */
   readonly duplicateDelivery?: (record: SQSRecord) => number | undefined;
   /** Told about invocation failures and poller errors. @default silent */
-  readonly onError?: (error: unknown, context: { readonly phase: 'receive' | 'invoke' | 'delete'; readonly messageIds: readonly string[] }) => void;
+  readonly onError?: (
+    error: unknown,
+    context: { readonly phase: 'receive' | 'invoke' | 'delete'; readonly messageIds: readonly string[] },
+  ) => void;
 }
 
 export interface SqsEventSourceStats {
@@ -66,7 +69,8 @@ export class SqsEventSource {
 
   constructor(private readonly options: SqsEventSourceOptions) {
     if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new RangeError('batchSize must be a positive integer');
-    if (!Number.isInteger(options.maxConcurrency) || options.maxConcurrency < 1) throw new RangeError('maxConcurrency must be a positive integer');
+    if (!Number.isInteger(options.maxConcurrency) || options.maxConcurrency < 1)
+      throw new RangeError('maxConcurrency must be a positive integer');
   }
 
   start(): void {
@@ -187,7 +191,10 @@ export class SqsEventSource {
         );
         this.#stats.deleted += result.Successful?.length ?? 0;
         if ((result.Failed?.length ?? 0) > 0) {
-          this.options.onError?.(new Error(`DeleteMessageBatch failed for ${result.Failed?.length} message(s)`), { phase: 'delete', messageIds: chunk.map((m) => m.MessageId ?? '') });
+          this.options.onError?.(new Error(`DeleteMessageBatch failed for ${result.Failed?.length} message(s)`), {
+            phase: 'delete',
+            messageIds: chunk.map((m) => m.MessageId ?? ''),
+          });
         }
       } catch (error) {
         this.options.onError?.(error, { phase: 'delete', messageIds: chunk.map((m) => m.MessageId ?? '') });

@@ -123,7 +123,10 @@ export async function startLocalSqs(options: LocalSqsOptions): Promise<LocalSqs>
     };
     const deadLetterQueue = await create(options.deadLetterQueue);
     const intakeQueue = await create(options.intakeQueue, {
-      RedrivePolicy: JSON.stringify({ deadLetterTargetArn: deadLetterQueue.arn, maxReceiveCount: String(options.intakeQueue.maxReceiveCount) }),
+      RedrivePolicy: JSON.stringify({
+        deadLetterTargetArn: deadLetterQueue.arn,
+        maxReceiveCount: String(options.intakeQueue.maxReceiveCount),
+      }),
     });
     for (const queue of [deadLetterQueue, intakeQueue]) {
       if (!queue.url.startsWith(`${endpoint}/`)) throw new Error(`queue URL ${queue.url} is not on ${endpoint}`);

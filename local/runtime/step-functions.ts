@@ -153,7 +153,8 @@ export class LocalStepFunctions {
     const name = optionalString(input, 'name') ?? randomUUID();
     if (name.length < 1 || name.length > 80 || INVALID_NAME.test(name)) throw new AwsServiceError('InvalidName', `Invalid Name: '${name}'`);
     const inputText = optionalString(input, 'input') ?? '{}';
-    if (Buffer.byteLength(inputText) > MAX_INPUT_BYTES) throw new AwsServiceError('InvalidExecutionInput', `Execution input is over ${MAX_INPUT_BYTES} bytes`);
+    if (Buffer.byteLength(inputText) > MAX_INPUT_BYTES)
+      throw new AwsServiceError('InvalidExecutionInput', `Execution input is over ${MAX_INPUT_BYTES} bytes`);
     let parsedInput: JsonValue;
     try {
       parsedInput = JSON.parse(inputText) as JsonValue;
@@ -197,12 +198,15 @@ export class LocalStepFunctions {
 
   listExecutions(input: Record<string, unknown>): Record<string, unknown> {
     const stateMachineArn = requireString(input, 'stateMachineArn');
-    if (!this.#machines.has(stateMachineArn)) throw new AwsServiceError('StateMachineDoesNotExist', `State Machine Does Not Exist: '${stateMachineArn}'`);
+    if (!this.#machines.has(stateMachineArn))
+      throw new AwsServiceError('StateMachineDoesNotExist', `State Machine Does Not Exist: '${stateMachineArn}'`);
     const statusFilter = optionalString(input, 'statusFilter');
     const maxResults = typeof input.maxResults === 'number' && input.maxResults > 0 ? Math.min(input.maxResults, 1000) : 100;
     const offset = typeof input.nextToken === 'string' && /^\d+$/.test(input.nextToken) ? Number(input.nextToken) : 0;
     const matching = [...this.#executions.values()]
-      .filter((execution) => execution.stateMachineArn === stateMachineArn && (statusFilter === undefined || execution.status === statusFilter))
+      .filter(
+        (execution) => execution.stateMachineArn === stateMachineArn && (statusFilter === undefined || execution.status === statusFilter),
+      )
       .sort((a, b) => b.startDate - a.startDate);
     const page = matching.slice(offset, offset + maxResults);
     return {
@@ -255,7 +259,14 @@ export class LocalStepFunctions {
     const states = new Map(Object.entries(asl.States));
     // Validation is on (checkPaths/checkArn included): the same definition must pass it.
     const machine = new StateMachine(asl as never);
-    this.#machines.set(definition.arn, { arn: definition.arn, name: definition.name, definition: asl, states, machine, taskHandlers: definition.taskHandlers });
+    this.#machines.set(definition.arn, {
+      arn: definition.arn,
+      name: definition.name,
+      definition: asl,
+      states,
+      machine,
+      taskHandlers: definition.taskHandlers,
+    });
   }
 
   #find(executionArn: string): Execution {
@@ -321,34 +332,47 @@ export class LocalStepFunctions {
         retryIntervalOverrides: scaledRetryOverrides(machine.definition, this.#timeScale),
       },
       context: {
-        Execution: { Id: executionArn, Input: input, Name: name, StartTime: new Date(execution.startDate).toISOString(), RoleArn: `arn:aws:iam::000000000000:role/${machine.name}Role` },
+        Execution: {
+          Id: executionArn,
+          Input: input,
+          Name: name,
+          StartTime: new Date(execution.startDate).toISOString(),
+          RoleArn: `arn:aws:iam::000000000000:role/${machine.name}Role`,
+        },
         StateMachine: { Id: machine.arn, Name: machine.name },
       },
     });
     execution.abort = abort;
-    execution.done = result.then(
-      (output) => {
-        if (execution.status !== 'RUNNING') return;
-        execution.status = 'SUCCEEDED';
-        execution.output = JSON.stringify(output);
-        execution.stopDate = Date.now();
-      },
-      (error: unknown) => {
-        if (execution.status !== 'RUNNING') return;
-        execution.stopDate = Date.now();
-        if (error instanceof ExecutionAbortedError) {
-          execution.status = 'ABORTED';
-        } else if (error instanceof ExecutionTimeoutError) {
-          execution.status = 'TIMED_OUT';
-          execution.error = 'States.Timeout';
-        } else {
-          execution.status = 'FAILED';
-          const cause = error instanceof ExecutionError && error.cause instanceof Error ? error.cause : error instanceof Error ? error : new Error(String(error));
-          execution.error = cause.name;
-          execution.cause = cause.message;
-        }
-      },
-    ).finally(() => this.#notify({ type: 'ended', execution: view(execution) }));
+    execution.done = result
+      .then(
+        (output) => {
+          if (execution.status !== 'RUNNING') return;
+          execution.status = 'SUCCEEDED';
+          execution.output = JSON.stringify(output);
+          execution.stopDate = Date.now();
+        },
+        (error: unknown) => {
+          if (execution.status !== 'RUNNING') return;
+          execution.stopDate = Date.now();
+          if (error instanceof ExecutionAbortedError) {
+            execution.status = 'ABORTED';
+          } else if (error instanceof ExecutionTimeoutError) {
+            execution.status = 'TIMED_OUT';
+            execution.error = 'States.Timeout';
+          } else {
+            execution.status = 'FAILED';
+            const cause =
+              error instanceof ExecutionError && error.cause instanceof Error
+                ? error.cause
+                : error instanceof Error
+                  ? error
+                  : new Error(String(error));
+            execution.error = cause.name;
+            execution.cause = cause.message;
+          }
+        },
+      )
+      .finally(() => this.#notify({ type: 'ended', execution: view(execution) }));
     this.#executions.set(executionArn, execution);
     this.#notify({ type: 'started', execution: view(execution) });
     return execution;

@@ -136,7 +136,13 @@ export interface BucketModel {
 export interface RuntimeModel {
   readonly region: string;
   readonly account: string;
-  readonly functions: { readonly start: FunctionModel; readonly poll: FunctionModel; readonly finish: FunctionModel; readonly reconcile?: FunctionModel; readonly sweep?: FunctionModel };
+  readonly functions: {
+    readonly start: FunctionModel;
+    readonly poll: FunctionModel;
+    readonly finish: FunctionModel;
+    readonly reconcile?: FunctionModel;
+    readonly sweep?: FunctionModel;
+  };
   /** Rules that trigger functions the runtime runs (status-change reactions, schedules). */
   readonly rules: readonly RuleModel[];
   /** Functions of the template the local runtime does not run (no known trigger), by logical id. */
@@ -188,7 +194,9 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
   // reconcile function; the other one (exactly one) is the intake queue -> start function.
   const ruleEntries = Object.entries(resources).filter(([, resource]) => resource.Type === TYPE.RULE);
   const statusChangeQueueIds = new Set(
-    ruleEntries.filter(([, rule]) => isStatusChangeRule(rule)).flatMap(([, rule]) => queueTargets(resources, rule.Properties?.Targets).map((target) => target.queueId)),
+    ruleEntries
+      .filter(([, rule]) => isStatusChangeRule(rule))
+      .flatMap(([, rule]) => queueTargets(resources, rule.Properties?.Targets).map((target) => target.queueId)),
   );
   const mappings = Object.entries(resources)
     .filter(([, resource]) => resource.Type === TYPE.EVENT_SOURCE_MAPPING)
@@ -196,10 +204,14 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
   const intakeMappings = mappings.filter((candidate) => !statusChangeQueueIds.has(candidate.queueId));
   const reconcileMappings = mappings.filter((candidate) => statusChangeQueueIds.has(candidate.queueId));
   if (intakeMappings.length !== 1) {
-    throw new Error(`expected exactly one ${TYPE.EVENT_SOURCE_MAPPING} (the intake queue -> start function) in the template, found ${intakeMappings.length}`);
+    throw new Error(
+      `expected exactly one ${TYPE.EVENT_SOURCE_MAPPING} (the intake queue -> start function) in the template, found ${intakeMappings.length}`,
+    );
   }
   if (reconcileMappings.length > 1) {
-    throw new Error(`expected at most one ${TYPE.EVENT_SOURCE_MAPPING} on the queues the status-change rule delivers to, found ${reconcileMappings.length}`);
+    throw new Error(
+      `expected at most one ${TYPE.EVENT_SOURCE_MAPPING} on the queues the status-change rule delivers to, found ${reconcileMappings.length}`,
+    );
   }
   const { functionId: startId, queueId: intakeId, eventSource } = intakeMappings[0]!;
   const reconcileMapping = reconcileMappings[0];
@@ -215,10 +227,13 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
   if (pollId === undefined) throw new Error(`the state machine has no Task state named "${STATE_NAME.POLL}"`);
   if (finishId === undefined) throw new Error(`the state machine has no Task state named "${STATE_NAME.FINISH}"`);
   const roleOf: Record<string, FunctionRole> = { [startId]: 'start', [pollId]: 'poll', [finishId]: 'finish' };
-  if (new Set([startId, pollId, finishId]).size !== 3) throw new Error('the start, poll and finish functions must be three different functions');
+  if (new Set([startId, pollId, finishId]).size !== 3)
+    throw new Error('the start, poll and finish functions must be three different functions');
   if (reconcileMapping !== undefined) {
     if (roleOf[reconcileMapping.functionId] !== undefined) {
-      throw new Error(`the reconcile queue's consumer ${reconcileMapping.functionId} is also the ${roleOf[reconcileMapping.functionId]} function`);
+      throw new Error(
+        `the reconcile queue's consumer ${reconcileMapping.functionId} is also the ${roleOf[reconcileMapping.functionId]} function`,
+      );
     }
     roleOf[reconcileMapping.functionId] = 'reconcile';
   }
@@ -227,7 +242,9 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
     const role = roleOf[functionId];
     // An unrouted Task would make aws-local-stepfunctions invoke a REAL Lambda: refuse it.
     if (role === undefined || role === 'start') {
-      throw new Error(`Task "${stateName}" invokes function ${functionId}, which is neither the poll nor the finish function: the local runtime cannot route it`);
+      throw new Error(
+        `Task "${stateName}" invokes function ${functionId}, which is neither the poll nor the finish function: the local runtime cannot route it`,
+      );
     }
     taskRoles[stateName] = role;
   }
@@ -240,7 +257,8 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
   // function.
   for (const [, rule] of ruleEntries) {
     const props = rule.Properties ?? {};
-    const role: FunctionRole | undefined = typeof props.ScheduleExpression === 'string' ? 'sweep' : isStatusChangeRule(rule) ? 'reconcile' : undefined;
+    const role: FunctionRole | undefined =
+      typeof props.ScheduleExpression === 'string' ? 'sweep' : isStatusChangeRule(rule) ? 'reconcile' : undefined;
     if (role === undefined) continue;
     for (const target of lambdaTargets(resources, props.Targets)) {
       if (roleOf[target.functionId] === undefined) roleOf[target.functionId] = role;
@@ -281,7 +299,18 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
       logicalId: ruleId,
       ...(typeof props.ScheduleExpression === 'string'
         ? { scheduleExpression: props.ScheduleExpression }
-        : { eventBusName: typeof busValue === 'string' ? busNameOf(busValue) : busValue === undefined ? 'default' : busNameOf(String(resources[refTarget(busValue, 'rule EventBusName')]?.Properties?.Name ?? refTarget(busValue, 'rule EventBusName'))) }),
+        : {
+            eventBusName:
+              typeof busValue === 'string'
+                ? busNameOf(busValue)
+                : busValue === undefined
+                  ? 'default'
+                  : busNameOf(
+                      String(
+                        resources[refTarget(busValue, 'rule EventBusName')]?.Properties?.Name ?? refTarget(busValue, 'rule EventBusName'),
+                      ),
+                    ),
+          }),
       ...(props.EventPattern === undefined ? {} : { eventPattern: props.EventPattern }),
       enabled: props.State === undefined || props.State === 'ENABLED',
       targets,
@@ -311,10 +340,18 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
 
   const busValue = startEnv[ENV.EVENT_BUS_NAME];
   const eventBusName =
-    typeof busValue === 'string' ? busNameOf(busValue) : busNameOf(String(resourceOf(resources, refTarget(busValue, ENV.EVENT_BUS_NAME), TYPE.BUS).Properties?.Name ?? refTarget(busValue, ENV.EVENT_BUS_NAME)));
+    typeof busValue === 'string'
+      ? busNameOf(busValue)
+      : busNameOf(
+          String(
+            resourceOf(resources, refTarget(busValue, ENV.EVENT_BUS_NAME), TYPE.BUS).Properties?.Name ??
+              refTarget(busValue, ENV.EVENT_BUS_NAME),
+          ),
+        );
 
   const secretValue = startEnv[ENV.WATERFLAI_API_KEY_SECRET_ID];
-  const apiKeySecretId = typeof secretValue === 'string' ? secretValue : fakeSecretArn(refTarget(secretValue, ENV.WATERFLAI_API_KEY_SECRET_ID));
+  const apiKeySecretId =
+    typeof secretValue === 'string' ? secretValue : fakeSecretArn(refTarget(secretValue, ENV.WATERFLAI_API_KEY_SECRET_ID));
 
   // The poll Lambda builds its own state machine's ARN from the StateMachineName (to start
   // successor executions), so the local state machine must live under that same name.
@@ -326,7 +363,10 @@ export function readRuntimeModel(template: CloudFormationTemplate): RuntimeModel
     .map(([id]) => id);
   const buckets = Object.entries(resources)
     .filter(([, resource]) => resource.Type === TYPE.BUCKET)
-    .map(([id, resource]) => ({ logicalId: id, name: typeof resource.Properties?.BucketName === 'string' ? resource.Properties.BucketName : id.toLowerCase() }));
+    .map(([id, resource]) => ({
+      logicalId: id,
+      name: typeof resource.Properties?.BucketName === 'string' ? resource.Properties.BucketName : id.toLowerCase(),
+    }));
   return {
     region,
     account,
@@ -364,10 +404,16 @@ export function localResourceValues(
     const props = resource.Properties ?? {};
     switch (resource.Type) {
       case 'AWS::DynamoDB::Table':
-        if (id === model.table.logicalId) values[id] = { Ref: locals.tableName, Arn: `arn:aws:dynamodb:${region}:${account}:table/${locals.tableName}` };
+        if (id === model.table.logicalId)
+          values[id] = { Ref: locals.tableName, Arn: `arn:aws:dynamodb:${region}:${account}:table/${locals.tableName}` };
         break;
       case 'AWS::SQS::Queue': {
-        const queue = id === model.intakeQueue.logicalId ? locals.intake : id === model.deadLetterQueue.logicalId ? locals.deadLetter : locals.queues?.[id];
+        const queue =
+          id === model.intakeQueue.logicalId
+            ? locals.intake
+            : id === model.deadLetterQueue.logicalId
+              ? locals.deadLetter
+              : locals.queues?.[id];
         if (queue) values[id] = { Ref: queue.url, QueueUrl: queue.url, Arn: queue.arn, QueueName: queue.name };
         break;
       }
@@ -380,7 +426,8 @@ export function localResourceValues(
         values[id] = { Ref: fakeSecretArn(id), Id: fakeSecretArn(id) };
         break;
       case 'AWS::StepFunctions::StateMachine':
-        if (id === model.stateMachine.logicalId) values[id] = { Ref: locals.stateMachineArn, Arn: locals.stateMachineArn, Name: model.stateMachine.name };
+        if (id === model.stateMachine.logicalId)
+          values[id] = { Ref: locals.stateMachineArn, Arn: locals.stateMachineArn, Name: model.stateMachine.name };
         break;
       case 'AWS::S3::Bucket': {
         const bucket = model.buckets.find((candidate) => candidate.logicalId === id);
@@ -445,7 +492,10 @@ function resolveValue(value: unknown, values: LocalResourceValues, where: string
       const argument = value[key];
       const lookup = (id: string, attribute: string): string => {
         const found = values[id]?.[attribute];
-        if (found === undefined) throw new Error(`${where}: the local runtime has no value for ${attribute === 'Ref' ? 'Ref' : `Fn::GetAtt ${attribute}`} of ${id}`);
+        if (found === undefined)
+          throw new Error(
+            `${where}: the local runtime has no value for ${attribute === 'Ref' ? 'Ref' : `Fn::GetAtt ${attribute}`} of ${id}`,
+          );
         return found;
       };
       if (key === 'Ref' && typeof argument === 'string') {
@@ -481,7 +531,11 @@ function isStatusChangeRule(rule: CloudFormationResource): boolean {
 }
 
 /** A rule target's `Arn` as `Fn::GetAtt` of a template resource of `type`, else undefined. */
-function targetResource(resources: Record<string, CloudFormationResource>, target: Record<string, unknown>, type: string): string | undefined {
+function targetResource(
+  resources: Record<string, CloudFormationResource>,
+  target: Record<string, unknown>,
+  type: string,
+): string | undefined {
   const arn = target.Arn;
   if (!isRecord(arn) || arn['Fn::GetAtt'] === undefined) return undefined;
   const id = getAttTarget(arn, 'rule target Arn');
@@ -494,7 +548,10 @@ function retryAttemptsOf(target: Record<string, unknown>): { maximumRetryAttempt
 }
 
 /** The Lambda targets of a rule: the function each `Arn` (Fn::GetAtt <fn>.Arn) points at. */
-function lambdaTargets(resources: Record<string, CloudFormationResource>, value: unknown): Array<{ id: string; functionId: string; maximumRetryAttempts?: number }> {
+function lambdaTargets(
+  resources: Record<string, CloudFormationResource>,
+  value: unknown,
+): Array<{ id: string; functionId: string; maximumRetryAttempts?: number }> {
   if (!Array.isArray(value)) return [];
   const targets: Array<{ id: string; functionId: string; maximumRetryAttempts?: number }> = [];
   for (const target of value as Array<Record<string, unknown>>) {
@@ -506,7 +563,10 @@ function lambdaTargets(resources: Record<string, CloudFormationResource>, value:
 }
 
 /** The SQS targets of a rule: the queue each `Arn` (Fn::GetAtt <queue>.Arn) points at, with the target's delivery settings. */
-function queueTargets(resources: Record<string, CloudFormationResource>, value: unknown): Array<Omit<QueueTargetModel, 'kind' | 'role' | 'queueLogicalId'> & { queueId: string }> {
+function queueTargets(
+  resources: Record<string, CloudFormationResource>,
+  value: unknown,
+): Array<Omit<QueueTargetModel, 'kind' | 'role' | 'queueLogicalId'> & { queueId: string }> {
   if (!Array.isArray(value)) return [];
   const targets: Array<Omit<QueueTargetModel, 'kind' | 'role' | 'queueLogicalId'> & { queueId: string }> = [];
   for (const target of value as Array<Record<string, unknown>>) {
@@ -529,7 +589,10 @@ function queueTargets(resources: Record<string, CloudFormationResource>, value: 
 }
 
 /** An SQS event source mapping of the template: which function reads which queue, and how. */
-function mappingModel(logicalId: string, mapping: CloudFormationResource): { logicalId: string; functionId: string; queueId: string; eventSource: EventSourceModel } {
+function mappingModel(
+  logicalId: string,
+  mapping: CloudFormationResource,
+): { logicalId: string; functionId: string; queueId: string; eventSource: EventSourceModel } {
   const props = mapping.Properties ?? {};
   const scaling = (props.ScalingConfig ?? {}) as { MaximumConcurrency?: number };
   const responseTypes = (props.FunctionResponseTypes ?? []) as string[];
@@ -548,8 +611,14 @@ function mappingModel(logicalId: string, mapping: CloudFormationResource): { log
 }
 
 /** A queue's redrive policy: its dead-letter queue and max receive count. */
-function redriveOf(resources: Record<string, CloudFormationResource>, queueId: string, what: string): { deadLetterQueueId: string; maxReceiveCount: number } {
-  const redrive = resourceOf(resources, queueId, TYPE.QUEUE).Properties?.RedrivePolicy as { deadLetterTargetArn?: unknown; maxReceiveCount?: unknown } | undefined;
+function redriveOf(
+  resources: Record<string, CloudFormationResource>,
+  queueId: string,
+  what: string,
+): { deadLetterQueueId: string; maxReceiveCount: number } {
+  const redrive = resourceOf(resources, queueId, TYPE.QUEUE).Properties?.RedrivePolicy as
+    | { deadLetterTargetArn?: unknown; maxReceiveCount?: unknown }
+    | undefined;
   if (redrive === undefined) throw new Error(`the ${what} ${queueId} has no RedrivePolicy`);
   const deadLetterQueueId = getAttTarget(redrive.deadLetterTargetArn, `${what} RedrivePolicy.deadLetterTargetArn`);
   const maxReceiveCount = numberOr(redrive.maxReceiveCount, Number.NaN);
@@ -559,7 +628,10 @@ function redriveOf(resources: Record<string, CloudFormationResource>, queueId: s
 
 function functionModel(resources: Record<string, CloudFormationResource>, logicalId: string, role: FunctionRole): FunctionModel {
   const props = resourceOf(resources, logicalId, TYPE.FUNCTION).Properties ?? {};
-  const environment = ((props.Environment as { Variables?: Record<string, unknown> } | undefined)?.Variables ?? {}) as Record<string, unknown>;
+  const environment = ((props.Environment as { Variables?: Record<string, unknown> } | undefined)?.Variables ?? {}) as Record<
+    string,
+    unknown
+  >;
   return {
     role,
     logicalId,
@@ -581,7 +653,8 @@ const QUEUE_ATTRIBUTES: Readonly<Record<string, string>> = {
 
 function queueModel(resources: Record<string, CloudFormationResource>, logicalId: string): QueueModel {
   const props = resourceOf(resources, logicalId, TYPE.QUEUE).Properties ?? {};
-  if (props.FifoQueue === true || props.FifoQueue === 'true') throw new Error(`queue ${logicalId} is FIFO; the local runtime supports standard queues only`);
+  if (props.FifoQueue === true || props.FifoQueue === 'true')
+    throw new Error(`queue ${logicalId} is FIFO; the local runtime supports standard queues only`);
   const attributes: Record<string, string> = {};
   for (const [property, attribute] of Object.entries(QUEUE_ATTRIBUTES)) {
     const value = props[property];
@@ -608,7 +681,11 @@ function tableModel(resources: Record<string, CloudFormationResource>, logicalId
 /** CDK's own helper functions (custom resource providers, log retention, auto-delete). */
 function isCdkSupportFunction(logicalId: string, resource: CloudFormationResource): boolean {
   const handler = resource.Properties?.Handler;
-  return /^(CustomResourceProvider|LogRetention|AWS679f53fac002430cb0da5b7982bd2287|CustomS3AutoDeleteObjects|BucketNotificationsHandler)/.test(logicalId) || handler === '__entrypoint__.handler';
+  return (
+    /^(CustomResourceProvider|LogRetention|AWS679f53fac002430cb0da5b7982bd2287|CustomS3AutoDeleteObjects|BucketNotificationsHandler)/.test(
+      logicalId,
+    ) || handler === '__entrypoint__.handler'
+  );
 }
 
 function busNameOf(nameOrArn: string): string {

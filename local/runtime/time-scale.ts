@@ -20,7 +20,9 @@ export const TIME_SCALE_LIMITS = { min: 0.001, max: 100 } as const;
 export function parseTimeScale(value: string | number): number {
   const scale = typeof value === 'number' ? value : Number(value);
   if (!Number.isFinite(scale) || scale < TIME_SCALE_LIMITS.min || scale > TIME_SCALE_LIMITS.max) {
-    throw new RangeError(`time scale must be a number from ${TIME_SCALE_LIMITS.min} to ${TIME_SCALE_LIMITS.max}, got ${JSON.stringify(value)}`);
+    throw new RangeError(
+      `time scale must be a number from ${TIME_SCALE_LIMITS.min} to ${TIME_SCALE_LIMITS.max}, got ${JSON.stringify(value)}`,
+    );
   }
   return scale;
 }
@@ -40,7 +42,9 @@ export function canTrackDocument(definition: AslDefinition): boolean {
       state.ResultSelector === undefined &&
       (state.OutputPath === undefined || state.OutputPath === '$') &&
       (state.Type !== 'Wait' || state.InputPath === undefined || state.InputPath === '$') &&
-      (state.ResultPath === undefined || state.ResultPath === null || (typeof state.ResultPath === 'string' && isSimplePath(state.ResultPath))),
+      (state.ResultPath === undefined ||
+        state.ResultPath === null ||
+        (typeof state.ResultPath === 'string' && isSimplePath(state.ResultPath))),
   );
 }
 

@@ -109,7 +109,9 @@ export class JobTracker {
     for (const state of this.#messages) {
       if (state.dlq !== undefined) continue;
       const id = state.submission.messageId;
-      const found = deadLettered.find((message) => message.messageId === id || message.messageAttributes[DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]?.StringValue === id);
+      const found = deadLettered.find(
+        (message) => message.messageId === id || message.messageAttributes[DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]?.StringValue === id,
+      );
       if (found !== undefined) {
         const code = found.messageAttributes[DLQ_ATTRIBUTE.ERROR_CODE]?.StringValue;
         const message = found.messageAttributes[DLQ_ATTRIBUTE.ERROR_MESSAGE]?.StringValue;
@@ -128,9 +130,7 @@ export class JobTracker {
     if (this.options.discover === true) {
       for (const jobId of this.#records.keys()) if (!groups.has(jobId)) groups.set(jobId, []);
     }
-    return [...groups.entries()]
-      .map(([key, states]) => this.#view(key, states))
-      .sort((a, b) => a.firstSeenAt - b.firstSeenAt);
+    return [...groups.entries()].map(([key, states]) => this.#view(key, states)).sort((a, b) => a.firstSeenAt - b.firstSeenAt);
   }
 
   allDone(): boolean {
@@ -170,13 +170,16 @@ export class JobTracker {
     else if (done && deadLetter !== undefined) outcome = 'DEAD-LETTERED';
 
     let detail: string | undefined;
-    if (record?.error_code !== undefined && record.status === 'FAILED') detail = `${record.error_code}: ${record.error_message ?? ''}`.trim();
+    if (record?.error_code !== undefined && record.status === 'FAILED')
+      detail = `${record.error_code}: ${record.error_message ?? ''}`.trim();
     else if (record?.status === 'CANCELLED') detail = `reason: ${record.cancel_reason ?? 'remote'}`;
-    else if (deadLetter !== undefined) detail = `${deadLetter.code ?? 'redriven by SQS'}${deadLetter.message ? `: ${deadLetter.message}` : ''}`;
+    else if (deadLetter !== undefined)
+      detail = `${deadLetter.code ?? 'redriven by SQS'}${deadLetter.message ? `: ${deadLetter.message}` : ''}`;
 
     const firstSeenAt = this.#firstSeen.get(key) ?? this.#now();
     let durationMs: number | undefined;
-    if (terminal && record?.finished_at !== undefined) durationMs = Math.max(0, Date.parse(record.finished_at) - Date.parse(record.accepted_at));
+    if (terminal && record?.finished_at !== undefined)
+      durationMs = Math.max(0, Date.parse(record.finished_at) - Date.parse(record.accepted_at));
     else if (done && deadLetter !== undefined) durationMs = Math.max(0, deadLetter.seenAt - firstSeenAt);
 
     return {

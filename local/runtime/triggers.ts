@@ -52,10 +52,13 @@ export class AsyncInvoker {
           this.options.onDropped?.(fn, error);
           return;
         }
-        const timer = setTimeout(() => {
-          this.#timers.delete(timer);
-          this.invoke(fn, event, attempt + 1);
-        }, delay * (this.options.timeScale ?? 1));
+        const timer = setTimeout(
+          () => {
+            this.#timers.delete(timer);
+            this.invoke(fn, event, attempt + 1);
+          },
+          delay * (this.options.timeScale ?? 1),
+        );
         this.#timers.add(timer);
       }
     })();
@@ -96,7 +99,10 @@ export async function createLocalQueue(
 ): Promise<LocalQueueRef> {
   const attributes: Record<string, string> = { ...spec.attributes };
   if (redrive !== undefined) {
-    attributes.RedrivePolicy = JSON.stringify({ deadLetterTargetArn: redrive.deadLetterQueue.arn, maxReceiveCount: String(redrive.maxReceiveCount) });
+    attributes.RedrivePolicy = JSON.stringify({
+      deadLetterTargetArn: redrive.deadLetterQueue.arn,
+      maxReceiveCount: String(redrive.maxReceiveCount),
+    });
   }
   const created = await client.send(new CreateQueueCommand({ QueueName: spec.name, Attributes: attributes }));
   if (created.QueueUrl === undefined) throw new Error(`the local SQS returned no URL for queue ${spec.name}`);
@@ -183,7 +189,8 @@ export class QueueTargetSender {
         const delay = Math.min(TARGET_RETRY_DELAY_MS.max, TARGET_RETRY_DELAY_MS.first * 2 ** attempt) * scale;
         const maxRetries = Math.min(LOCAL_TARGET_RETRY_LIMIT, delivery.maximumRetryAttempts ?? TARGET_RETRY_DEFAULTS.maximumRetryAttempts);
         const maxAgeMs = (delivery.maximumEventAgeSeconds ?? TARGET_RETRY_DEFAULTS.maximumEventAgeSeconds) * 1000 * scale;
-        const exhausted = attempt >= maxRetries ? 'MaximumRetryAttempts' : Date.now() + delay - firstAt > maxAgeMs ? 'MaximumEventAge' : undefined;
+        const exhausted =
+          attempt >= maxRetries ? 'MaximumRetryAttempts' : Date.now() + delay - firstAt > maxAgeMs ? 'MaximumEventAge' : undefined;
         if (exhausted === undefined && !this.#closed) {
           this.#stats.retries += 1;
           const timer = setTimeout(() => {
@@ -290,10 +297,15 @@ export function connectRules(options: ConnectRulesOptions): () => void {
       if (rule.scheduleExpression !== undefined) {
         const period = parseRateExpression(rule.scheduleExpression);
         if (period === undefined) {
-          warn(`rule ${rule.logicalId}: schedule ${rule.scheduleExpression} is not supported locally (rate(...) only); ${fn.name} does not run on a schedule`);
+          warn(
+            `rule ${rule.logicalId}: schedule ${rule.scheduleExpression} is not supported locally (rate(...) only); ${fn.name} does not run on a schedule`,
+          );
           continue;
         }
-        const timer = setInterval(() => invoker.invoke(fn, scheduledEvent(rule.logicalId, options.region, options.account)), Math.max(50, period * options.timeScale));
+        const timer = setInterval(
+          () => invoker.invoke(fn, scheduledEvent(rule.logicalId, options.region, options.account)),
+          Math.max(50, period * options.timeScale),
+        );
         timer.unref();
         timers.push(timer);
         continue;
@@ -317,7 +329,11 @@ export function connectRules(options: ConnectRulesOptions): () => void {
 }
 
 /** An event-pattern rule's SQS target: matching events are sent to the local queue. */
-function connectQueueTarget(options: ConnectRulesOptions, rule: RuleModel, target: Extract<RuleModel['targets'][number], { kind: 'queue' }>): void {
+function connectQueueTarget(
+  options: ConnectRulesOptions,
+  rule: RuleModel,
+  target: Extract<RuleModel['targets'][number], { kind: 'queue' }>,
+): void {
   const { warn } = options;
   const where = `rule ${rule.logicalId} target ${target.id}`;
   if (rule.scheduleExpression !== undefined) {

@@ -86,7 +86,12 @@ function oneOf<T extends string>(flag: string, raw: string | undefined, allowed:
 }
 
 function list(raw: string | undefined): string[] | undefined {
-  return raw === undefined ? undefined : raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return raw === undefined
+    ? undefined
+    : raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
 }
 
 /**
@@ -199,7 +204,8 @@ export function parseSimulatorArgs(argv: readonly string[], env: NodeJS.ProcessE
   if (finishedCancel !== undefined) {
     const answers = finishedCancel.map((raw) => {
       const answer = FINISHED_CANCEL_ANSWERS.find((candidate) => String(candidate) === raw);
-      if (answer === undefined) throw new Error(`--finished-cancel must be one or more of ${FINISHED_CANCEL_ANSWERS.join(', ')}, got ${JSON.stringify(raw)}`);
+      if (answer === undefined)
+        throw new Error(`--finished-cancel must be one or more of ${FINISHED_CANCEL_ANSWERS.join(', ')}, got ${JSON.stringify(raw)}`);
       return answer;
     });
     faults.finishedCancelAnswer = answers.length === 1 ? (answers[0] as FinishedCancelAnswer) : answers;

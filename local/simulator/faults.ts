@@ -159,7 +159,9 @@ const outageWindow = z.strictObject({
   routes: z.array(routeName).optional(),
   answers: z
     .strictObject({ error5xx: z.number().min(0).optional(), reset: z.number().min(0).optional(), hang: z.number().min(0).optional() })
-    .refine((answers) => Object.values(answers).some((weight) => weight !== undefined && weight > 0), { message: 'at least one answer needs a positive weight' })
+    .refine((answers) => Object.values(answers).some((weight) => weight !== undefined && weight > 0), {
+      message: 'at least one answer needs a positive weight',
+    })
     .optional(),
 });
 const finishedCancelAnswer = z.union([z.literal(409), z.literal(400), z.literal(404), z.literal(200)]);

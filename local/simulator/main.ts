@@ -39,7 +39,9 @@ async function main(): Promise<number> {
   });
   await simulator.close();
   const stats = simulator.stats();
-  console.log(`[simulator] served ${stats.total_requests} requests, created ${stats.executions_created} executions, injected ${stats.faults_total} faults`);
+  console.log(
+    `[simulator] served ${stats.total_requests} requests, created ${stats.executions_created} executions, injected ${stats.faults_total} faults`,
+  );
   return 0;
 }
 

@@ -418,11 +418,7 @@ export function iso(ms: number): string {
  * The generated `final_output`: an answer plus, when `outputBytes` is set, a padding string
  * so the JSON text is `outputBytes` long (or as close as the fixed fields allow).
  */
-export function buildFinalOutput(
-  scenario: Scenario,
-  executionId: string,
-  chatbotId: string,
-): Record<string, unknown> {
+export function buildFinalOutput(scenario: Scenario, executionId: string, chatbotId: string): Record<string, unknown> {
   if (scenario.output !== undefined) return scenario.output;
   const base: Record<string, unknown> = {
     answer: `Simulated answer from chatbot ${chatbotId}`,

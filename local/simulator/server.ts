@@ -171,10 +171,7 @@ export interface Simulator {
   close(): Promise<void>;
 }
 
-type RouteMatch =
-  | { kind: 'route'; route: RouteName; param: string }
-  | { kind: 'wrong_method'; allow: string }
-  | { kind: 'not_found' };
+type RouteMatch = { kind: 'route'; route: RouteName; param: string } | { kind: 'wrong_method'; allow: string } | { kind: 'not_found' };
 
 const EXECUTIONS_PREFIX = '/v1/executions/';
 
@@ -303,10 +300,13 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   }
 
   function later(ms: number, fn: () => void): void {
-    const timer = setTimeout(() => {
-      timers.delete(timer);
-      fn();
-    }, Math.min(Math.max(0, ms), 2 ** 31 - 1));
+    const timer = setTimeout(
+      () => {
+        timers.delete(timer);
+        fn();
+      },
+      Math.min(Math.max(0, ms), 2 ** 31 - 1),
+    );
     timers.add(timer);
   }
 
@@ -361,8 +361,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       case 'rateLimit': {
         fault.commit();
         const seconds = faults.retryAfterSeconds();
-        const retryAfter =
-          faults.retryAfterFormat() === 'http-date' ? new Date(now() + seconds * 1000).toUTCString() : String(seconds);
+        const retryAfter = faults.retryAfterFormat() === 'http-date' ? new Date(now() + seconds * 1000).toUTCString() : String(seconds);
         sendJson(res, 429, { detail: 'Rate limit exceeded' }, { 'Retry-After': retryAfter });
         return true;
       }
@@ -387,7 +386,12 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     }
   }
 
-  async function handleStart(chatbotId: string, fault: FaultDecision | undefined, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handleStart(
+    chatbotId: string,
+    fault: FaultDecision | undefined,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> {
     if (knownChatbots !== undefined && !knownChatbots.has(chatbotId)) {
       sendJson(res, 404, { detail: `Chatbot ${JSON.stringify(chatbotId)} not found` });
       return;
@@ -688,7 +692,13 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     });
   }
 
-  async function dispatch(route: RouteName, param: string, fault: FaultDecision | undefined, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function dispatch(
+    route: RouteName,
+    param: string,
+    fault: FaultDecision | undefined,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> {
     if (route === 'start') {
       await handleStart(param, fault, req, res);
       return;

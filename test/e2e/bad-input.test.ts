@@ -78,7 +78,13 @@ interface Row {
 const METADATA = (ctx: RowContext): Record<string, unknown> => ({ row: ctx.n });
 /** A valid request of the row (its own job id, chatbot id and metadata), with overrides; `undefined` removes a field. */
 const request = (ctx: RowContext, overrides: Record<string, unknown> = {}): Record<string, unknown> => {
-  const base: Record<string, unknown> = { job_id: ctx.job, chatbot_id: ctx.bot, input_data: { query: `bad-input row ${ctx.n}` }, metadata: METADATA(ctx), ...overrides };
+  const base: Record<string, unknown> = {
+    job_id: ctx.job,
+    chatbot_id: ctx.bot,
+    input_data: { query: `bad-input row ${ctx.n}` },
+    metadata: METADATA(ctx),
+    ...overrides,
+  };
   for (const [key, value] of Object.entries(base)) if (value === undefined) delete base[key];
   return base;
 };
@@ -102,7 +108,10 @@ const nested = (depth: number): unknown => {
 };
 
 const noJobId = (errorMessage: RegExp): Expectation => ({ disposition: 'dead-lettered', errorMessage });
-const failed = (errorMessage: RegExp, options: { jobId?: KnownJobId; delivery?: Delivery; keepsChatbot?: boolean; keepsMetadata?: boolean } = {}): Expectation => ({
+const failed = (
+  errorMessage: RegExp,
+  options: { jobId?: KnownJobId; delivery?: Delivery; keepsChatbot?: boolean; keepsMetadata?: boolean } = {},
+): Expectation => ({
   disposition: 'dead-lettered with a Failed event',
   errorMessage,
   jobId: options.jobId ?? { kind: 'literal', value: '' }, // '' = the row's own job id (filled in below)
@@ -122,33 +131,101 @@ const ROWS: readonly Row[] = [
   { name: 'line breaks and tabs only', body: () => '\r\n\t \n', expect: noJobId(/not valid JSON/) },
   { name: 'a byte order mark before a valid request', body: (ctx) => `\uFEFF${json(request(ctx))}`, expect: noJobId(/not valid JSON/) },
   { name: 'JSON null', body: () => 'null', expect: noJobId(/must be a JSON object, got null/) },
-  { name: 'a JSON array holding a valid request', body: (ctx) => json([request(ctx)]), expect: noJobId(/must be a JSON object, got an array/) },
+  {
+    name: 'a JSON array holding a valid request',
+    body: (ctx) => json([request(ctx)]),
+    expect: noJobId(/must be a JSON object, got an array/),
+  },
   { name: 'a JSON number', body: () => '42', expect: noJobId(/must be a JSON object, got a number/) },
-  { name: 'a JSON string (a double-encoded request)', body: (ctx) => json(json(request(ctx))), expect: noJobId(/must be a JSON object, got a string/) },
+  {
+    name: 'a JSON string (a double-encoded request)',
+    body: (ctx) => json(json(request(ctx))),
+    expect: noJobId(/must be a JSON object, got a string/),
+  },
   { name: 'JSON true', body: () => 'true', expect: noJobId(/must be a JSON object, got a boolean/) },
   // Missing fields and wrong types: the job id is still readable.
-  { name: 'an empty object (the SQS message id becomes the job id)', body: () => '{}', expect: failed(/^chatbot_id: .*; input_data: /, { jobId: { kind: 'message-id' }, keepsChatbot: false, keepsMetadata: false }) },
-  { name: 'chatbot_id missing', body: (ctx) => json(request(ctx, { chatbot_id: undefined })), expect: failed(/^chatbot_id: Invalid input: expected string, received undefined/, { keepsChatbot: false }) },
-  { name: 'input_data missing', body: (ctx) => json(request(ctx, { input_data: undefined })), expect: failed(/^input_data: Invalid input: expected record, received undefined/) },
-  { name: 'chatbot_id a number', body: (ctx) => json(request(ctx, { chatbot_id: 42 })), expect: failed(/^chatbot_id: Invalid input: expected string, received number/, { keepsChatbot: false }) },
-  { name: 'chatbot_id null', body: (ctx) => json(request(ctx, { chatbot_id: null })), expect: failed(/^chatbot_id: Invalid input: expected string, received null/, { keepsChatbot: false }) },
-  { name: 'input_data a string', body: (ctx) => json(request(ctx, { input_data: 'summarise this' })), expect: failed(/^input_data: Invalid input: expected record, received string/) },
-  { name: 'input_data an array', body: (ctx) => json(request(ctx, { input_data: [{ query: 'x' }] })), expect: failed(/^input_data: Invalid input: expected record, received array/) },
-  { name: 'input_data null', body: (ctx) => json(request(ctx, { input_data: null })), expect: failed(/^input_data: Invalid input: expected record, received null/) },
-  { name: 'metadata an array', body: (ctx) => json(request(ctx, { metadata: ['a'] })), expect: failed(/^metadata: Invalid input: expected record, received array/, { keepsMetadata: false }) },
-  { name: 'metadata a string', body: (ctx) => json(request(ctx, { metadata: 'team=reports' })), expect: failed(/^metadata: Invalid input: expected record, received string/, { keepsMetadata: false }) },
-  { name: 'action "restart"', body: (ctx) => json(request(ctx, { action: 'restart' })), expect: failed(/^action: Invalid input: expected "start"/) },
-  { name: 'action "CANCEL" (actions are case-sensitive)', body: (ctx) => json(request(ctx, { action: 'CANCEL' })), expect: failed(/^action: Invalid input: expected "start"/) },
+  {
+    name: 'an empty object (the SQS message id becomes the job id)',
+    body: () => '{}',
+    expect: failed(/^chatbot_id: .*; input_data: /, { jobId: { kind: 'message-id' }, keepsChatbot: false, keepsMetadata: false }),
+  },
+  {
+    name: 'chatbot_id missing',
+    body: (ctx) => json(request(ctx, { chatbot_id: undefined })),
+    expect: failed(/^chatbot_id: Invalid input: expected string, received undefined/, { keepsChatbot: false }),
+  },
+  {
+    name: 'input_data missing',
+    body: (ctx) => json(request(ctx, { input_data: undefined })),
+    expect: failed(/^input_data: Invalid input: expected record, received undefined/),
+  },
+  {
+    name: 'chatbot_id a number',
+    body: (ctx) => json(request(ctx, { chatbot_id: 42 })),
+    expect: failed(/^chatbot_id: Invalid input: expected string, received number/, { keepsChatbot: false }),
+  },
+  {
+    name: 'chatbot_id null',
+    body: (ctx) => json(request(ctx, { chatbot_id: null })),
+    expect: failed(/^chatbot_id: Invalid input: expected string, received null/, { keepsChatbot: false }),
+  },
+  {
+    name: 'input_data a string',
+    body: (ctx) => json(request(ctx, { input_data: 'summarise this' })),
+    expect: failed(/^input_data: Invalid input: expected record, received string/),
+  },
+  {
+    name: 'input_data an array',
+    body: (ctx) => json(request(ctx, { input_data: [{ query: 'x' }] })),
+    expect: failed(/^input_data: Invalid input: expected record, received array/),
+  },
+  {
+    name: 'input_data null',
+    body: (ctx) => json(request(ctx, { input_data: null })),
+    expect: failed(/^input_data: Invalid input: expected record, received null/),
+  },
+  {
+    name: 'metadata an array',
+    body: (ctx) => json(request(ctx, { metadata: ['a'] })),
+    expect: failed(/^metadata: Invalid input: expected record, received array/, { keepsMetadata: false }),
+  },
+  {
+    name: 'metadata a string',
+    body: (ctx) => json(request(ctx, { metadata: 'team=reports' })),
+    expect: failed(/^metadata: Invalid input: expected record, received string/, { keepsMetadata: false }),
+  },
+  {
+    name: 'action "restart"',
+    body: (ctx) => json(request(ctx, { action: 'restart' })),
+    expect: failed(/^action: Invalid input: expected "start"/),
+  },
+  {
+    name: 'action "CANCEL" (actions are case-sensitive)',
+    body: (ctx) => json(request(ctx, { action: 'CANCEL' })),
+    expect: failed(/^action: Invalid input: expected "start"/),
+  },
 
   // Unknown fields are refused, not ignored.
-  { name: 'an unknown field (priority)', body: (ctx) => json(request(ctx, { priority: 'high' })), expect: failed(/^message: Unrecognized key: "priority"/) },
-  { name: 'a base_url field pointing at a loopback trap server', body: (ctx) => json(request(ctx, { base_url: ctx.trapUrl })), expect: failed(/^message: Unrecognized key: "base_url"/) },
+  {
+    name: 'an unknown field (priority)',
+    body: (ctx) => json(request(ctx, { priority: 'high' })),
+    expect: failed(/^message: Unrecognized key: "priority"/),
+  },
+  {
+    name: 'a base_url field pointing at a loopback trap server',
+    body: (ctx) => json(request(ctx, { base_url: ctx.trapUrl })),
+    expect: failed(/^message: Unrecognized key: "base_url"/),
+  },
   {
     name: 'host and port fields naming another server',
     body: (ctx) => json(request(ctx, { host: 'waterflai.evil.example', port: 443 })),
     expect: failed(/^message: Unrecognized keys: "host", "port"/),
   },
-  { name: 'a "__proto__" key', body: (ctx) => `{"__proto__":{"chatbot_id":"x"},${json(request(ctx)).slice(1)}`, expect: failed(/^message: Unrecognized key: "__proto__"/) },
+  {
+    name: 'a "__proto__" key',
+    body: (ctx) => `{"__proto__":{"chatbot_id":"x"},${json(request(ctx)).slice(1)}`,
+    expect: failed(/^message: Unrecognized key: "__proto__"/),
+  },
 
   // Hostile chatbot ids: nothing may change a request's path, query or host.
   { name: 'chatbot_id with ../ (path traversal)', ...badChatbot((ctx) => `../../${ctx.bot}`) },
@@ -175,47 +252,111 @@ const ROWS: readonly Row[] = [
     body: (ctx) => json(request(ctx, { input_data: { blob: 'x'.repeat(JOB_REQUEST_LIMITS.MAX_INPUT_DATA_BYTES) } })),
     expect: failed(/^input_data is \d+ bytes, over the limit of 196608$/),
   },
-  { name: 'input_data over the depth limit (33 levels)', body: (ctx) => json(request(ctx, { input_data: nested(33) })), expect: failed(/^input_data is nested 33 levels deep, over the limit of 32$/) },
+  {
+    name: 'input_data over the depth limit (33 levels)',
+    body: (ctx) => json(request(ctx, { input_data: nested(33) })),
+    expect: failed(/^input_data is nested 33 levels deep, over the limit of 32$/),
+  },
   {
     name: 'metadata over the size limit',
     body: (ctx) => json(request(ctx, { metadata: { notes: 'm'.repeat(JOB_REQUEST_LIMITS.MAX_METADATA_BYTES) } })),
     expect: failed(/^metadata is \d+ bytes, over the limit of 8192$/, { keepsMetadata: false }),
   },
-  { name: 'metadata over the depth limit (9 levels)', body: (ctx) => json(request(ctx, { metadata: nested(9) })), expect: failed(/^metadata is nested 9 levels deep, over the limit of 8$/, { keepsMetadata: false }) },
-  { name: 'timeout_seconds negative', body: (ctx) => json(request(ctx, { timeout_seconds: -60 })), expect: failed(/^timeout_seconds: Too small/) },
-  { name: 'timeout_seconds zero', body: (ctx) => json(request(ctx, { timeout_seconds: 0 })), expect: failed(/^timeout_seconds: Too small/) },
-  { name: 'timeout_seconds fractional', body: (ctx) => json(request(ctx, { timeout_seconds: 1.5 })), expect: failed(/^timeout_seconds: Invalid input: expected int/) },
-  { name: 'timeout_seconds huge (1e12)', body: (ctx) => json(request(ctx, { timeout_seconds: 1e12 })), expect: failed(/^timeout_seconds: Too big: expected number to be <=31536000/) },
-  { name: 'timeout_seconds a string', body: (ctx) => json(request(ctx, { timeout_seconds: '600' })), expect: failed(/^timeout_seconds: Invalid input: expected number, received string/) },
+  {
+    name: 'metadata over the depth limit (9 levels)',
+    body: (ctx) => json(request(ctx, { metadata: nested(9) })),
+    expect: failed(/^metadata is nested 9 levels deep, over the limit of 8$/, { keepsMetadata: false }),
+  },
+  {
+    name: 'timeout_seconds negative',
+    body: (ctx) => json(request(ctx, { timeout_seconds: -60 })),
+    expect: failed(/^timeout_seconds: Too small/),
+  },
+  {
+    name: 'timeout_seconds zero',
+    body: (ctx) => json(request(ctx, { timeout_seconds: 0 })),
+    expect: failed(/^timeout_seconds: Too small/),
+  },
+  {
+    name: 'timeout_seconds fractional',
+    body: (ctx) => json(request(ctx, { timeout_seconds: 1.5 })),
+    expect: failed(/^timeout_seconds: Invalid input: expected int/),
+  },
+  {
+    name: 'timeout_seconds huge (1e12)',
+    body: (ctx) => json(request(ctx, { timeout_seconds: 1e12 })),
+    expect: failed(/^timeout_seconds: Too big: expected number to be <=31536000/),
+  },
+  {
+    name: 'timeout_seconds a string',
+    body: (ctx) => json(request(ctx, { timeout_seconds: '600' })),
+    expect: failed(/^timeout_seconds: Invalid input: expected number, received string/),
+  },
 
   // Bad job ids: no job id can be read (a default is only used when job_id is absent).
-  { name: 'job_id with a slash', body: (ctx) => json(request(ctx, { job_id: `jobs/${ctx.job}` })), expect: noJobId(/^job_id: Invalid string/) },
-  { name: 'job_id 129 characters long', body: (ctx) => json(request(ctx, { job_id: ctx.job + 'j'.repeat(129 - ctx.job.length) })), expect: noJobId(/^job_id: Too big/) },
-  { name: 'job_id a number', body: (ctx) => json(request(ctx, { job_id: 4242 })), expect: noJobId(/^job_id: Invalid input: expected string, received number/) },
+  {
+    name: 'job_id with a slash',
+    body: (ctx) => json(request(ctx, { job_id: `jobs/${ctx.job}` })),
+    expect: noJobId(/^job_id: Invalid string/),
+  },
+  {
+    name: 'job_id 129 characters long',
+    body: (ctx) => json(request(ctx, { job_id: ctx.job + 'j'.repeat(129 - ctx.job.length) })),
+    expect: noJobId(/^job_id: Too big/),
+  },
+  {
+    name: 'job_id a number',
+    body: (ctx) => json(request(ctx, { job_id: 4242 })),
+    expect: noJobId(/^job_id: Invalid input: expected string, received number/),
+  },
   { name: 'job_id empty', body: (ctx) => json(request(ctx, { job_id: '' })), expect: noJobId(/^job_id: Invalid string/) },
-  { name: 'job_id null', body: (ctx) => json(request(ctx, { job_id: null })), expect: noJobId(/^job_id: Invalid input: expected string, received null/) },
+  {
+    name: 'job_id null',
+    body: (ctx) => json(request(ctx, { job_id: null })),
+    expect: noJobId(/^job_id: Invalid input: expected string, received null/),
+  },
 
   // Malformed EventBridge envelopes. The orchestrator reports these under the SQS message id
   // (not the envelope's own id, which it does not trust once the envelope is malformed).
   {
     name: 'EventBridge envelope whose detail is a string',
     body: (ctx) => json(envelope(`evt-${ctx.job}`, json(request(ctx)))),
-    expect: failed(/^malformed EventBridge envelope: detail: Invalid input: expected record, received string/, { jobId: { kind: 'message-id' }, delivery: 'eventbridge', keepsChatbot: false, keepsMetadata: false }),
+    expect: failed(/^malformed EventBridge envelope: detail: Invalid input: expected record, received string/, {
+      jobId: { kind: 'message-id' },
+      delivery: 'eventbridge',
+      keepsChatbot: false,
+      keepsMetadata: false,
+    }),
   },
   {
     name: 'EventBridge envelope without an id',
     body: (ctx) => json(envelope(undefined, request(ctx, { job_id: undefined }))),
-    expect: failed(/^malformed EventBridge envelope: id: Invalid input: expected string, received undefined/, { jobId: { kind: 'message-id' }, delivery: 'eventbridge', keepsChatbot: false, keepsMetadata: false }),
+    expect: failed(/^malformed EventBridge envelope: id: Invalid input: expected string, received undefined/, {
+      jobId: { kind: 'message-id' },
+      delivery: 'eventbridge',
+      keepsChatbot: false,
+      keepsMetadata: false,
+    }),
   },
   {
     name: 'EventBridge envelope whose id has spaces',
     body: (ctx) => json(envelope(`evt ${ctx.job}`, request(ctx, { job_id: undefined }))),
-    expect: failed(/^malformed EventBridge envelope: id: Invalid string/, { jobId: { kind: 'message-id' }, delivery: 'eventbridge', keepsChatbot: false, keepsMetadata: false }),
+    expect: failed(/^malformed EventBridge envelope: id: Invalid string/, {
+      jobId: { kind: 'message-id' },
+      delivery: 'eventbridge',
+      keepsChatbot: false,
+      keepsMetadata: false,
+    }),
   },
   {
     name: 'EventBridge envelope whose detail is an array',
     body: (ctx) => json(envelope(`evt-${ctx.job}`, [request(ctx)])),
-    expect: failed(/^malformed EventBridge envelope: detail: Invalid input: expected record, received array/, { jobId: { kind: 'message-id' }, delivery: 'eventbridge', keepsChatbot: false, keepsMetadata: false }),
+    expect: failed(/^malformed EventBridge envelope: detail: Invalid input: expected record, received array/, {
+      jobId: { kind: 'message-id' },
+      delivery: 'eventbridge',
+      keepsChatbot: false,
+      keepsMetadata: false,
+    }),
   },
   {
     name: 'EventBridge envelope whose detail carries a base_url (the event id is the job id)',
@@ -229,16 +370,32 @@ const ROWS: readonly Row[] = [
   },
 
   // Cancel requests. A malformed one names no job the orchestrator may touch: DLQ only.
-  { name: 'cancel with a job_id holding a slash', body: (ctx) => json({ action: 'cancel', job_id: `jobs/${ctx.job}` }), expect: noJobId(/^invalid cancel request: job_id: Invalid string/) },
-  { name: 'cancel without a job_id', body: () => json({ action: 'cancel' }), expect: noJobId(/^invalid cancel request: job_id: Invalid input: expected string, received undefined/) },
-  { name: 'cancel with a numeric job_id', body: () => json({ action: 'cancel', job_id: 7 }), expect: noJobId(/^invalid cancel request: job_id: Invalid input: expected string, received number/) },
+  {
+    name: 'cancel with a job_id holding a slash',
+    body: (ctx) => json({ action: 'cancel', job_id: `jobs/${ctx.job}` }),
+    expect: noJobId(/^invalid cancel request: job_id: Invalid string/),
+  },
+  {
+    name: 'cancel without a job_id',
+    body: () => json({ action: 'cancel' }),
+    expect: noJobId(/^invalid cancel request: job_id: Invalid input: expected string, received undefined/),
+  },
+  {
+    name: 'cancel with a numeric job_id',
+    body: () => json({ action: 'cancel', job_id: 7 }),
+    expect: noJobId(/^invalid cancel request: job_id: Invalid input: expected string, received number/),
+  },
   {
     name: 'cancel through an EventBridge envelope with a job_id holding spaces',
     body: (ctx) => json(envelope(`evt-${ctx.job}`, { action: 'cancel', job_id: `the ${ctx.job}` })),
     expect: noJobId(/^invalid cancel request: job_id: Invalid string/),
   },
   // A cancel for a job not seen yet is valid: it leaves a tombstone.
-  { name: 'cancel for an unknown job', body: (ctx) => json({ action: 'cancel', job_id: ctx.job }), expect: { disposition: 'tombstone (Cancelled, reason requested)', jobId: '', delivery: 'sqs' } },
+  {
+    name: 'cancel for an unknown job',
+    body: (ctx) => json({ action: 'cancel', job_id: ctx.job }),
+    expect: { disposition: 'tombstone (Cancelled, reason requested)', jobId: '', delivery: 'sqs' },
+  },
   {
     name: 'cancel for an unknown job through an EventBridge envelope',
     body: (ctx) => json(envelope(`evt-${ctx.job}`, { action: 'cancel', job_id: ctx.job })),
@@ -279,7 +436,17 @@ function prepare(row: Row, index: number): PreparedRow {
         return expectation.jobId.value === '' ? ctx.job : `${expectation.jobId.value}${ctx.job}`;
     }
   };
-  return { id: n, row, ctx, expectedJobId, goodJobId: `good-job-${n}`, goodBot: `good-bot-${n}`, body: '', messageId: '', goodMessageId: '' };
+  return {
+    id: n,
+    row,
+    ctx,
+    expectedJobId,
+    goodJobId: `good-job-${n}`,
+    goodBot: `good-bot-${n}`,
+    body: '',
+    messageId: '',
+    goodMessageId: '',
+  };
 }
 
 const TABLE: readonly PreparedRow[] = ROWS.map(prepare);
@@ -314,9 +481,17 @@ async function sendPairs(rows: readonly PreparedRow[]): Promise<void> {
 
 async function intakeQueueEmpty(): Promise<boolean> {
   const { Attributes: a = {} } = await sqs.send(
-    new GetQueueAttributesCommand({ QueueUrl: runtime.intakeQueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'] }),
+    new GetQueueAttributesCommand({
+      QueueUrl: runtime.intakeQueueUrl,
+      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
+    }),
   );
-  return Number(a.ApproximateNumberOfMessages) + Number(a.ApproximateNumberOfMessagesNotVisible) + Number(a.ApproximateNumberOfMessagesDelayed) === 0;
+  return (
+    Number(a.ApproximateNumberOfMessages) +
+      Number(a.ApproximateNumberOfMessagesNotVisible) +
+      Number(a.ApproximateNumberOfMessagesDelayed) ===
+    0
+  );
 }
 
 const deadLettersOf = (messageId: string): Message[] =>
@@ -402,7 +577,12 @@ describe('the bad-input catalogue', () => {
       if (expectation.disposition === 'tombstone (Cancelled, reason requested)') {
         expect(deadLettersOf(messageId)).toEqual([]);
         const record = await runtime.getJob(jobId!);
-        expect(record).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED, delivery: expectation.delivery, source_message_id: messageId });
+        expect(record).toMatchObject({
+          status: JOB_STATUS.CANCELLED,
+          cancel_reason: CANCEL_REASON.REQUESTED,
+          delivery: expectation.delivery,
+          source_message_id: messageId,
+        });
         expect(record?.execution_id).toBeUndefined();
         const published = eventsFor(events, jobId!);
         expect(published.map((event) => event['detail-type'])).toEqual([DETAIL_TYPE.CANCELLED]);
@@ -464,7 +644,9 @@ describe('the bad-input catalogue', () => {
 
   it('sent no request for any bad message: Waterflai saw exactly one start per good job, and the trap host none', () => {
     const after = runtime.simulator!.stats();
-    const newStarts = Object.fromEntries(Object.entries(after.starts_by_chatbot).filter(([bot]) => statsBefore.starts_by_chatbot[bot] === undefined));
+    const newStarts = Object.fromEntries(
+      Object.entries(after.starts_by_chatbot).filter(([bot]) => statsBefore.starts_by_chatbot[bot] === undefined),
+    );
     expect(newStarts).toEqual(Object.fromEntries(TABLE.map((row) => [row.goodBot, 1])));
     expect(after.by_route.start - statsBefore.by_route.start).toBe(TABLE.length);
     expect(after.by_route.cancel - statsBefore.by_route.cancel).toBe(0);
@@ -494,10 +676,16 @@ describe('the bad-input catalogue', () => {
   it('refuses a body over 256 KiB at send time: the producer gets the error, nothing reaches the handler or Waterflai', async () => {
     // Prepare
     const before = runtime.simulator!.stats().total_requests;
-    const body = JSON.stringify({ job_id: 'too-big', chatbot_id: 'too-big-bot', input_data: { blob: 'x'.repeat(JOB_REQUEST_LIMITS.MAX_MESSAGE_BYTES) } });
+    const body = JSON.stringify({
+      job_id: 'too-big',
+      chatbot_id: 'too-big-bot',
+      input_data: { blob: 'x'.repeat(JOB_REQUEST_LIMITS.MAX_MESSAGE_BYTES) },
+    });
 
     // Act
-    const sent = await sqs.send(new SendMessageBatchCommand({ QueueUrl: runtime.intakeQueueUrl, Entries: [{ Id: 'big', MessageBody: body }] }));
+    const sent = await sqs.send(
+      new SendMessageBatchCommand({ QueueUrl: runtime.intakeQueueUrl, Entries: [{ Id: 'big', MessageBody: body }] }),
+    );
 
     // Assess
     expect(sent.Successful ?? []).toEqual([]);

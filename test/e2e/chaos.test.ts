@@ -21,7 +21,14 @@ import { ExecutionEnvironments, invokeFunction, type LambdaHandler } from '../..
 import { SqsEventSource } from '../../local/runtime/sqs-event-source';
 import { startLocalSqs } from '../../local/runtime/sqs';
 import { LocalStepFunctions } from '../../local/runtime/step-functions';
-import { ALL_FAULT_KINDS, ChaosFaults, DEFAULT_FAULT_MIX, DEFAULT_INCIDENTS, withEveryWaterflaiKind, type FaultMix } from '../../local/chaos/faults';
+import {
+  ALL_FAULT_KINDS,
+  ChaosFaults,
+  DEFAULT_FAULT_MIX,
+  DEFAULT_INCIDENTS,
+  withEveryWaterflaiKind,
+  type FaultMix,
+} from '../../local/chaos/faults';
 import { EXPLAINABLE_GIVE_UPS, buildPlan } from '../../local/chaos/plan';
 import { chaosJson, violationLines } from '../../local/chaos/report';
 import { runChaos, type ChaosResult } from '../../local/chaos/run';
@@ -41,7 +48,10 @@ describe('fault hooks of the local runtime', () => {
         {
           arn: machineArn,
           name: 'Once',
-          definition: { StartAt: 'Work', States: { Work: { Type: 'Task', Resource: `arn:aws:lambda:${REGION}:${ACCOUNT}:function:Work`, End: true } } },
+          definition: {
+            StartAt: 'Work',
+            States: { Work: { Type: 'Task', Resource: `arn:aws:lambda:${REGION}:${ACCOUNT}:function:Work`, End: true } },
+          },
           taskHandlers: { Work: async () => ({}) },
         },
       ],
@@ -59,15 +69,19 @@ describe('fault hooks of the local runtime', () => {
     try {
       // Act + Assess: throttled before anything happens
       fault = { error: new AwsServiceError('ThrottlingException', 'Rate exceeded') };
-      await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: machineArn, name: 'before', input: '{}' }))).rejects.toMatchObject({
-        name: 'ThrottlingException',
-        $metadata: { httpStatusCode: 400 },
-      });
+      await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: machineArn, name: 'before', input: '{}' }))).rejects.toMatchObject(
+        {
+          name: 'ThrottlingException',
+          $metadata: { httpStatusCode: 400 },
+        },
+      );
       expect(steps.executions().map((execution) => execution.name)).toEqual([]);
 
       // ...and a lost answer: the execution exists although the caller got an error
       fault = { error: new AwsServiceError('InternalFailure', 'boom', 500), afterApplying: true };
-      await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: machineArn, name: 'after', input: '{}' }))).rejects.toMatchObject({ name: 'InternalFailure' });
+      await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: machineArn, name: 'after', input: '{}' }))).rejects.toMatchObject({
+        name: 'InternalFailure',
+      });
       expect(steps.executions().map((execution) => execution.name)).toEqual(['after']);
 
       // ...and no fault: served normally
@@ -147,7 +161,8 @@ describe('fault hooks of the local runtime', () => {
           ...(condition ? { ConditionExpression: 'attribute_not_exists(job_id)' } : {}),
         }),
       );
-    const exists = async (jobId: string) => (await dynamo.client.send(new GetItemCommand({ TableName: table, Key: { job_id: { S: jobId } } }))).Item !== undefined;
+    const exists = async (jobId: string) =>
+      (await dynamo.client.send(new GetItemCommand({ TableName: table, Key: { job_id: { S: jobId } } }))).Item !== undefined;
 
     it.each([
       ['ProvisionedThroughputExceededException', 400],
@@ -223,7 +238,12 @@ describe('fault hooks of the local runtime', () => {
         }),
       );
       source.start();
-      await waitFor('both deliveries', () => invocations.flat().filter((body) => body === 'twice').length === 2 && sqs.messages('intake').length === 0, 10_000, 50);
+      await waitFor(
+        'both deliveries',
+        () => invocations.flat().filter((body) => body === 'twice').length === 2 && sqs.messages('intake').length === 0,
+        10_000,
+        50,
+      );
 
       // Assess
       expect(invocations.flat().sort()).toEqual(['once', 'twice', 'twice']);
@@ -245,7 +265,11 @@ describe('fault hooks of the local runtime', () => {
     const rotated = secrets.update(arn, 'new-key');
 
     // Assess
-    expect(secrets.getSecretValue({ SecretId: 'waterflai-api-key' })).toMatchObject({ ARN: arn, SecretString: 'new-key', VersionId: rotated.versionId });
+    expect(secrets.getSecretValue({ SecretId: 'waterflai-api-key' })).toMatchObject({
+      ARN: arn,
+      SecretString: 'new-key',
+      VersionId: rotated.versionId,
+    });
     expect(rotated.versionId).not.toBe(before.VersionId);
     expect(secrets.updates()).toBe(1);
     expect(() => secrets.update('no-such-secret', 'x')).toThrow('no secret');
@@ -270,7 +294,14 @@ describe('fault hooks of the local runtime', () => {
       };
     };
     const handlers = [instance(), instance()];
-    const fn = { name: 'Fn', arn: 'arn', timeoutMs: 5_000, memorySize: 128, handler: handlers[0]!, environments: new ExecutionEnvironments(handlers) };
+    const fn = {
+      name: 'Fn',
+      arn: 'arn',
+      timeoutMs: 5_000,
+      memorySize: 128,
+      handler: handlers[0]!,
+      environments: new ExecutionEnvironments(handlers),
+    };
 
     // Act
     const results = await Promise.all(Array.from({ length: 7 }, (_, id) => invokeFunction(fn, { id })));
@@ -288,12 +319,23 @@ describe('the seeded plan and fault decisions', () => {
     expect(plan(5)).toEqual(plan(5));
     expect(plan(5).messages.map((message) => message.body)).not.toEqual(plan(6).messages.map((message) => message.body));
     const kinds = new Set(plan(5).jobs.map((job) => job.kind));
-    expect([...kinds].sort()).toEqual(['cancel-first', 'completed', 'deadline', 'deadline-race', 'failed', 'producer-cancel', 'remote-cancel']);
+    expect([...kinds].sort()).toEqual([
+      'cancel-first',
+      'completed',
+      'deadline',
+      'deadline-race',
+      'failed',
+      'producer-cancel',
+      'remote-cancel',
+    ]);
     expect(plan(5).messages.filter((message) => message.purpose === 'invalid').length).toBe(4);
 
     const decisions = (seed: number) => {
       const hooks = new ChaosFaults(DEFAULT_FAULT_MIX, seed).hooks();
-      return Array.from({ length: 300 }, (_, n) => hooks.dynamodb!('UpdateItem', { Key: { job_id: { S: `job-${n % 30}` } } })?.error ?? null);
+      return Array.from(
+        { length: 300 },
+        (_, n) => hooks.dynamodb!('UpdateItem', { Key: { job_id: { S: `job-${n % 30}` } } })?.error ?? null,
+      );
     };
     expect(decisions(5)).toEqual(decisions(5));
     expect(decisions(5)).not.toEqual(decisions(6));
@@ -306,8 +348,12 @@ describe('the seeded incidents', () => {
     const plan = buildPlan({ jobs: 200, seed: 5, rate: 25, timeScale: 0.1, incidents: DEFAULT_INCIDENTS });
 
     // Assess: 199 job messages 40 ms apart, so the send phase lasts 7.96 s
-    expect(plan.incidents.outages).toEqual([{ atMs: 3_980, durationMs: 120_000, routes: ['get', 'cancel', 'stream'], answers: { error5xx: 6, reset: 3, hang: 1 } }]);
-    expect(plan.incidents.keyRotations).toEqual([{ atMs: 1_592, revokeOldAfterMs: 2_000, newKey: expect.stringMatching(/^chaos-rotated-5-1-[0-9a-f]{16}$/) as unknown }]);
+    expect(plan.incidents.outages).toEqual([
+      { atMs: 3_980, durationMs: 120_000, routes: ['get', 'cancel', 'stream'], answers: { error5xx: 6, reset: 3, hang: 1 } },
+    ]);
+    expect(plan.incidents.keyRotations).toEqual([
+      { atMs: 1_592, revokeOldAfterMs: 2_000, newKey: expect.stringMatching(/^chaos-rotated-5-1-[0-9a-f]{16}$/) as unknown },
+    ]);
     expect(buildPlan({ jobs: 200, seed: 5, rate: 25, timeScale: 0.1, incidents: DEFAULT_INCIDENTS }).incidents).toEqual(plan.incidents);
     const races = plan.jobs.filter((job) => job.kind === 'deadline-race');
     expect(races.length).toBeGreaterThan(0);

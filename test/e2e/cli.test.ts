@@ -28,7 +28,10 @@ const DEADLINE_SECONDS = 35;
 let deadlineRun: Promise<Run>;
 beforeAll(() => {
   const jobsFile = join(work, 'slow.txt');
-  writeFileSync(jobsFile, JSON.stringify({ job_id: 'cli-too-slow', chatbot_id: 'cli-bot', input_data: { query: 'c', simulate: { duration_ms: 600_000 } } }));
+  writeFileSync(
+    jobsFile,
+    JSON.stringify({ job_id: 'cli-too-slow', chatbot_id: 'cli-bot', input_data: { query: 'c', simulate: { duration_ms: 600_000 } } }),
+  );
   deadlineRun = runStart(['--jobs', jobsFile, '--timeout', String(DEADLINE_SECONDS), '--dynamodb', 'dynalite']);
 });
 
@@ -62,11 +65,11 @@ describe.concurrent('npm start: arguments and inputs', () => {
     const [help, bad] = await Promise.all([runStart(['--help']), runStart(['--no-such-option'])]);
     expect(help.code).toBe(EXIT_CODE.OK);
     expect(help.stdout).toContain('Usage: npm start -- [options]');
-    for (const flag of ['--jobs FILE', '--events-out FILE', '--timeout SECONDS', '--serve', '--time-scale X']) expect(help.stdout).toContain(flag);
+    for (const flag of ['--jobs FILE', '--events-out FILE', '--timeout SECONDS', '--serve', '--time-scale X'])
+      expect(help.stdout).toContain(flag);
     expect(bad.code).toBe(EXIT_CODE.USAGE);
     expect(bad.stderr).toMatch(/no-such-option/);
   }, 30_000);
-
 
   it('fails with exit code 2 and a clear message when the --jobs file is missing', async ({ expect }) => {
     const run = await runStart(['--jobs', join(work, 'does-not-exist.txt')]);
@@ -84,7 +87,6 @@ describe.concurrent('npm start: arguments and inputs', () => {
     expect(plainHttp.code).toBe(EXIT_CODE.BOOT_FAILED);
     expect(plainHttp.stderr).toMatch(/could not start the start function .*https/i);
   }, 60_000);
-
 });
 
 describe('npm start: runs', () => {
@@ -111,7 +113,6 @@ describe('npm start: runs', () => {
     }
     expect(run.ms).toBeLessThan(60_000);
   }, 90_000);
-
 
   it('sends each line of --jobs as one raw message, valid or not, and counts dead-lettered ones as done', async ({ expect }) => {
     // Prepare
@@ -144,8 +145,6 @@ describe('npm start: runs', () => {
       .map((line) => JSON.parse(line) as { 'detail-type': string; detail: { job_id: string } });
     expect(events.map((event) => event.detail.job_id).sort()).toEqual(['cli-bad', 'cli-fail', 'cli-ok']);
   }, 90_000);
-
-
 });
 
 describe('npm start: serving', () => {
@@ -161,12 +160,31 @@ describe('npm start: serving', () => {
     const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
     try {
       const line = await waitFor('the endpoints line', () => /^LOCAL_RUNTIME_ENDPOINTS (.+)$/m.exec(stdout)?.[1], 40_000);
-      const endpoints = JSON.parse(line) as { region: string; accessKeyId: string; secretAccessKey: string; sqsEndpoint: string; intakeQueueUrl: string };
+      const endpoints = JSON.parse(line) as {
+        region: string;
+        accessKeyId: string;
+        secretAccessKey: string;
+        sqsEndpoint: string;
+        intakeQueueUrl: string;
+      };
       expect(new URL(endpoints.sqsEndpoint).hostname).toBe('127.0.0.1');
 
       // Act: another program sends a job with the AWS SDK.
-      const sqs = new SQSClient({ endpoint: endpoints.sqsEndpoint, region: endpoints.region, credentials: { accessKeyId: endpoints.accessKeyId, secretAccessKey: endpoints.secretAccessKey } });
-      await sqs.send(new SendMessageCommand({ QueueUrl: endpoints.intakeQueueUrl, MessageBody: JSON.stringify({ job_id: 'cli-served', chatbot_id: 'cli-bot', input_data: { query: 'd', simulate: { duration_ms: 400 } } }) }));
+      const sqs = new SQSClient({
+        endpoint: endpoints.sqsEndpoint,
+        region: endpoints.region,
+        credentials: { accessKeyId: endpoints.accessKeyId, secretAccessKey: endpoints.secretAccessKey },
+      });
+      await sqs.send(
+        new SendMessageCommand({
+          QueueUrl: endpoints.intakeQueueUrl,
+          MessageBody: JSON.stringify({
+            job_id: 'cli-served',
+            chatbot_id: 'cli-bot',
+            input_data: { query: 'd', simulate: { duration_ms: 400 } },
+          }),
+        }),
+      );
       sqs.destroy();
       await waitFor('the served job to be announced', () => stdout.includes('Waterflai Execution Completed  job=cli-served'), 30_000);
     } finally {
@@ -177,15 +195,20 @@ describe('npm start: serving', () => {
     expect(await exited).toBe(EXIT_CODE.OK);
     expect(stdout).toMatch(/cli-served\s+COMPLETED/);
   }, 90_000);
-
 });
 
 describe('npm start: deadline', () => {
-  it('exits 1 at the --timeout deadline and names the unfinished job', async ({ expect }) => {
-    const run = await deadlineRun;
-    expect(run.code, run.stderr).toBe(EXIT_CODE.UNFINISHED);
-    expect(run.stderr).toMatch(new RegExp(`timed out after ${DEADLINE_SECONDS} s with 1 unfinished job\\(s\\): cli-too-slow \\(RUNNING\\)`));
-    expect(run.stdout).toMatch(/cli-too-slow\s+UNFINISHED \(RUNNING\)/);
-    expect(run.ms).toBeLessThan((DEADLINE_SECONDS + 15) * 1000);
-  }, (DEADLINE_SECONDS + 30) * 1000);
+  it(
+    'exits 1 at the --timeout deadline and names the unfinished job',
+    async ({ expect }) => {
+      const run = await deadlineRun;
+      expect(run.code, run.stderr).toBe(EXIT_CODE.UNFINISHED);
+      expect(run.stderr).toMatch(
+        new RegExp(`timed out after ${DEADLINE_SECONDS} s with 1 unfinished job\\(s\\): cli-too-slow \\(RUNNING\\)`),
+      );
+      expect(run.stdout).toMatch(/cli-too-slow\s+UNFINISHED \(RUNNING\)/);
+      expect(run.ms).toBeLessThan((DEADLINE_SECONDS + 15) * 1000);
+    },
+    (DEADLINE_SECONDS + 30) * 1000,
+  );
 });

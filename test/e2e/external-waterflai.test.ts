@@ -54,7 +54,11 @@ describe('the local runtime with WATERFLAI_BASE_URL', () => {
 
     // Act
     for (const job of jobs) await runtime.sendMessage(jobBody(job.jobId, 'external-bot', job.simulate));
-    await waitFor('the three outcome events', () => jobs.every((job) => eventsFor(runtime.eventBridge.events(), job.jobId).length > 0), 30_000);
+    await waitFor(
+      'the three outcome events',
+      () => jobs.every((job) => eventsFor(runtime.eventBridge.events(), job.jobId).length > 0),
+      30_000,
+    );
 
     // Assess
     for (const job of jobs) {

@@ -67,7 +67,9 @@ beforeAll(async () => {
     }),
   ) as Record<FunctionRoleName, string>;
   subjects = subjectsOf(runtime.template, functions);
-  policies = Object.fromEntries(FUNCTION_ROLES.map((role) => [role, identityPolicies(runtime.template, subjects.roles[role])])) as typeof policies;
+  policies = Object.fromEntries(
+    FUNCTION_ROLES.map((role) => [role, identityPolicies(runtime.template, subjects.roles[role])]),
+  ) as typeof policies;
 }, 60_000);
 
 afterAll(async () => {
@@ -77,7 +79,8 @@ afterAll(async () => {
 });
 
 const events = (jobId: string) => eventsFor(runtime.eventBridge.events(), jobId);
-const announced = (jobId: string, timeoutMs = 30_000): Promise<true> => waitFor(`${jobId} to be announced`, () => events(jobId).length > 0, timeoutMs, 100);
+const announced = (jobId: string, timeoutMs = 30_000): Promise<true> =>
+  waitFor(`${jobId} to be announced`, () => events(jobId).length > 0, timeoutMs, 100);
 
 async function intakeQueueIdle(): Promise<boolean> {
   const { Attributes: a = {} } = await sqs.send(
@@ -86,7 +89,12 @@ async function intakeQueueIdle(): Promise<boolean> {
       AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
     }),
   );
-  return Number(a.ApproximateNumberOfMessages) + Number(a.ApproximateNumberOfMessagesNotVisible) + Number(a.ApproximateNumberOfMessagesDelayed) === 0;
+  return (
+    Number(a.ApproximateNumberOfMessages) +
+      Number(a.ApproximateNumberOfMessagesNotVisible) +
+      Number(a.ApproximateNumberOfMessagesDelayed) ===
+    0
+  );
 }
 
 const cancelBody = (jobId: string): string => JSON.stringify({ action: 'cancel', job_id: jobId });
@@ -110,12 +118,17 @@ async function evaluateRecorded(calls: readonly RecordedSdkCall[]): Promise<Eval
     }
   }
   return Promise.all(
-    [...unique.values()].map(async ({ role, request, calls: count }) => ({ role, ...request, calls: count, decision: await evaluate(policies[role], subjects.roles[role], request) })),
+    [...unique.values()].map(async ({ role, request, calls: count }) => ({
+      role,
+      ...request,
+      calls: count,
+      decision: await evaluate(policies[role], subjects.roles[role], request),
+    })),
   );
 }
 
 describe('the SDK call recorder', () => {
-  it('is configured in the template\'s ARN space: the runtime names every resource as the policies do', () => {
+  it("is configured in the template's ARN space: the runtime names every resource as the policies do", () => {
     const resolver = new TemplateResolver(runtime.template);
     expect(subjects.table).toBe(tableArn(runtime.tableName));
     expect(subjects.deadLetterQueue).toBe(queueArn(runtime.sqs.deadLetterQueue.name));
@@ -132,9 +145,17 @@ describe('the SDK call recorder', () => {
 
   it('records a command once, attributed to the invocation that sent it (document client included)', async () => {
     // Prepare: a document client built as lambdas/aws/clients.ts builds its own
-    const inner = new DynamoDBClient({ region: runtime.region, credentials: runtime.credentials, endpoint: runtime.endpoints.dynamodb, maxAttempts: 4 });
+    const inner = new DynamoDBClient({
+      region: runtime.region,
+      credentials: runtime.credentials,
+      endpoint: runtime.endpoints.dynamodb,
+      maxAttempts: 4,
+    });
     const client = DynamoDBDocumentClient.from(inner, { marshallOptions: { removeUndefinedValues: true } });
-    const recorder = await startSdkCallRecorder({ clients: [client], roleOf: (arn) => (arn.endsWith(':probe') ? 'probe-role' : undefined) });
+    const recorder = await startSdkCallRecorder({
+      clients: [client],
+      roleOf: (arn) => (arn.endsWith(':probe') ? 'probe-role' : undefined),
+    });
     try {
       // Act
       await withinInvocation({ functionName: 'probe', functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:probe' }, async () => {
@@ -145,7 +166,15 @@ describe('the SDK call recorder', () => {
 
       // Assess
       expect(recorder.calls()).toEqual([
-        { functionName: 'probe', functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:probe', role: 'probe-role', service: 'DynamoDB', command: 'GetItem', resources: { TableName: runtime.tableName }, outcome: 'ok' },
+        {
+          functionName: 'probe',
+          functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:probe',
+          role: 'probe-role',
+          service: 'DynamoDB',
+          command: 'GetItem',
+          resources: { TableName: runtime.tableName },
+          outcome: 'ok',
+        },
         { service: 'DynamoDB', command: 'GetItem', resources: { TableName: runtime.tableName }, outcome: 'ok' },
       ]);
     } finally {
@@ -200,14 +229,30 @@ describe('least privilege, by evaluation of the calls the handlers make', () => 
 
     await waitFor('iam-cancelled to run', async () => (await runtime.getJob('iam-cancelled'))?.status === JOB_STATUS.RUNNING, 20_000);
     await runtime.sendMessage(cancelBody('iam-cancelled'));
-    const execution = await waitFor('iam-stopped to run', async () => {
-      const record = await runtime.getJob('iam-stopped');
-      const listed = await sfn.send(new ListExecutionsCommand({ stateMachineArn: runtime.stateMachineArn, statusFilter: 'RUNNING' }));
-      return record?.status === JOB_STATUS.RUNNING ? listed.executions?.find((candidate) => candidate.name === 'iam-stopped') : undefined;
-    }, 20_000);
-    await sfn.send(new StopExecutionCommand({ executionArn: execution.executionArn, error: 'Operator', cause: 'stopped by the IAM e2e test' }));
+    const execution = await waitFor(
+      'iam-stopped to run',
+      async () => {
+        const record = await runtime.getJob('iam-stopped');
+        const listed = await sfn.send(new ListExecutionsCommand({ stateMachineArn: runtime.stateMachineArn, statusFilter: 'RUNNING' }));
+        return record?.status === JOB_STATUS.RUNNING ? listed.executions?.find((candidate) => candidate.name === 'iam-stopped') : undefined;
+      },
+      20_000,
+    );
+    await sfn.send(
+      new StopExecutionCommand({ executionArn: execution.executionArn, error: 'Operator', cause: 'stopped by the IAM e2e test' }),
+    );
 
-    for (const jobId of ['iam-completed', 'iam-failed', 'iam-big-output', 'iam-handed-over', 'iam-deadline', 'iam-invalid', 'iam-cancelled', 'iam-stopped', 'iam-stranded']) {
+    for (const jobId of [
+      'iam-completed',
+      'iam-failed',
+      'iam-big-output',
+      'iam-handed-over',
+      'iam-deadline',
+      'iam-invalid',
+      'iam-cancelled',
+      'iam-stopped',
+      'iam-stranded',
+    ]) {
       await announced(jobId, 40_000);
     }
     await waitFor('the intake queue to be idle', () => intakeQueueIdle(), 15_000);
@@ -241,7 +286,15 @@ describe('least privilege, by evaluation of the calls the handlers make', () => 
     evaluated = await evaluateRecorded(recorded);
     if (process.env.IAM_TEST_REPORT === '1') {
       // IAM_TEST_REPORT=1 npx vitest run test/e2e/iam.test.ts: what each role sent, and the decision.
-      console.table(evaluated.map(({ role, action, resource, calls, decision }) => ({ role, action, resource: resource.split(':').slice(5).join(':'), calls, decision })));
+      console.table(
+        evaluated.map(({ role, action, resource, calls, decision }) => ({
+          role,
+          action,
+          resource: resource.split(':').slice(5).join(':'),
+          calls,
+          decision,
+        })),
+      );
     }
 
     // Assess: the mix exercised every kind of access (so the proof covers it) ...
@@ -277,7 +330,9 @@ describe('least privilege, by evaluation of the calls the handlers make', () => 
   it('denies every call a role must never make', async () => {
     // Act
     const forbidden = forbiddenCalls(subjects);
-    const results = await Promise.all(forbidden.map(async (call) => ({ ...call, decision: await evaluate(policies[call.role], subjects.roles[call.role], call) })));
+    const results = await Promise.all(
+      forbidden.map(async (call) => ({ ...call, decision: await evaluate(policies[call.role], subjects.roles[call.role], call) })),
+    );
 
     // Assess
     expect(forbidden.length).toBeGreaterThanOrEqual(100);
@@ -312,7 +367,9 @@ describe('least privilege, by evaluation of the calls the handlers make', () => 
     for (const role of FUNCTION_ROLES) {
       for (const pair of allowedPairs(policies[role])) {
         if (pair.action.startsWith('logs:')) continue; // the function's own log group, written by the Lambda runtime
-        const used = evaluated.some((entry) => entry.role === role && entry.action === pair.action && arnMatches(pair.resource, entry.resource));
+        const used = evaluated.some(
+          (entry) => entry.role === role && entry.action === pair.action && arnMatches(pair.resource, entry.resource),
+        );
         if (!used && notExercised[`${role} ${pair.action}`] === undefined) unused.push(`${role} ${pair.action} ${pair.resource}`);
       }
     }

@@ -67,7 +67,12 @@ async function intakeQueueIdle(): Promise<boolean> {
       AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
     }),
   );
-  return Number(a.ApproximateNumberOfMessages) + Number(a.ApproximateNumberOfMessagesNotVisible) + Number(a.ApproximateNumberOfMessagesDelayed) === 0;
+  return (
+    Number(a.ApproximateNumberOfMessages) +
+      Number(a.ApproximateNumberOfMessagesNotVisible) +
+      Number(a.ApproximateNumberOfMessagesDelayed) ===
+    0
+  );
 }
 
 async function settled(jobId: string, timeoutMs = 20_000): Promise<void> {
@@ -129,7 +134,14 @@ describe('cancel requests from producers', () => {
     await runtime.sendMessage(jobBody('cancel-routed', 'cancel-bot-3', { duration_ms: 60_000 }));
     await waitFor('the job to start', async () => (await runtime.getJob('cancel-routed'))?.execution_id !== undefined, 15_000);
 
-    await runtime.sendMessage(JSON.stringify({ id: 'evt-cancel', 'detail-type': 'Cancel Job', source: 'com.example', detail: { action: 'cancel', job_id: 'cancel-routed' } }));
+    await runtime.sendMessage(
+      JSON.stringify({
+        id: 'evt-cancel',
+        'detail-type': 'Cancel Job',
+        source: 'com.example',
+        detail: { action: 'cancel', job_id: 'cancel-routed' },
+      }),
+    );
     await settled('cancel-routed');
 
     expect(await runtime.getJob('cancel-routed')).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED });
@@ -189,7 +201,11 @@ describe('executions ended from outside: the status-change rule -> reconcile que
     expect(runtime.simulator!.execution(record!.execution_id!)?.status).toBe('CANCELLED');
     expect(events('stopped-job')).toHaveLength(1);
     expect(runtime.queueTargets.stats().sent - sentBefore).toBeGreaterThanOrEqual(1);
-    await waitFor('the status change to be deleted from the reconcile queue', () => reconcileSource().stats().deleted > before.deleted && runtime.sqs.messages(reconcileQueue().name).length === 0, 10_000);
+    await waitFor(
+      'the status change to be deleted from the reconcile queue',
+      () => reconcileSource().stats().deleted > before.deleted && runtime.sqs.messages(reconcileQueue().name).length === 0,
+      10_000,
+    );
     expect(reconcileSource().stats().failedRecords).toBe(before.failedRecords);
     expect(runtime.sqs.messages(reconcileQueue().deadLetterQueue.name)).toEqual([]);
   });
@@ -203,7 +219,11 @@ describe('executions ended from outside: the status-change rule -> reconcile que
     await sqs.send(new SendMessageCommand({ QueueUrl: reconcileQueue().url, MessageBody: 'not even JSON' }));
 
     // Assess
-    await waitFor('both messages to be consumed and deleted', () => reconcileSource().stats().deleted - before.deleted >= 2 && runtime.sqs.messages(reconcileQueue().name).length === 0, 10_000);
+    await waitFor(
+      'both messages to be consumed and deleted',
+      () => reconcileSource().stats().deleted - before.deleted >= 2 && runtime.sqs.messages(reconcileQueue().name).length === 0,
+      10_000,
+    );
     expect(reconcileSource().stats().failedRecords).toBe(before.failedRecords);
     expect(reconcileSource().stats().failedBatches).toBe(before.failedBatches);
     expect(runtime.sqs.messages(reconcileQueue().deadLetterQueue.name)).toEqual([]);
@@ -239,7 +259,11 @@ describe('jobs nothing else would finish', () => {
     await settled('stranded-job', 30_000);
 
     // Assess
-    expect(await runtime.getJob('stranded-job')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, metadata: { owner: 'e2e' } });
+    expect(await runtime.getJob('stranded-job')).toMatchObject({
+      status: JOB_STATUS.FAILED,
+      error_code: ERROR_CODE.TIMED_OUT,
+      metadata: { owner: 'e2e' },
+    });
     expect(events('stranded-job')).toHaveLength(1);
   });
 });
@@ -277,7 +301,10 @@ describe('outputs', () => {
 
     // Assess
     const [event] = events('big-output');
-    const detail = event!.detail as { final_output?: unknown; output_location: { bucket: string; key: string; size: number; sha256: string } };
+    const detail = event!.detail as {
+      final_output?: unknown;
+      output_location: { bucket: string; key: string; size: number; sha256: string };
+    };
     expect(detail.final_output).toBeUndefined();
     expect(detail.output_location.size).toBe(bytes);
     expect(JSON.stringify(event!.detail).length).toBeLessThan(MAX_INLINE_OUTPUT_BYTES);

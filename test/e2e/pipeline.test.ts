@@ -11,8 +11,22 @@ import net from 'node:net';
 import { GetQueueAttributesCommand, SendMessageBatchCommand, SQSClient, type Message } from '@aws-sdk/client-sqs';
 import { ExecutionAlreadyExists, ListExecutionsCommand, SFNClient, StartExecutionCommand, StopExecutionCommand } from '@aws-sdk/client-sfn';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, EVENT_SOURCE, JOB_STATUS, STATUS_RANK, TERMINAL_RANK } from '../../lambdas/contract/constants';
-import { installNetworkGuard, isLoopbackSocket, NonLoopbackConnectionError, processSockets, type NetworkGuard } from '../../local/runtime/net-guard';
+import {
+  DETAIL_TYPE,
+  DLQ_ATTRIBUTE,
+  ERROR_CODE,
+  EVENT_SOURCE,
+  JOB_STATUS,
+  STATUS_RANK,
+  TERMINAL_RANK,
+} from '../../lambdas/contract/constants';
+import {
+  installNetworkGuard,
+  isLoopbackSocket,
+  NonLoopbackConnectionError,
+  processSockets,
+  type NetworkGuard,
+} from '../../local/runtime/net-guard';
 import { LOCAL_TIME_SCALE_ENV } from '../../lambdas/poll/poll-job';
 import { startLocalRuntime, type LocalRuntime } from '../../local/runtime/runtime';
 import { drainQueue, eventsFor, jobBody, waitFor } from './support';
@@ -28,7 +42,12 @@ const deadLetters: Message[] = [];
 beforeAll(async () => {
   // Installed before the runtime opens a single connection, so it sees all of them.
   guard = installNetworkGuard({ mode: 'enforce' });
-  runtime = await startLocalRuntime({ timeScale: TIME_SCALE, stackConfig: { pollIntervalSeconds: 1 }, networkGuard: guard, simulator: { seed: 20261129 } });
+  runtime = await startLocalRuntime({
+    timeScale: TIME_SCALE,
+    stackConfig: { pollIntervalSeconds: 1 },
+    networkGuard: guard,
+    simulator: { seed: 20261129 },
+  });
   const clientConfig = { region: runtime.region, credentials: runtime.credentials };
   sqs = new SQSClient({ ...clientConfig, endpoint: runtime.endpoints.sqs });
   sfn = new SFNClient({ ...clientConfig, endpoint: runtime.endpoints.aws });
@@ -46,7 +65,10 @@ async function sendBatch(bodies: readonly string[]): Promise<string[]> {
   for (let start = 0; start < bodies.length; start += 10) {
     const chunk = bodies.slice(start, start + 10);
     const result = await sqs.send(
-      new SendMessageBatchCommand({ QueueUrl: runtime.intakeQueueUrl, Entries: chunk.map((body, index) => ({ Id: `m${index}`, MessageBody: body })) }),
+      new SendMessageBatchCommand({
+        QueueUrl: runtime.intakeQueueUrl,
+        Entries: chunk.map((body, index) => ({ Id: `m${index}`, MessageBody: body })),
+      }),
     );
     expect(result.Failed ?? []).toEqual([]);
     const byId = new Map((result.Successful ?? []).map((entry) => [entry.Id, entry.MessageId]));
@@ -62,17 +84,27 @@ async function executionsNamed(name: string): Promise<Array<{ name?: string; sta
 
 async function intakeQueueEmpty(): Promise<boolean> {
   const attributes = await sqs.send(
-    new GetQueueAttributesCommand({ QueueUrl: runtime.intakeQueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'] }),
+    new GetQueueAttributesCommand({
+      QueueUrl: runtime.intakeQueueUrl,
+      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
+    }),
   );
   const a = attributes.Attributes ?? {};
-  return Number(a.ApproximateNumberOfMessages) + Number(a.ApproximateNumberOfMessagesNotVisible) + Number(a.ApproximateNumberOfMessagesDelayed) === 0;
+  return (
+    Number(a.ApproximateNumberOfMessages) +
+      Number(a.ApproximateNumberOfMessagesNotVisible) +
+      Number(a.ApproximateNumberOfMessagesDelayed) ===
+    0
+  );
 }
 
 describe('the local runtime', () => {
   it('is configured from the synthesized template', () => {
     expect(runtime.model.intakeQueue.maxReceiveCount).toBeGreaterThanOrEqual(1);
     expect(runtime.model.intakeQueue.attributes.VisibilityTimeout).toBe(String(runtime.model.functions.start.timeoutSeconds * 6));
-    expect(Object.keys(runtime.model.stateMachine.taskRoles).sort()).toEqual(expect.arrayContaining(['PollExecution', 'PublishOutcome', 'RecordPollFailure']));
+    expect(Object.keys(runtime.model.stateMachine.taskRoles).sort()).toEqual(
+      expect.arrayContaining(['PollExecution', 'PublishOutcome', 'RecordPollFailure']),
+    );
     expect(runtime.intakeQueueUrl.startsWith('http://127.0.0.1:')).toBe(true);
     for (const url of Object.values(runtime.endpoints)) expect(new URL(url).hostname).toBe('127.0.0.1');
     // The poll function plans in job time, as deployed: it is told the runtime's time scale.
@@ -86,7 +118,12 @@ describe('the local runtime', () => {
     const jobs = Array.from({ length: 60 }, (_, index) => {
       const outcome = outcomes[index % 3]!;
       const durationMs = 400 + ((index * 373) % 3_600);
-      const simulate: Record<string, unknown> = { duration_ms: durationMs, nodes: 1 + (index % 6), progress: shapes[index % 5], queue_ms: (index % 4) * 100 };
+      const simulate: Record<string, unknown> = {
+        duration_ms: durationMs,
+        nodes: 1 + (index % 6),
+        progress: shapes[index % 5],
+        queue_ms: (index % 4) * 100,
+      };
       // Half of the cancellations happen at the natural end, half part-way through.
       if (outcome === 'cancelled' && index % 2 === 0) simulate.cancel_after_ms = Math.floor(durationMs / 2);
       else simulate.outcome = outcome;
@@ -96,8 +133,18 @@ describe('the local runtime', () => {
 
     // Act
     await sendBatch(jobs.map((job) => jobBody(job.jobId, job.chatbotId, job.simulate, { metadata: { index: job.index } })));
-    await waitFor('an outcome event for each of the 60 jobs', () => jobs.every((job) => eventsFor(runtime.eventBridge.events(), job.jobId).length > 0), 60_000, 250);
-    await waitFor('every execution to end', async () => (await Promise.all(jobs.map((job) => executionsNamed(job.jobId)))).every((found) => found.every((e) => e.status !== 'RUNNING')), 10_000);
+    await waitFor(
+      'an outcome event for each of the 60 jobs',
+      () => jobs.every((job) => eventsFor(runtime.eventBridge.events(), job.jobId).length > 0),
+      60_000,
+      250,
+    );
+    await waitFor(
+      'every execution to end',
+      async () =>
+        (await Promise.all(jobs.map((job) => executionsNamed(job.jobId)))).every((found) => found.every((e) => e.status !== 'RUNNING')),
+      10_000,
+    );
 
     // Assess
     const events = runtime.eventBridge.events();
@@ -122,7 +169,10 @@ describe('the local runtime', () => {
       if (job.expected === JOB_STATUS.COMPLETED) expect(detail.final_output).toBeDefined();
 
       const executions = await executionsNamed(job.jobId);
-      expect(executions.map((execution) => execution.status), `${job.jobId} executions`).toEqual(['SUCCEEDED']);
+      expect(
+        executions.map((execution) => execution.status),
+        `${job.jobId} executions`,
+      ).toEqual(['SUCCEEDED']);
     }
     // Exactly one record per job, all terminal.
     const records = (await runtime.scanJobs()).filter((record) => record.job_id.startsWith('mix-'));
@@ -169,7 +219,12 @@ describe('the local runtime', () => {
     };
 
     // Act
-    const [notJsonId, arrayId, noChatbotId, pathChatbotId] = await sendBatch([bodies.notJson, bodies.array, bodies.noChatbot, bodies.pathChatbot]);
+    const [notJsonId, arrayId, noChatbotId, pathChatbotId] = await sendBatch([
+      bodies.notJson,
+      bodies.array,
+      bodies.noChatbot,
+      bodies.pathChatbot,
+    ]);
     const bySource = (id: string): Message | undefined =>
       deadLetters.find((message) => message.MessageAttributes?.[DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]?.StringValue === id);
     await waitFor(
@@ -240,7 +295,11 @@ describe('the local runtime', () => {
       time: '2026-11-29T12:00:00Z',
       region: 'us-east-1',
       resources: [],
-      detail: { chatbot_id: 'envelope-bot', input_data: { query: 'via a rule', simulate: { duration_ms: 800, nodes: 2 } }, metadata: { via: 'eventbridge' } },
+      detail: {
+        chatbot_id: 'envelope-bot',
+        input_data: { query: 'via a rule', simulate: { duration_ms: 800, nodes: 2 } },
+        metadata: { via: 'eventbridge' },
+      },
     };
 
     // Act
@@ -261,7 +320,13 @@ describe('the local runtime', () => {
   it('retries a start that Waterflai answers with 503 and then 429, and starts exactly one execution', async () => {
     // Prepare
     const before = runtime.simulator!.stats();
-    runtime.simulator!.setFaults({ retryAfterSeconds: 1, failNext: [{ kind: 'error5xx', route: 'start', status: 503 }, { kind: 'rateLimit', route: 'start' }] });
+    runtime.simulator!.setFaults({
+      retryAfterSeconds: 1,
+      failNext: [
+        { kind: 'error5xx', route: 'start', status: 503 },
+        { kind: 'rateLimit', route: 'start' },
+      ],
+    });
 
     // Act
     try {
@@ -295,7 +360,10 @@ describe('the local runtime', () => {
     // Assess
     const [event] = eventsFor(runtime.eventBridge.events(), 'big-output-1');
     expect(event!['detail-type']).toBe(DETAIL_TYPE.COMPLETED);
-    const detail = event!.detail as { final_output?: unknown; output_location?: { bucket: string; key: string; size: number; sha256: string } };
+    const detail = event!.detail as {
+      final_output?: unknown;
+      output_location?: { bucket: string; key: string; size: number; sha256: string };
+    };
     expect(detail.final_output).toBeUndefined();
     expect(detail.output_location?.bucket).toBe(bucket!.name);
     const location = detail.output_location!;
@@ -330,7 +398,9 @@ describe('the local runtime', () => {
     expect(published).toHaveLength(1);
     expect(published[0]!['detail-type']).toBe(DETAIL_TYPE.CANCELLED);
     expect((published[0]!.detail as { reason?: unknown }).reason).toBe('stopped');
-    const statusChanges = runtime.eventBridge.events().filter((event) => event.source === 'aws.states' && event.resources.includes(execution.executionArn!));
+    const statusChanges = runtime.eventBridge
+      .events()
+      .filter((event) => event.source === 'aws.states' && event.resources.includes(execution.executionArn!));
     expect(statusChanges.map((event) => (event.detail as { status: string }).status)).toEqual(['RUNNING', 'ABORTED']);
   }, 40_000);
 
@@ -348,13 +418,16 @@ describe('the local runtime', () => {
       expect(own.length).toBeGreaterThan(0);
       expect(own.filter((socket) => !isLoopbackSocket(socket))).toEqual([]);
       const listening = own.filter((socket) => socket.state === 'LISTEN').map((socket) => socket.localPort);
-      for (const url of [runtime.endpoints.sqs, runtime.endpoints.aws, runtime.endpoints.waterflai]) expect(listening).toContain(Number(new URL(url).port));
+      for (const url of [runtime.endpoints.sqs, runtime.endpoints.aws, runtime.endpoints.waterflai])
+        expect(listening).toContain(Number(new URL(url).port));
     }
     if (runtime.dynamodbPid !== undefined) {
       const jvm = processSockets(runtime.dynamodbPid);
       if (jvm !== undefined) {
         expect(jvm.filter((socket) => !isLoopbackSocket(socket))).toEqual([]);
-        expect(jvm.some((socket) => socket.state === 'LISTEN' && socket.localPort === Number(new URL(runtime.endpoints.dynamodb).port))).toBe(true);
+        expect(
+          jvm.some((socket) => socket.state === 'LISTEN' && socket.localPort === Number(new URL(runtime.endpoints.dynamodb).port)),
+        ).toBe(true);
       }
     }
 

@@ -109,28 +109,44 @@ describe('the local AWS JSON endpoint, through the SDK', () => {
     const again = await sfn.send(new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'job-a', input }));
     expect(again.executionArn).toBe(first.executionArn);
     expect(first.executionArn).toBe(`arn:aws:states:${REGION}:${ACCOUNT}:execution:Loop:job-a`);
-    await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'job-a', input: '{"left":1,"wait":1}' }))).rejects.toBeInstanceOf(
-      ExecutionAlreadyExists,
-    );
+    await expect(
+      sfn.send(new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'job-a', input: '{"left":1,"wait":1}' })),
+    ).rejects.toBeInstanceOf(ExecutionAlreadyExists);
     await sfn.send(new StopExecutionCommand({ executionArn: first.executionArn, error: 'Test', cause: 'stopped by the test' }));
     const described = await sfn.send(new DescribeExecutionCommand({ executionArn: first.executionArn }));
     expect(described.status).toBe('ABORTED');
     expect(described.startDate).toBeInstanceOf(Date);
     // Closed: the name cannot be reused, even with the same input.
-    await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'job-a', input }))).rejects.toBeInstanceOf(ExecutionAlreadyExists);
+    await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'job-a', input }))).rejects.toBeInstanceOf(
+      ExecutionAlreadyExists,
+    );
   });
 
   it('maps unknown state machines and bad names to the SDK exception classes', async () => {
-    await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: `${MACHINE_ARN}Nope`, name: 'x' }))).rejects.toBeInstanceOf(StateMachineDoesNotExist);
-    await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'has space' }))).rejects.toBeInstanceOf(InvalidName);
+    await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: `${MACHINE_ARN}Nope`, name: 'x' }))).rejects.toBeInstanceOf(
+      StateMachineDoesNotExist,
+    );
+    await expect(sfn.send(new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'has space' }))).rejects.toBeInstanceOf(
+      InvalidName,
+    );
   });
 
   it('runs the loop with scaled waits to SUCCEEDED, and reports a Task error through Catch', async () => {
-    const ok = await sfn.send(new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'job-b', input: JSON.stringify({ left: 3, wait: 20 }) }));
-    const bad = await sfn.send(new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'job-c', input: JSON.stringify({ left: 3, wait: 1, fail: 'Flaky' }) }));
+    const ok = await sfn.send(
+      new StartExecutionCommand({ stateMachineArn: MACHINE_ARN, name: 'job-b', input: JSON.stringify({ left: 3, wait: 20 }) }),
+    );
+    const bad = await sfn.send(
+      new StartExecutionCommand({
+        stateMachineArn: MACHINE_ARN,
+        name: 'job-c',
+        input: JSON.stringify({ left: 3, wait: 1, fail: 'Flaky' }),
+      }),
+    );
     const started = Date.now();
     const done = await waitFor('both executions to end', async () => {
-      const [a, b] = await Promise.all([ok, bad].map((execution) => sfn.send(new DescribeExecutionCommand({ executionArn: execution.executionArn }))));
+      const [a, b] = await Promise.all(
+        [ok, bad].map((execution) => sfn.send(new DescribeExecutionCommand({ executionArn: execution.executionArn }))),
+      );
       return a!.status !== 'RUNNING' && b!.status !== 'RUNNING' ? { ok: a!, bad: b! } : undefined;
     });
     // 3 waits of 20 s at scale 0.01 = 0.6 s, far from a minute.
@@ -144,7 +160,9 @@ describe('the local AWS JSON endpoint, through the SDK', () => {
   });
 
   it('refuses to register a state machine with a Task that has no local handler', () => {
-    expect(() => new LocalStepFunctions({ stateMachines: [{ arn: MACHINE_ARN, name: 'Loop', definition: LOOP, taskHandlers: {} }] })).toThrow(/Work.*real Lambda/);
+    expect(
+      () => new LocalStepFunctions({ stateMachines: [{ arn: MACHINE_ARN, name: 'Loop', definition: LOOP, taskHandlers: {} }] }),
+    ).toThrow(/Work.*real Lambda/);
   });
 
   it('PutEvents records events with Detail parsed, and fails malformed entries alone', async () => {
@@ -161,11 +179,15 @@ describe('the local AWS JSON endpoint, through the SDK', () => {
     expect(result.Entries?.[0]?.EventId).toBeDefined();
     expect(result.Entries?.[1]?.ErrorCode).toBe('MalformedDetail');
     expect(result.Entries?.[2]?.ErrorCode).toBe('NotFoundException');
-    expect(bus.events()).toEqual([expect.objectContaining({ source: 'test', 'detail-type': 'Thing Happened', detail: { a: 1 }, eventBusName: 'outcomes' })]);
+    expect(bus.events()).toEqual([
+      expect.objectContaining({ source: 'test', 'detail-type': 'Thing Happened', detail: { a: 1 }, eventBusName: 'outcomes' }),
+    ]);
   });
 
   it('GetSecretValue serves registered secrets by ARN or name, and is ResourceNotFoundException otherwise', async () => {
-    const byArn = await secrets.send(new GetSecretValueCommand({ SecretId: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:ApiKey-AbCdEf` }));
+    const byArn = await secrets.send(
+      new GetSecretValueCommand({ SecretId: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:ApiKey-AbCdEf` }),
+    );
     const byName = await secrets.send(new GetSecretValueCommand({ SecretId: 'ApiKey' }));
     expect(byArn.SecretString).toBe('k3y');
     expect(byName.SecretString).toBe('k3y');
@@ -187,8 +209,16 @@ describe('the SQS event source mapping', () => {
         ReceiptHandle: 'rh',
         Body: '{"a":1}',
         MD5OfBody: 'md5',
-        Attributes: { ApproximateReceiveCount: '2', SentTimestamp: '1700000000000', SenderId: 'AIDA', ApproximateFirstReceiveTimestamp: '1700000000001' },
-        MessageAttributes: { kind: { DataType: 'String', StringValue: 'x' }, blob: { DataType: 'Binary', BinaryValue: new Uint8Array([1, 2]) } },
+        Attributes: {
+          ApproximateReceiveCount: '2',
+          SentTimestamp: '1700000000000',
+          SenderId: 'AIDA',
+          ApproximateFirstReceiveTimestamp: '1700000000001',
+        },
+        MessageAttributes: {
+          kind: { DataType: 'String', StringValue: 'x' },
+          blob: { DataType: 'Binary', BinaryValue: new Uint8Array([1, 2]) },
+        },
       },
       'arn:aws:sqs:us-east-1:000000000000:intake',
       'us-east-1',
@@ -197,7 +227,12 @@ describe('the SQS event source mapping', () => {
       messageId: 'm-1',
       receiptHandle: 'rh',
       body: '{"a":1}',
-      attributes: { ApproximateReceiveCount: '2', SentTimestamp: '1700000000000', SenderId: 'AIDA', ApproximateFirstReceiveTimestamp: '1700000000001' },
+      attributes: {
+        ApproximateReceiveCount: '2',
+        SentTimestamp: '1700000000000',
+        SenderId: 'AIDA',
+        ApproximateFirstReceiveTimestamp: '1700000000001',
+      },
       messageAttributes: {
         kind: { dataType: 'String', stringValue: 'x', stringListValues: [], binaryListValues: [] },
         blob: { dataType: 'Binary', binaryValue: 'AQI=', stringListValues: [], binaryListValues: [] },
@@ -230,7 +265,13 @@ describe('Lambda emulation', () => {
     class CustomError extends Error {
       override name = 'CustomError';
     }
-    const failing = { name: 'failing', arn: 'arn', timeoutMs: 1_000, memorySize: 128, handler: async () => Promise.reject(new CustomError('nope')) };
+    const failing = {
+      name: 'failing',
+      arn: 'arn',
+      timeoutMs: 1_000,
+      memorySize: 128,
+      handler: async () => Promise.reject(new CustomError('nope')),
+    };
     await expect(invokeFunction(failing, {})).rejects.toMatchObject({ errorType: 'CustomError', errorMessage: 'nope' });
   });
 });
@@ -274,8 +315,19 @@ describe('the CLI arguments and job inputs', () => {
 
   it('has documented defaults and refuses bad values', () => {
     expect(parseCliArgs([])).toMatchObject({ timeoutSeconds: 100, serve: false, timeScale: 1, dynamodb: 'auto' });
-    expect(parseCliArgs(['--dynamodb', 'local', '--time-scale', '0.5', '--timeout', '30'])).toMatchObject({ dynamodb: 'dynamodb-local', timeScale: 0.5, timeoutSeconds: 30 });
-    for (const args of [['--timeout', '0'], ['--timeout', 'soon'], ['--time-scale', '-1'], ['--dynamodb', 'mysql'], ['--log-level', 'LOUD'], ['extra']]) {
+    expect(parseCliArgs(['--dynamodb', 'local', '--time-scale', '0.5', '--timeout', '30'])).toMatchObject({
+      dynamodb: 'dynamodb-local',
+      timeScale: 0.5,
+      timeoutSeconds: 30,
+    });
+    for (const args of [
+      ['--timeout', '0'],
+      ['--timeout', 'soon'],
+      ['--time-scale', '-1'],
+      ['--dynamodb', 'mysql'],
+      ['--log-level', 'LOUD'],
+      ['extra'],
+    ]) {
       expect(() => parseCliArgs(args), args.join(' ')).toThrow(UsageError);
     }
   });

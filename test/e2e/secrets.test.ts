@@ -43,19 +43,44 @@ const text = (value: unknown): string => JSON.stringify(value) ?? '';
 
 /** A job request carrying the input marker (and, for completed jobs, an output with the output marker). */
 const job = (jobId: string, simulate: Record<string, unknown>): string =>
-  JSON.stringify({ job_id: jobId, chatbot_id: 'secrets-bot', input_data: { query: `${INPUT_MARKER} please summarise`, context: { note: INPUT_MARKER }, simulate }, metadata: { suite: 'secrets' } });
+  JSON.stringify({
+    job_id: jobId,
+    chatbot_id: 'secrets-bot',
+    input_data: { query: `${INPUT_MARKER} please summarise`, context: { note: INPUT_MARKER }, simulate },
+    metadata: { suite: 'secrets' },
+  });
 
 const JOBS = {
-  completed: { jobId: 'secret-completed', body: () => job('secret-completed', { duration_ms: 300, queue_ms: 0, output: { answer: `${OUTPUT_MARKER} done` } }), expected: JOB_STATUS.COMPLETED },
-  failed: { jobId: 'secret-failed', body: () => job('secret-failed', { duration_ms: 300, queue_ms: 0, outcome: 'failed' }), expected: JOB_STATUS.FAILED },
+  completed: {
+    jobId: 'secret-completed',
+    body: () => job('secret-completed', { duration_ms: 300, queue_ms: 0, output: { answer: `${OUTPUT_MARKER} done` } }),
+    expected: JOB_STATUS.COMPLETED,
+  },
+  failed: {
+    jobId: 'secret-failed',
+    body: () => job('secret-failed', { duration_ms: 300, queue_ms: 0, outcome: 'failed' }),
+    expected: JOB_STATUS.FAILED,
+  },
   // The simulator refuses an invalid scenario with 422: WATERFLAI_REJECTED.
   refused: { jobId: 'secret-refused', body: () => job('secret-refused', { nodes: 0 }), expected: JOB_STATUS.FAILED },
   // Its start is answered 429 once (scheduled below): deferred, then started.
-  retried: { jobId: 'secret-retried', body: () => job('secret-retried', { duration_ms: 300, queue_ms: 0, output: { answer: OUTPUT_MARKER } }), expected: JOB_STATUS.COMPLETED },
+  retried: {
+    jobId: 'secret-retried',
+    body: () => job('secret-retried', { duration_ms: 300, queue_ms: 0, output: { answer: OUTPUT_MARKER } }),
+    expected: JOB_STATUS.COMPLETED,
+  },
   // Invalid: the chatbot id; the input marker is in the body.
-  invalid: { jobId: 'secret-invalid', body: () => JSON.stringify({ job_id: 'secret-invalid', chatbot_id: `../${INPUT_MARKER}`, input_data: { query: INPUT_MARKER } }), expected: JOB_STATUS.FAILED },
+  invalid: {
+    jobId: 'secret-invalid',
+    body: () => JSON.stringify({ job_id: 'secret-invalid', chatbot_id: `../${INPUT_MARKER}`, input_data: { query: INPUT_MARKER } }),
+    expected: JOB_STATUS.FAILED,
+  },
   // Long enough to be cancelled on request while it runs.
-  cancelled: { jobId: 'secret-cancelled', body: () => job('secret-cancelled', { duration_ms: 60_000, queue_ms: 0 }), expected: JOB_STATUS.CANCELLED },
+  cancelled: {
+    jobId: 'secret-cancelled',
+    body: () => job('secret-cancelled', { duration_ms: 60_000, queue_ms: 0 }),
+    expected: JOB_STATUS.CANCELLED,
+  },
 } as const;
 
 beforeAll(async () => {
@@ -79,15 +104,33 @@ beforeAll(async () => {
   sqs = new SQSClient({ ...clientConfig, endpoint: runtime.endpoints.sqs });
 
   // Act: every job, down every path, with faults on the start and the polls.
-  simulator.setFaults({ retryAfterSeconds: 1, failNext: [{ kind: 'rateLimit', route: 'start' }, { kind: 'error5xx', route: 'get', status: 503 }, { kind: 'malformedJson', route: 'get' }, { kind: 'reset', route: 'get' }] });
+  simulator.setFaults({
+    retryAfterSeconds: 1,
+    failNext: [
+      { kind: 'rateLimit', route: 'start' },
+      { kind: 'error5xx', route: 'get', status: 503 },
+      { kind: 'malformedJson', route: 'get' },
+      { kind: 'reset', route: 'get' },
+    ],
+  });
   await runtime.sendMessage(JOBS.retried.body());
   await waitFor('the 429 on the first start', () => simulator.stats().faults.rateLimit === 1, 10_000, 50);
   for (const name of ['completed', 'failed', 'refused', 'invalid', 'cancelled'] as const) await runtime.sendMessage(JOBS[name].body());
   await runtime.sendMessage(`{"job_id": "secret-not-json", "input_data": {"query": "${INPUT_MARKER}"`);
   await waitFor('the long job to run', async () => (await runtime.getJob(JOBS.cancelled.jobId))?.status === JOB_STATUS.RUNNING, 15_000);
   await runtime.sendMessage(JSON.stringify({ action: 'cancel', job_id: JOBS.cancelled.jobId }));
-  await waitFor('an outcome for every job', () => Object.values(JOBS).every((j) => eventsFor(runtime.eventBridge.events(), j.jobId).length > 0), 30_000, 100);
-  await waitFor('the two invalid messages and the refused job in the DLQ', async () => (await drainQueue(sqs, runtime.deadLetterQueueUrl, deadLetters)).length >= 3, 10_000, 100);
+  await waitFor(
+    'an outcome for every job',
+    () => Object.values(JOBS).every((j) => eventsFor(runtime.eventBridge.events(), j.jobId).length > 0),
+    30_000,
+    100,
+  );
+  await waitFor(
+    'the two invalid messages and the refused job in the DLQ',
+    async () => (await drainQueue(sqs, runtime.deadLetterQueueUrl, deadLetters)).length >= 3,
+    10_000,
+    100,
+  );
   simulator.setFaults({});
 }, 90_000);
 
@@ -178,7 +221,10 @@ describe('secrets and data on the local runtime', () => {
 function lambdaEnvironments(template: CloudFormationTemplate): Array<[string, Record<string, unknown>]> {
   return Object.entries(template.Resources ?? {})
     .filter(([, resource]) => resource.Type === 'AWS::Lambda::Function')
-    .map(([id, resource]) => [id, ((resource.Properties?.Environment as { Variables?: Record<string, unknown> } | undefined)?.Variables ?? {})]);
+    .map(([id, resource]) => [
+      id,
+      (resource.Properties?.Environment as { Variables?: Record<string, unknown> } | undefined)?.Variables ?? {},
+    ]);
 }
 
 describe.each([
@@ -208,7 +254,10 @@ describe.each([
     for (const [id, variables] of environments) {
       expect(text(variables), id).not.toContain(API_KEY);
       // The functions get the secret's id, never a variable holding the key itself.
-      expect(Object.keys(variables).filter((name) => /API_KEY|SECRET/i.test(name)), id).toEqual([ENV.WATERFLAI_API_KEY_SECRET_ID]);
+      expect(
+        Object.keys(variables).filter((name) => /API_KEY|SECRET/i.test(name)),
+        id,
+      ).toEqual([ENV.WATERFLAI_API_KEY_SECRET_ID]);
       if (secretArn !== undefined) expect(variables[ENV.WATERFLAI_API_KEY_SECRET_ID], id).toBe(secretArn);
     }
   });

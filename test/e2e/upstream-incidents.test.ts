@@ -26,7 +26,8 @@ const UNAUTHORIZED_MS = 30_000;
 function oldRetryBudgetSeconds(): number {
   const { interval, backoffRate, maxAttempts, maxDelay } = RETRY_POLICY.transientPoll;
   let total = 0;
-  for (let attempt = 0; attempt < maxAttempts; attempt += 1) total += Math.min(interval.toSeconds() * backoffRate ** attempt, maxDelay.toSeconds());
+  for (let attempt = 0; attempt < maxAttempts; attempt += 1)
+    total += Math.min(interval.toSeconds() * backoffRate ** attempt, maxDelay.toSeconds());
   return total;
 }
 
@@ -59,7 +60,7 @@ afterAll(async () => {
 
 describe('upstream incidents against an independent Waterflai-compatible server', () => {
   it('the outage outlasts the old retry budget', () => {
-    expect((OUTAGE_MS / 1000) / TIME_SCALE).toBeGreaterThan(oldRetryBudgetSeconds());
+    expect(OUTAGE_MS / 1000 / TIME_SCALE).toBeGreaterThan(oldRetryBudgetSeconds());
   });
 
   it('rides out an outage and a refused key, keeps a result that came just before the deadline, and confirms a refused cancel', async () => {
@@ -73,11 +74,22 @@ describe('upstream incidents against an independent Waterflai-compatible server'
 
     // Assess: the first three end Completed, with their own execution's output
     const upstream = new Map(server.statuses().map((execution) => [execution.chatbotId, execution]));
-    for (const [jobId, chatbotId] of [['inc-outage', 'outage-bot'], ['inc-auth', 'auth-bot'], ['inc-race', 'race-bot']] as const) {
+    for (const [jobId, chatbotId] of [
+      ['inc-outage', 'outage-bot'],
+      ['inc-auth', 'auth-bot'],
+      ['inc-race', 'race-bot'],
+    ] as const) {
       const record = await runtime.getJob(jobId);
-      expect(record, jobId).toMatchObject({ status: JOB_STATUS.COMPLETED, execution_id: upstream.get(chatbotId)?.id, final_output: { answer: `done by ${chatbotId}` } });
+      expect(record, jobId).toMatchObject({
+        status: JOB_STATUS.COMPLETED,
+        execution_id: upstream.get(chatbotId)?.id,
+        final_output: { answer: `done by ${chatbotId}` },
+      });
       const events = eventsFor(runtime.eventBridge.events(), jobId);
-      expect(events.map((event) => event['detail-type']), jobId).toEqual([DETAIL_TYPE.COMPLETED]);
+      expect(
+        events.map((event) => event['detail-type']),
+        jobId,
+      ).toEqual([DETAIL_TYPE.COMPLETED]);
     }
     // The outage and the refused key really happened, and the record no longer shows the incident.
     expect(server.stats().answered['GET 503']).toBeGreaterThan(0);
@@ -87,7 +99,11 @@ describe('upstream incidents against an independent Waterflai-compatible server'
     expect(upstream.get('race-bot')?.deletes).toBe(0);
 
     // The fourth ends with its deadline outcome after a further DELETE, confirmed upstream.
-    expect(await runtime.getJob('inc-refuse')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
+    expect(await runtime.getJob('inc-refuse')).toMatchObject({
+      status: JOB_STATUS.FAILED,
+      error_code: ERROR_CODE.TIMED_OUT,
+      upstream_cancel: 'confirmed',
+    });
     expect(upstream.get('refuse-bot')).toMatchObject({ status: 'CANCELLED' });
     expect(upstream.get('refuse-bot')?.deletes).toBeGreaterThanOrEqual(2);
     const [timedOut] = eventsFor(runtime.eventBridge.events(), 'inc-refuse');

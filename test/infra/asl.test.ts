@@ -68,7 +68,17 @@ describe('resolveStateMachineDefinition', () => {
             Type: 'Parallel',
             End: true,
             Branches: [
-              { StartAt: 'Inner', States: { Inner: { Type: 'Task', Resource: 'arn:aws:states:::lambda:invoke', Parameters: { FunctionName: { 'Fn::GetAtt': ['Fn', 'Arn'] } }, End: true } } },
+              {
+                StartAt: 'Inner',
+                States: {
+                  Inner: {
+                    Type: 'Task',
+                    Resource: 'arn:aws:states:::lambda:invoke',
+                    Parameters: { FunctionName: { 'Fn::GetAtt': ['Fn', 'Arn'] } },
+                    End: true,
+                  },
+                },
+              },
             ],
           },
         },
@@ -78,7 +88,10 @@ describe('resolveStateMachineDefinition', () => {
   });
 
   it.each([
-    [{ DefinitionString: { 'Fn::Join': ['', ['{"StartAt":"', { Ref: 'NoDefault' }, '"}']] } }, /parameter "NoDefault" which has no Default/],
+    [
+      { DefinitionString: { 'Fn::Join': ['', ['{"StartAt":"', { Ref: 'NoDefault' }, '"}']] } },
+      /parameter "NoDefault" which has no Default/,
+    ],
     [{ DefinitionString: { 'Fn::Join': ['', ['{"x":"', { Ref: 'Missing' }, '"}']] } }, /"Missing", which is not a resource/],
     [{ DefinitionString: { 'Fn::If': ['Cond', 'a', 'b'] } }, /Fn::If is not supported/],
     [{ DefinitionString: '{"States":{}}' }, /no StartAt\/States/],
@@ -87,14 +100,22 @@ describe('resolveStateMachineDefinition', () => {
   });
 
   it('refuses a Task that calls something other than a function of the template', () => {
-    const template = templateWith({ DefinitionString: '{"StartAt":"S","States":{"S":{"Type":"Task","Resource":"arn:aws:states:::sqs:sendMessage","End":true}}}' });
+    const template = templateWith({
+      DefinitionString: '{"StartAt":"S","States":{"S":{"Type":"Task","Resource":"arn:aws:states:::sqs:sendMessage","End":true}}}',
+    });
     expect(() => taskFunctionLogicalIds(template)).toThrow(/Task "S" does not invoke a Lambda function of this template/);
   });
 
   it('asks for a logical id when there are several state machines', () => {
-    const template = templateWith({ DefinitionString: '{"StartAt":"A","States":{"A":{"Type":"Succeed"}}}' }, {
-      Other: { Type: 'AWS::StepFunctions::StateMachine', Properties: { DefinitionString: '{"StartAt":"B","States":{"B":{"Type":"Succeed"}}}' } },
-    });
+    const template = templateWith(
+      { DefinitionString: '{"StartAt":"A","States":{"A":{"Type":"Succeed"}}}' },
+      {
+        Other: {
+          Type: 'AWS::StepFunctions::StateMachine',
+          Properties: { DefinitionString: '{"StartAt":"B","States":{"B":{"Type":"Succeed"}}}' },
+        },
+      },
+    );
     expect(() => resolveStateMachineDefinition(template)).toThrow(/2 state machines \(Machine, Other\); pass a logical id/);
     expect(resolveStateMachineDefinition(template, 'Other').StartAt).toBe('B');
   });

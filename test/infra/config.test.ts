@@ -18,8 +18,15 @@ describe('readOrchestratorConfig', () => {
   });
 
   it('reads the waterflai object from cdk.json', () => {
-    const config = read({ waterflai: { baseUrl: 'https://eu.waterflai.example', maxJobDurationHours: 1.5, pollIntervalSeconds: 30, removalPolicy: 'destroy' } });
-    expect(config).toEqual({ baseUrl: 'https://eu.waterflai.example', maxJobDurationHours: 1.5, pollIntervalSeconds: 30, removalPolicy: 'destroy' });
+    const config = read({
+      waterflai: { baseUrl: 'https://eu.waterflai.example', maxJobDurationHours: 1.5, pollIntervalSeconds: 30, removalPolicy: 'destroy' },
+    });
+    expect(config).toEqual({
+      baseUrl: 'https://eu.waterflai.example',
+      maxJobDurationHours: 1.5,
+      pollIntervalSeconds: 30,
+      removalPolicy: 'destroy',
+    });
   });
 
   it('reads flat -c keys (strings) and lets them win over the object', () => {
@@ -67,7 +74,14 @@ describe('WaterflaiOrchestratorStack built from context settings', () => {
     const app = new App({
       context: {
         'aws:cdk:bundling-stacks': [],
-        waterflai: { apiKeySecretArn: SECRET_ARN, eventBusName: 'shared-bus', maxJobDurationHours: 6, removalPolicy: 'destroy', logRetentionDays: 7, jobRetentionDays: 30 },
+        waterflai: {
+          apiKeySecretArn: SECRET_ARN,
+          eventBusName: 'shared-bus',
+          maxJobDurationHours: 6,
+          removalPolicy: 'destroy',
+          logRetentionDays: 7,
+          jobRetentionDays: 30,
+        },
       },
     });
     const config = readOrchestratorConfig(app.node);
@@ -79,7 +93,9 @@ describe('WaterflaiOrchestratorStack built from context settings', () => {
     template.resourceCountIs('AWS::SecretsManager::Secret', 0);
     template.resourceCountIs('AWS::Events::EventBus', 0);
     template.hasResourceProperties('AWS::Lambda::Function', {
-      Environment: { Variables: { [ENV.WATERFLAI_API_KEY_SECRET_ID]: SECRET_ARN, [ENV.EVENT_BUS_NAME]: 'shared-bus', [ENV.JOB_RETENTION_DAYS]: '30' } },
+      Environment: {
+        Variables: { [ENV.WATERFLAI_API_KEY_SECRET_ID]: SECRET_ARN, [ENV.EVENT_BUS_NAME]: 'shared-bus', [ENV.JOB_RETENTION_DAYS]: '30' },
+      },
     });
   });
 

@@ -69,7 +69,12 @@ async function decide(synthesized: Synthesized, role: FunctionRoleName, request:
 
 /** What each role's code sends, as the recorder would see it (one representative call each). */
 function expectedCalls(s: IamSubjects): Array<{ role: FunctionRoleName; call: RecordedSdkCall }> {
-  const call = (service: string, command: string, resources: RecordedSdkCall['resources']): RecordedSdkCall => ({ service, command, resources, outcome: 'ok' });
+  const call = (service: string, command: string, resources: RecordedSdkCall['resources']): RecordedSdkCall => ({
+    service,
+    command,
+    resources,
+    outcome: 'ok',
+  });
   const table = { TableName: s.tableName };
   const busName = s.eventBus.split('/').pop()!;
   const bucket = s.outputBucket.split(':::').pop()!;
@@ -77,10 +82,13 @@ function expectedCalls(s: IamSubjects): Array<{ role: FunctionRoleName; call: Re
   const calls: Array<{ role: FunctionRoleName; call: RecordedSdkCall }> = [];
   for (const role of FUNCTION_ROLES) {
     for (const action of JOB_TABLE_ACCESS[role].item) calls.push({ role, call: call('DynamoDB', action.replace('dynamodb:', ''), table) });
-    for (const index of JOB_TABLE_ACCESS[role].queriedIndexes) calls.push({ role, call: call('DynamoDB', 'Query', { ...table, IndexName: index }) });
+    for (const index of JOB_TABLE_ACCESS[role].queriedIndexes)
+      calls.push({ role, call: call('DynamoDB', 'Query', { ...table, IndexName: index }) });
   }
-  for (const role of ['start', 'finish', 'reconcile', 'sweep'] as const) calls.push({ role, call: call('EventBridge', 'PutEvents', { EventBusNames: [busName] }) });
-  for (const role of ['start', 'poll', 'reconcile', 'sweep'] as const) calls.push({ role, call: call('SecretsManager', 'GetSecretValue', { SecretId: s.apiKeySecret }) });
+  for (const role of ['start', 'finish', 'reconcile', 'sweep'] as const)
+    calls.push({ role, call: call('EventBridge', 'PutEvents', { EventBusNames: [busName] }) });
+  for (const role of ['start', 'poll', 'reconcile', 'sweep'] as const)
+    calls.push({ role, call: call('SecretsManager', 'GetSecretValue', { SecretId: s.apiKeySecret }) });
   calls.push({ role: 'start', call: call('SFN', 'StartExecution', { stateMachineArn: s.stateMachine, name: 'job-1' }) });
   calls.push({ role: 'poll', call: call('SFN', 'StartExecution', { stateMachineArn: s.stateMachine, name: 'job-1~g1' }) });
   calls.push({ role: 'start', call: call('SQS', 'SendMessage', { QueueUrl: queueUrl(s.deadLetterQueue) }) });
@@ -92,7 +100,7 @@ function expectedCalls(s: IamSubjects): Array<{ role: FunctionRoleName; call: Re
 describe('the function roles of the synthesized stack', () => {
   const synthesized = synthesize();
 
-  it('allow what each role\'s code sends', async () => {
+  it("allow what each role's code sends", async () => {
     // Act
     const results = await Promise.all(
       expectedCalls(synthesized.subjects).flatMap(({ role, call }) =>
@@ -117,10 +125,15 @@ describe('the function roles of the synthesized stack', () => {
     const { subjects } = synthesized;
     expect(subjects.indexes).toContain(subjects.statusIndex);
     for (const role of FUNCTION_ROLES) {
-      const pairs = allowedPairs(identityPolicies(synthesized.template, subjects.roles[role])).filter((pair) => pair.action.startsWith('dynamodb:'));
+      const pairs = allowedPairs(identityPolicies(synthesized.template, subjects.roles[role])).filter((pair) =>
+        pair.action.startsWith('dynamodb:'),
+      );
       const onTable = pairs.filter((pair) => pair.resource === subjects.table).map((pair) => pair.action);
       const onIndexes = pairs.filter((pair) => pair.resource !== subjects.table);
-      expect(onTable.every((action) => ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'].includes(action)), `${role}: ${onTable.join(', ')}`).toBe(true);
+      expect(
+        onTable.every((action) => ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'].includes(action)),
+        `${role}: ${onTable.join(', ')}`,
+      ).toBe(true);
       for (const pair of onIndexes) {
         expect(pair.action, role).toBe('dynamodb:Query');
         expect(subjects.indexes, role).toContain(pair.resource); // a named index of the table, no wildcard
@@ -144,9 +157,15 @@ describe('customer-managed keys', () => {
     const template = Template.fromStack(stack);
     const roleId = (role: iam.IRole): string => stack.getLogicalId(role.node.defaultChild as iam.CfnRole);
     const policyOf = (role: iam.IRole): string =>
-      JSON.stringify(Object.values(template.findResources('AWS::IAM::Policy')).find((policy) => JSON.stringify(policy.Properties.Roles).includes(`"${roleId(role)}"`))?.Properties.PolicyDocument);
+      JSON.stringify(
+        Object.values(template.findResources('AWS::IAM::Policy')).find((policy) =>
+          JSON.stringify(policy.Properties.Roles).includes(`"${roleId(role)}"`),
+        )?.Properties.PolicyDocument,
+      );
     const tableKeyId = stack.getLogicalId(tableKey.node.defaultChild as kms.CfnKey);
-    const secretKeyPolicy = JSON.stringify(template.toJSON().Resources[stack.getLogicalId(secretKey.node.defaultChild as kms.CfnKey)].Properties.KeyPolicy);
+    const secretKeyPolicy = JSON.stringify(
+      template.toJSON().Resources[stack.getLogicalId(secretKey.node.defaultChild as kms.CfnKey)].Properties.KeyPolicy,
+    );
     // Assess
     const roles: Record<FunctionRoleName, iam.IRole> = {
       start: o.intake.startFunctionRole,
@@ -165,13 +184,16 @@ describe('customer-managed keys', () => {
 });
 
 describe('the evaluation decides', () => {
-  it('reports a needed action removed from a role\'s policy as denied', async () => {
+  it("reports a needed action removed from a role's policy as denied", async () => {
     // Prepare: the poll role's policy without dynamodb:UpdateItem
     const synthesized = synthesize();
     const request = { action: 'dynamodb:UpdateItem', resource: synthesized.subjects.table };
     expect(await decide(synthesized, 'poll', request)).toBe('Allowed');
     const roleId = synthesized.subjects.roles.poll;
-    const policies = identityPolicies(synthesized.template, roleId).map(({ name, policy }) => ({ name, policy: withoutAction(policy, 'dynamodb:UpdateItem') }));
+    const policies = identityPolicies(synthesized.template, roleId).map(({ name, policy }) => ({
+      name,
+      policy: withoutAction(policy, 'dynamodb:UpdateItem'),
+    }));
     // Act
     const decision = await evaluate(policies, roleId, request);
     // Assess
@@ -199,19 +221,33 @@ describe('the evaluation decides', () => {
 
   it('refuses to evaluate a request it cannot map, instead of calling it denied', async () => {
     const synthesized = synthesize();
-    await expect(decide(synthesized, 'poll', { action: 'dynamodb:NoSuchAction', resource: synthesized.subjects.table })).rejects.toThrow(/iam-simulate refused/);
+    await expect(decide(synthesized, 'poll', { action: 'dynamodb:NoSuchAction', resource: synthesized.subjects.table })).rejects.toThrow(
+      /iam-simulate refused/,
+    );
     expect(() => iamRequestsOf({ service: 'Lambda', command: 'Invoke', resources: {}, outcome: 'ok' })).toThrow(/no IAM mapping/);
-    expect(() => iamRequestsOf({ service: 'DynamoDB', command: 'TransactWriteItems', resources: {}, outcome: 'ok' })).toThrow(/names its tables per item/);
+    expect(() => iamRequestsOf({ service: 'DynamoDB', command: 'TransactWriteItems', resources: {}, outcome: 'ok' })).toThrow(
+      /names its tables per item/,
+    );
   });
 
-  it('maps recorded calls to the template\'s ARNs (index queries to the index, queue URLs by name, default buses)', () => {
+  it("maps recorded calls to the template's ARNs (index queries to the index, queue URLs by name, default buses)", () => {
     const { subjects } = synthesize();
-    expect(iamRequestsOf({ service: 'DynamoDB', command: 'Query', resources: { TableName: subjects.tableName, IndexName: 'by-status' }, outcome: 'ok' })).toEqual([
-      { action: 'dynamodb:Query', resource: subjects.statusIndex },
-    ]);
-    expect(iamRequestsOf({ service: 'SQS', command: 'SendMessageBatch', resources: { QueueUrl: `http://127.0.0.1:9/000000000000/${subjects.deadLetterQueue.split(':').pop()!}` }, outcome: 'ok' })).toEqual([
-      { action: 'sqs:SendMessage', resource: subjects.deadLetterQueue },
-    ]);
+    expect(
+      iamRequestsOf({
+        service: 'DynamoDB',
+        command: 'Query',
+        resources: { TableName: subjects.tableName, IndexName: 'by-status' },
+        outcome: 'ok',
+      }),
+    ).toEqual([{ action: 'dynamodb:Query', resource: subjects.statusIndex }]);
+    expect(
+      iamRequestsOf({
+        service: 'SQS',
+        command: 'SendMessageBatch',
+        resources: { QueueUrl: `http://127.0.0.1:9/000000000000/${subjects.deadLetterQueue.split(':').pop()!}` },
+        outcome: 'ok',
+      }),
+    ).toEqual([{ action: 'sqs:SendMessage', resource: subjects.deadLetterQueue }]);
     expect(iamRequestsOf({ service: 'EventBridge', command: 'PutEvents', resources: {}, outcome: 'ok' })).toEqual([
       { action: 'events:PutEvents', resource: `arn:aws:events:${FAKE_ENVIRONMENT.region}:${FAKE_ENVIRONMENT.account}:event-bus/default` },
     ]);

@@ -14,7 +14,9 @@ type Resources = Record<string, { Type: string; Properties: Record<string, unkno
 /** A JobLifecycle on its own, watching a one-state machine. */
 function lifecycleStack(props: Partial<JobLifecycleProps> = {}): { stack: Stack; lifecycle: JobLifecycle } {
   const stack = new Stack(new App({ context: NO_BUNDLING }), 'Lifecycle');
-  const stateMachine = new sfn.StateMachine(stack, 'PollLoop', { definitionBody: sfn.DefinitionBody.fromChainable(new sfn.Pass(stack, 'Done')) });
+  const stateMachine = new sfn.StateMachine(stack, 'PollLoop', {
+    definitionBody: sfn.DefinitionBody.fromChainable(new sfn.Pass(stack, 'Done')),
+  });
   const lifecycle = new JobLifecycle(stack, 'Lifecycle', { stateMachine, environment: { JOB_TABLE_NAME: 'jobs' }, ...props });
   return { stack, lifecycle };
 }
@@ -57,7 +59,11 @@ describe('JobLifecycle: durable reconciliation through an SQS queue', () => {
     const rules = Object.values(template.findResources('AWS::Events::Rule') as Resources);
     const targetArns = JSON.stringify(rules.map((rule) => rule.Properties.Targets));
     expect(targetArns).not.toContain(functionId);
-    template.resourcePropertiesCountIs('AWS::Lambda::Permission', { FunctionName: Match.objectLike({ 'Fn::GetAtt': [functionId, 'Arn'] }) }, 0);
+    template.resourcePropertiesCountIs(
+      'AWS::Lambda::Permission',
+      { FunctionName: Match.objectLike({ 'Fn::GetAtt': [functionId, 'Arn'] }) },
+      0,
+    );
   });
 
   it('feeds the reconcile function from the queue with partial batch responses and small batches', () => {
@@ -72,7 +78,11 @@ describe('JobLifecycle: durable reconciliation through an SQS queue', () => {
   });
 
   it('dead-letters a record after 10 receives, with a visibility timeout of 6x the 60 s function timeout', () => {
-    template.hasResourceProperties('AWS::Lambda::Function', { Timeout: 60, Handler: 'index.handler', Description: Match.stringLikeRegexp('stopped, timed out or failed') });
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Timeout: 60,
+      Handler: 'index.handler',
+      Description: Match.stringLikeRegexp('stopped, timed out or failed'),
+    });
     const queue = (template.findResources('AWS::SQS::Queue') as Resources)[queueId]!;
     expect(queue.Properties).toMatchObject({
       VisibilityTimeout: 360,
@@ -90,7 +100,9 @@ describe('JobLifecycle: durable reconciliation through an SQS queue', () => {
       const policy = policies.find((candidate) => JSON.stringify(candidate.Properties.Queues) === JSON.stringify([{ Ref: id }]));
       expect(policy, `the policy of ${id}`).toBeDefined();
       const statements = (policy!.Properties.PolicyDocument as { Statement: Array<Record<string, unknown>> }).Statement;
-      expect(statements).toContainEqual(expect.objectContaining({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }));
+      expect(statements).toContainEqual(
+        expect.objectContaining({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+      );
       const allows = statements.filter((statement) => statement.Effect === 'Allow');
       expect(allows.length).toBeGreaterThan(0);
       for (const allow of allows) {
@@ -103,10 +115,13 @@ describe('JobLifecycle: durable reconciliation through an SQS queue', () => {
 
   it('lets the reconcile function consume the reconcile queue', () => {
     const policy = Object.entries(template.findResources('AWS::IAM::Policy')).find(([id]) => id.includes('ReconcileFunctionRole'))?.[1];
-    const statements = (policy!.Properties.PolicyDocument as { Statement: Array<{ Action: string | string[]; Resource: unknown }> }).Statement;
+    const statements = (policy!.Properties.PolicyDocument as { Statement: Array<{ Action: string | string[]; Resource: unknown }> })
+      .Statement;
     const consume = statements.find((statement) => [statement.Action].flat().includes('sqs:ReceiveMessage'));
     expect(consume?.Resource).toEqual({ 'Fn::GetAtt': [queueId, 'Arn'] });
-    expect([consume?.Action].flat()).toEqual(expect.arrayContaining(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility']));
+    expect([consume?.Action].flat()).toEqual(
+      expect.arrayContaining(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility']),
+    );
   });
 
   it('retains both queues by default', () => {
@@ -128,7 +143,11 @@ describe('JobLifecycle settings', () => {
       removalPolicy: RemovalPolicy.DESTROY,
     });
     const template = Template.fromStack(stack);
-    template.hasResourceProperties('AWS::SQS::Queue', { VisibilityTimeout: 600, MessageRetentionPeriod: 7 * 86_400, RedrivePolicy: Match.objectLike({ maxReceiveCount: 3 }) });
+    template.hasResourceProperties('AWS::SQS::Queue', {
+      VisibilityTimeout: 600,
+      MessageRetentionPeriod: 7 * 86_400,
+      RedrivePolicy: Match.objectLike({ maxReceiveCount: 3 }),
+    });
     template.hasResourceProperties('AWS::SQS::Queue', { MessageRetentionPeriod: 10 * 86_400 });
     template.allResources('AWS::SQS::Queue', { DeletionPolicy: 'Delete' });
   });
@@ -161,7 +180,10 @@ describe('the local runtime model of the orchestrator template', () => {
       logicalId: expect.stringMatching(/ReconcileQueue/),
       maxReceiveCount: 10,
       attributes: { VisibilityTimeout: '360' },
-      deadLetterQueue: { logicalId: expect.stringMatching(/ReconcileDeadLetterQueue/), attributes: { MessageRetentionPeriod: String(14 * 86_400) } },
+      deadLetterQueue: {
+        logicalId: expect.stringMatching(/ReconcileDeadLetterQueue/),
+        attributes: { MessageRetentionPeriod: String(14 * 86_400) },
+      },
       eventSource: { batchSize: 5, maxConcurrency: 2, reportBatchItemFailures: true, maxBatchingWindowSeconds: 0 },
     });
     expect(model.functions.reconcile?.logicalId).toMatch(/ReconcileFunction/);

@@ -29,7 +29,9 @@ function acknowledgments(root: IConstruct): Acknowledgment[] {
 }
 
 function describeViolations(report: ReturnType<AwsSolutionsChecks['validateScope']>): string[] {
-  return report.violations.map((violation) => `${violation.severity} ${violation.ruleName} at ${violation.violatingResources.map((r) => r.constructPath).join(', ')}`);
+  return report.violations.map(
+    (violation) => `${violation.severity} ${violation.ruleName} at ${violation.violatingResources.map((r) => r.constructPath).join(', ')}`,
+  );
 }
 
 describe('cdk-nag AwsSolutions on the orchestrator stack', () => {
@@ -83,7 +85,9 @@ describe('cdk-nag acknowledgments stay narrow', () => {
     // Act
     const report = new AwsSolutionsChecks().validateScope(stack);
     // Assess
-    expect(describeViolations(report)).toEqual([expect.stringMatching(/^error AwsSolutions-IAM5\[Resource::\*\] at .*PollFunctionRole\/DefaultPolicy/)]);
+    expect(describeViolations(report)).toEqual([
+      expect.stringMatching(/^error AwsSolutions-IAM5\[Resource::\*\] at .*PollFunctionRole\/DefaultPolicy/),
+    ]);
   });
 
   it('needs no secret acknowledgment when an existing secret is used', () => {

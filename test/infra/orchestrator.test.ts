@@ -208,7 +208,9 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     expect(pollVariables[ENV.MAX_POLLS_PER_EXECUTION]).toBe('1500');
     // The poll function starts successor executions of its own state machine, by a name-derived ARN.
     const stateMachine = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0];
-    expect(JSON.stringify(pollVariables[ENV.STATE_MACHINE_ARN])).toContain(`stateMachine:${String(stateMachine?.Properties.StateMachineName)}`);
+    expect(JSON.stringify(pollVariables[ENV.STATE_MACHINE_ARN])).toContain(
+      `stateMachine:${String(stateMachine?.Properties.StateMachineName)}`,
+    );
   });
 
   it.each([
@@ -256,12 +258,21 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     const start = policyOf('StartFunctionRole');
     const poll = policyOf('PollFunctionRole');
     const finish = policyOf('FinishFunctionRole');
-    for (const action of ['states:StartExecution', 'events:PutEvents', 'sqs:SendMessage', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'secretsmanager:GetSecretValue']) {
+    for (const action of [
+      'states:StartExecution',
+      'events:PutEvents',
+      'sqs:SendMessage',
+      'dynamodb:PutItem',
+      'dynamodb:UpdateItem',
+      'secretsmanager:GetSecretValue',
+    ]) {
       expect(start).toContain(action);
     }
     // Only the actions the code sends (lib/grants.ts; test/e2e/iam.test.ts proves it by evaluation).
     for (const fragment of ['StartFunctionRole', 'PollFunctionRole', 'FinishFunctionRole', 'ReconcileFunctionRole', 'SweepFunctionRole']) {
-      expect(policyOf(fragment), fragment).not.toMatch(/dynamodb:(DeleteItem|BatchWriteItem|BatchGetItem|Scan|DescribeTable|ConditionCheckItem)|secretsmanager:DescribeSecret|\/index\/\*/);
+      expect(policyOf(fragment), fragment).not.toMatch(
+        /dynamodb:(DeleteItem|BatchWriteItem|BatchGetItem|Scan|DescribeTable|ConditionCheckItem)|secretsmanager:DescribeSecret|\/index\/\*/,
+      );
     }
     expect(start).not.toContain('dynamodb:Query');
     expect(poll).not.toContain('dynamodb:PutItem');
@@ -278,7 +289,8 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
     expect(finish).not.toContain('dynamodb:PutItem');
     for (const fragment of ['ReconcileFunctionRole', 'SweepFunctionRole']) {
       const lifecycle = policyOf(fragment);
-      for (const action of ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'events:PutEvents', 'secretsmanager:GetSecretValue']) expect(lifecycle).toContain(action);
+      for (const action of ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'events:PutEvents', 'secretsmanager:GetSecretValue'])
+        expect(lifecycle).toContain(action);
       expect(lifecycle).not.toContain('states:StartExecution');
       expect(lifecycle).not.toContain('dynamodb:PutItem');
     }
@@ -288,7 +300,9 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
   });
 
   it('hands a job over to a successor execution before the history limit: the Choice ends the execution on $.handed_over', () => {
-    const definition = JSON.stringify(Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0]?.Properties.DefinitionString);
+    const definition = JSON.stringify(
+      Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0]?.Properties.DefinitionString,
+    );
     expect(definition).toContain(STATE_NAME.HANDED_OVER);
     expect(definition).toContain('handed_over');
   });
@@ -296,15 +310,22 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
   it('stores large outputs in an encrypted, SSL-only, private bucket whose objects expire with the job records', () => {
     template.hasResourceProperties('AWS::S3::Bucket', {
       BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
-      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
       LifecycleConfiguration: { Rules: Match.arrayWith([Match.objectLike({ ExpirationInDays: 90, Status: 'Enabled' })]) },
     });
     template.hasResourceProperties('AWS::S3::BucketPolicy', {
-      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]),
+      },
     });
   });
 
-  it('routes the poll loop\'s ABORTED, TIMED_OUT and FAILED executions to the reconcile queue, and sweeps every 5 minutes', () => {
+  it("routes the poll loop's ABORTED, TIMED_OUT and FAILED executions to the reconcile queue, and sweeps every 5 minutes", () => {
     template.hasResourceProperties('AWS::Events::Rule', {
       EventPattern: {
         source: ['aws.states'],
@@ -397,12 +418,17 @@ describe('WaterflaiOrchestrator prop validation', () => {
     expect(() => newStackWithOrchestrator({ waterflaiBaseUrl })).toThrow(message);
   });
 
-  it.each(['http://localhost:4010', 'http://127.0.0.1:4010/v0', 'http://[::1]:4010'])('accepts http for the loopback URL %s', (waterflaiBaseUrl) => {
-    expect(() => newStackWithOrchestrator({ waterflaiBaseUrl })).not.toThrow();
-  });
+  it.each(['http://localhost:4010', 'http://127.0.0.1:4010/v0', 'http://[::1]:4010'])(
+    'accepts http for the loopback URL %s',
+    (waterflaiBaseUrl) => {
+      expect(() => newStackWithOrchestrator({ waterflaiBaseUrl })).not.toThrow();
+    },
+  );
 
   it('rejects a poll minimum above the maximum', () => {
-    expect(() => newStackWithOrchestrator({ pollMinSeconds: 60, pollMaxSeconds: 30 })).toThrow(/minSeconds \(60\) must not exceed maxSeconds \(30\)/);
+    expect(() => newStackWithOrchestrator({ pollMinSeconds: 60, pollMaxSeconds: 30 })).toThrow(
+      /minSeconds \(60\) must not exceed maxSeconds \(30\)/,
+    );
   });
 
   it('rejects a non-integer poll interval', () => {
@@ -422,12 +448,17 @@ describe('WaterflaiOrchestrator prop validation', () => {
   });
 
   it('rejects an intake visibility timeout below 6x the start function timeout', () => {
-    expect(() => newStackWithOrchestrator({ queueProps: { visibilityTimeout: Duration.seconds(100) } })).toThrow(/must be at least 6x the start function timeout \(60 s\).*at least 360 s/);
+    expect(() => newStackWithOrchestrator({ queueProps: { visibilityTimeout: Duration.seconds(100) } })).toThrow(
+      /must be at least 6x the start function timeout \(60 s\).*at least 360 s/,
+    );
   });
 
   it('checks the visibility timeout against an overridden function timeout', () => {
     expect(() =>
-      newStackWithOrchestrator({ functionProps: { timeout: Duration.seconds(90) }, queueProps: { visibilityTimeout: Duration.seconds(400) } }),
+      newStackWithOrchestrator({
+        functionProps: { timeout: Duration.seconds(90) },
+        queueProps: { visibilityTimeout: Duration.seconds(400) },
+      }),
     ).toThrow(/at least 540 s/);
   });
 
@@ -441,6 +472,8 @@ describe('WaterflaiOrchestrator prop validation', () => {
 
   it('rejects a job retention that is not whole days or not longer than the max job duration', () => {
     expect(() => newStackWithOrchestrator({ jobRetention: Duration.hours(36) })).toThrow(/jobRetention must be a whole number of days/);
-    expect(() => newStackWithOrchestrator({ maxJobDuration: Duration.days(30), jobRetention: Duration.days(30) })).toThrow(/must be longer than maxJobDuration/);
+    expect(() => newStackWithOrchestrator({ maxJobDuration: Duration.days(30), jobRetention: Duration.days(30) })).toThrow(
+      /must be longer than maxJobDuration/,
+    );
   });
 });

@@ -77,14 +77,20 @@ describe('poll state machine definition', () => {
     const giveUpErrors = [...giveUpFailures];
     const polls = [...pollSteps];
     const finishErrors = [...finishFailures];
-    const finish = (stateName: string) => async (input: unknown): Promise<FinishOutput> => {
-      calls.push(stateName);
-      const failure = finishErrors.shift();
-      if (failure !== undefined) throw failure;
-      const state = input as FinishInput;
-      finishInputs.push(state);
-      return { job_id: state.job_id, status: state.error === undefined ? state.status : JOB_STATUS.FAILED, event_id: `event-${state.job_id}` };
-    };
+    const finish =
+      (stateName: string) =>
+      async (input: unknown): Promise<FinishOutput> => {
+        calls.push(stateName);
+        const failure = finishErrors.shift();
+        if (failure !== undefined) throw failure;
+        const state = input as FinishInput;
+        finishInputs.push(state);
+        return {
+          job_id: state.job_id,
+          status: state.error === undefined ? state.status : JOB_STATUS.FAILED,
+          event_id: `event-${state.job_id}`,
+        };
+      };
     const handlers = {
       [STATE_NAME.POLL]: async (input: unknown): Promise<PollState> => {
         calls.push(STATE_NAME.POLL);
@@ -130,7 +136,11 @@ describe('poll state machine definition', () => {
     });
 
     it('routes every Task state to handler code, and each one to the right function', () => {
-      expect(taskStates(definition).map(([name]) => name).sort()).toEqual([...ROUTED_TASKS].sort());
+      expect(
+        taskStates(definition)
+          .map(([name]) => name)
+          .sort(),
+      ).toEqual([...ROUTED_TASKS].sort());
       const routes = taskFunctionLogicalIds(template);
       expect(routes[STATE_NAME.POLL]).toMatch(/PollFunction/);
       expect(routes[STATE_NAME.FINISH]).toMatch(/FinishFunction/);
@@ -141,7 +151,9 @@ describe('poll state machine definition', () => {
     });
 
     it('refuses to run with an unrouted Task (it would call a real Lambda)', () => {
-      expect(() => assertEveryTaskRouted(definition, { [STATE_NAME.POLL]: () => ({}) })).toThrow(/GiveUpPolling, PublishOutcome, RecordPollFailure|PublishOutcome, RecordPollFailure, GiveUpPolling|GiveUpPolling/);
+      expect(() => assertEveryTaskRouted(definition, { [STATE_NAME.POLL]: () => ({}) })).toThrow(
+        /GiveUpPolling, PublishOutcome, RecordPollFailure|PublishOutcome, RecordPollFailure, GiveUpPolling|GiveUpPolling/,
+      );
     });
 
     it('waits the seconds the last poll asked for, starts with the wait, and times out after 24 h + 1 h', () => {
@@ -154,14 +166,28 @@ describe('poll state machine definition', () => {
       expect(definition.States[STATE_NAME.POLL]).toMatchObject({
         Retry: [
           { ErrorEquals: [...LAMBDA_SERVICE_ERRORS], IntervalSeconds: 2, BackoffRate: 2, MaxAttempts: 6 },
-          { ErrorEquals: [TRANSIENT_POLL_ERROR], IntervalSeconds: 5, BackoffRate: 2, MaxAttempts: 8, MaxDelaySeconds: 300, JitterStrategy: 'FULL' },
+          {
+            ErrorEquals: [TRANSIENT_POLL_ERROR],
+            IntervalSeconds: 5,
+            BackoffRate: 2,
+            MaxAttempts: 8,
+            MaxDelaySeconds: 300,
+            JitterStrategy: 'FULL',
+          },
         ],
         Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: STATE_NAME.GIVE_UP }],
       });
       expect(definition.States[STATE_NAME.GIVE_UP]).toMatchObject({
         Retry: [
           { ErrorEquals: [...LAMBDA_SERVICE_ERRORS], IntervalSeconds: 2, BackoffRate: 2, MaxAttempts: 6 },
-          { ErrorEquals: [TRANSIENT_POLL_ERROR], IntervalSeconds: 5, BackoffRate: 2, MaxAttempts: 8, MaxDelaySeconds: 300, JitterStrategy: 'FULL' },
+          {
+            ErrorEquals: [TRANSIENT_POLL_ERROR],
+            IntervalSeconds: 5,
+            BackoffRate: 2,
+            MaxAttempts: 8,
+            MaxDelaySeconds: 300,
+            JitterStrategy: 'FULL',
+          },
         ],
         Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.give_up_error', Next: STATE_NAME.RECORD_FAILURE }],
         Next: STATE_NAME.FINISH,
@@ -179,7 +205,12 @@ describe('poll state machine definition', () => {
       // Assess
       expect(execution.calls).toEqual([STATE_NAME.POLL, STATE_NAME.POLL, STATE_NAME.FINISH]);
       expect(execution.finishInputs[0]).toMatchObject({ status: terminal, poll_count: 2 });
-      expect(output).toMatchObject({ job_id: 'job-1', status: terminal, poll_count: 2, outcome: { job_id: 'job-1', status: terminal, event_id: 'event-job-1' } });
+      expect(output).toMatchObject({
+        job_id: 'job-1',
+        status: terminal,
+        poll_count: 2,
+        outcome: { job_id: 'job-1', status: terminal, event_id: 'event-job-1' },
+      });
     });
 
     it('ends the execution without an outcome when the poll hands the job over to a successor (continue-as-new)', async () => {
@@ -220,7 +251,10 @@ describe('poll state machine definition', () => {
       const output = await execution.result;
       // Assess
       expect(execution.calls).toEqual([...Array<string>(attempts).fill(STATE_NAME.POLL), STATE_NAME.GIVE_UP, STATE_NAME.FINISH]);
-      expect(execution.giveUpInputs[0]).toMatchObject({ job_id: 'job-1', error: { Error: TRANSIENT_POLL_ERROR, Cause: `DynamoDB 500 #${attempts}` } });
+      expect(execution.giveUpInputs[0]).toMatchObject({
+        job_id: 'job-1',
+        error: { Error: TRANSIENT_POLL_ERROR, Cause: `DynamoDB 500 #${attempts}` },
+      });
       expect(execution.finishInputs[0]).not.toHaveProperty('error');
       expect(output).toMatchObject({ status: JOB_STATUS.FAILED, outcome: { status: JOB_STATUS.FAILED } });
     });
@@ -239,7 +273,11 @@ describe('poll state machine definition', () => {
         (error: unknown) => error,
       );
       expect(execution.calls).toEqual([STATE_NAME.POLL, STATE_NAME.GIVE_UP, STATE_NAME.RECORD_FAILURE]);
-      expect(execution.finishInputs[0]).toMatchObject({ job_id: 'job-1', error: { Error: 'TypeError' }, give_up_error: { Error: 'TypeError' } });
+      expect(execution.finishInputs[0]).toMatchObject({
+        job_id: 'job-1',
+        error: { Error: 'TypeError' },
+        give_up_error: { Error: 'TypeError' },
+      });
       expect(failure).toBeInstanceOf(ExecutionError);
       expect((failure as Error & { cause?: Error }).cause?.name).toBe(POLLING_FAILED_ERROR);
     });

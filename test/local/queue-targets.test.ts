@@ -9,9 +9,18 @@ const sqsMock = mockClient(SQSClient);
 const client = new SQSClient({ region: 'us-east-1', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
 
 const queue = { name: 'reconcile', url: 'http://127.0.0.1:1/000000000000/reconcile', arn: 'arn:aws:sqs:us-east-1:000000000000:reconcile' };
-const deadLetterQueue = { name: 'reconcile-dlq', url: 'http://127.0.0.1:1/000000000000/reconcile-dlq', arn: 'arn:aws:sqs:us-east-1:000000000000:reconcile-dlq' };
+const deadLetterQueue = {
+  name: 'reconcile-dlq',
+  url: 'http://127.0.0.1:1/000000000000/reconcile-dlq',
+  arn: 'arn:aws:sqs:us-east-1:000000000000:reconcile-dlq',
+};
 const RULE_ARN = 'arn:aws:events:us-east-1:000000000000:rule/StatusChange';
-const BODY = JSON.stringify({ id: 'evt-1', source: 'aws.states', 'detail-type': 'Step Functions Execution Status Change', detail: { status: 'ABORTED' } });
+const BODY = JSON.stringify({
+  id: 'evt-1',
+  source: 'aws.states',
+  'detail-type': 'Step Functions Execution Status Change',
+  detail: { status: 'ABORTED' },
+});
 
 afterAll(() => sqsMock.restore());
 beforeEach(() => sqsMock.reset());
@@ -47,7 +56,7 @@ describe('QueueTargetSender', () => {
     expect(sqsMock).not.toHaveReceivedCommandWith(SendMessageCommand, { QueueUrl: deadLetterQueue.url });
   });
 
-  it('after the retry policy, sends the event to the target dead-letter queue with EventBridge\'s attributes', async () => {
+  it("after the retry policy, sends the event to the target dead-letter queue with EventBridge's attributes", async () => {
     // Prepare: the target queue refuses everything
     sqsMock.on(SendMessageCommand, { QueueUrl: queue.url }).rejects(new Error('AccessDenied'));
     sqsMock.on(SendMessageCommand, { QueueUrl: deadLetterQueue.url }).resolves({ MessageId: 'dlq-1' });

@@ -46,7 +46,12 @@ interface StartBody {
   cancel_url: string;
 }
 
-function post(sim: Simulator, chatbotId: string, body: unknown, init: { key?: string; raw?: string; signal?: AbortSignal } = {}): Promise<Response> {
+function post(
+  sim: Simulator,
+  chatbotId: string,
+  body: unknown,
+  init: { key?: string; raw?: string; signal?: AbortSignal } = {},
+): Promise<Response> {
   return fetch(`${sim.url}/v1/executions/${chatbotId}/async`, {
     method: 'POST',
     headers: headers(init.key ?? API_KEY),
@@ -635,7 +640,14 @@ describe('GET /v1/executions/{execution_id}/stream (SSE)', () => {
 
     const { events } = await readStream(stream_url);
 
-    expect(events.map((e) => e.type)).toEqual(['progress_update', 'node_started', 'node_completed', 'progress_update', 'node_started', 'execution_completed']);
+    expect(events.map((e) => e.type)).toEqual([
+      'progress_update',
+      'node_started',
+      'node_completed',
+      'progress_update',
+      'node_started',
+      'execution_completed',
+    ]);
     expect(events.at(-1)).toMatchObject({ status: 'FAILED', error_message: 'Simulated failure in node-2', final_output: null });
   });
 
@@ -663,7 +675,14 @@ describe('GET /v1/executions/{execution_id}/stream (SSE)', () => {
 
     const { events } = await readStream(stream_url);
 
-    expect(events.map((e) => e.type)).toEqual(['progress_update', 'node_started', 'node_completed', 'node_started', 'node_completed', 'execution_completed']);
+    expect(events.map((e) => e.type)).toEqual([
+      'progress_update',
+      'node_started',
+      'node_completed',
+      'node_started',
+      'node_completed',
+      'execution_completed',
+    ]);
     expect(events[0]?.progress).toBeNull();
     expect(events.at(-1)?.progress).toBeNull();
   });
@@ -1102,13 +1121,22 @@ describe('seeded random source', () => {
 
 describe('incidents: outage windows', () => {
   /** One GET of an unknown execution: its status, or `reset` / `timeout` when no answer came. */
-  async function attempt(sim: Simulator, route: 'get' | 'start' = 'get', key: string | null = API_KEY): Promise<number | 'reset' | 'timeout'> {
+  async function attempt(
+    sim: Simulator,
+    route: 'get' | 'start' = 'get',
+    key: string | null = API_KEY,
+  ): Promise<number | 'reset' | 'timeout'> {
     try {
       const signal = AbortSignal.timeout(150);
       const res =
         route === 'get'
           ? await fetch(`${sim.url}/v1/executions/exec_none`, { headers: headers(key), signal })
-          : await fetch(`${sim.url}/v1/executions/bot-1/async`, { method: 'POST', headers: headers(key), body: JSON.stringify({ input_data: {} }), signal });
+          : await fetch(`${sim.url}/v1/executions/bot-1/async`, {
+              method: 'POST',
+              headers: headers(key),
+              body: JSON.stringify({ input_data: {} }),
+              signal,
+            });
       return res.status;
     } catch (error) {
       return error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError') ? 'timeout' : 'reset';
@@ -1130,7 +1158,12 @@ describe('incidents: outage windows', () => {
     expect(before).toBe(404);
     expect(during).toEqual([503, 503, 202]);
     expect(after).toBe(404);
-    expect(sim.stats()).toMatchObject({ outage_requests: 2, outage_by_answer: { error5xx: 2, reset: 0, hang: 0 }, unauthorized: 0, faults_total: 0 });
+    expect(sim.stats()).toMatchObject({
+      outage_requests: 2,
+      outage_by_answer: { error5xx: 2, reset: 0, hang: 0 },
+      unauthorized: 0,
+      faults_total: 0,
+    });
     expect(sim.outages()).toHaveLength(1);
   });
 
@@ -1152,7 +1185,13 @@ describe('incidents: outage windows', () => {
 
   it('does not shift the random faults: the same requests get the same faults with or without an outage of another route', async () => {
     const statuses = async (outage: boolean): Promise<number[]> => {
-      const sim = await simulator({ seed: 77, faults: { error5xx: 0.4, ...(outage ? { outages: [{ durationMs: 60_000, routes: ['cancel'], answers: { error5xx: 1, reset: 1 } }] } : {}) } });
+      const sim = await simulator({
+        seed: 77,
+        faults: {
+          error5xx: 0.4,
+          ...(outage ? { outages: [{ durationMs: 60_000, routes: ['cancel'], answers: { error5xx: 1, reset: 1 } }] } : {}),
+        },
+      });
       const out: number[] = [];
       for (let i = 0; i < 20; i += 1) {
         out.push((await fetch(`${sim.url}/v1/executions/exec_none`, { headers: headers() })).status);
@@ -1213,7 +1252,8 @@ describe('incidents: key rotation', () => {
 
   it('accepts the keys of options.apiKeys besides apiKey, and revokes one key on request', async () => {
     const sim = await simulator({ apiKeys: ['second-key'] });
-    const get = async (key: string): Promise<number> => (await fetch(`${sim.url}/v1/executions/exec_none`, { headers: headers(key) })).status;
+    const get = async (key: string): Promise<number> =>
+      (await fetch(`${sim.url}/v1/executions/exec_none`, { headers: headers(key) })).status;
 
     expect([await get(API_KEY), await get('second-key')]).toEqual([404, 404]);
     sim.revokeApiKey('second-key');
@@ -1312,7 +1352,26 @@ describe('start_acknowledged', () => {
 describe('CLI arguments', () => {
   it('maps flags to simulator options', () => {
     const parsed = parseSimulatorArgs(
-      ['--port', '0', '--seed', '3', '--time-scale', '0.5', '--fault-5xx', '0.2', '--fault-429', '0.1', '--fault-reset', '0.05', '--fault-routes', 'get,stream', '--outcome', 'failed', '--retry-after-format', 'http-date'],
+      [
+        '--port',
+        '0',
+        '--seed',
+        '3',
+        '--time-scale',
+        '0.5',
+        '--fault-5xx',
+        '0.2',
+        '--fault-429',
+        '0.1',
+        '--fault-reset',
+        '0.05',
+        '--fault-routes',
+        'get,stream',
+        '--outcome',
+        'failed',
+        '--retry-after-format',
+        'http-date',
+      ],
       {},
     );
 
@@ -1331,7 +1390,20 @@ describe('CLI arguments', () => {
 
   it('maps the incident flags: refused cancels, an outage window, finished-cancel answers', () => {
     const parsed = parseSimulatorArgs(
-      ['--fault-refuse-cancel', '0.3', '--outage-at', '1000', '--outage-for', '120000', '--outage-routes', 'get,cancel', '--outage-answers', 'error5xx,hang', '--finished-cancel', '409,404'],
+      [
+        '--fault-refuse-cancel',
+        '0.3',
+        '--outage-at',
+        '1000',
+        '--outage-for',
+        '120000',
+        '--outage-routes',
+        'get,cancel',
+        '--outage-answers',
+        'error5xx,hang',
+        '--finished-cancel',
+        '409,404',
+      ],
       {},
     );
 

@@ -66,7 +66,8 @@ export async function startLocalDynamo(): Promise<LocalDynamo> {
       // or a loaded machine sees ResourceNotFoundException on the first write.
       for (let attempt = 0; attempt < 100; attempt += 1) {
         const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
-        if (Table?.TableStatus === 'ACTIVE' && (Table.GlobalSecondaryIndexes ?? []).every((index) => index.IndexStatus === 'ACTIVE')) return name;
+        if (Table?.TableStatus === 'ACTIVE' && (Table.GlobalSecondaryIndexes ?? []).every((index) => index.IndexStatus === 'ACTIVE'))
+          return name;
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
       throw new Error(`dynalite table ${name} did not become ACTIVE`);

@@ -45,14 +45,17 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-const arn = (service: string, resource: string, regional = true): string => `arn:${partition}:${service}:${regional ? region : ''}:${account}:${resource}`;
+const arn = (service: string, resource: string, regional = true): string =>
+  `arn:${partition}:${service}:${regional ? region : ''}:${account}:${resource}`;
 
 /** The ARN of a queue, from its name (the template's ARN space). */
 export const queueArn = (name: string): string => arn('sqs', name);
 /** The ARN of an event bus, from its name or ARN. */
-export const eventBusArn = (nameOrArn: string): string => (nameOrArn.startsWith('arn:') ? nameOrArn : arn('events', `event-bus/${nameOrArn}`));
+export const eventBusArn = (nameOrArn: string): string =>
+  nameOrArn.startsWith('arn:') ? nameOrArn : arn('events', `event-bus/${nameOrArn}`);
 /** The ARN of a job-table item request (`index` for a Query on an index). */
-export const tableArn = (name: string, index?: string): string => arn('dynamodb', `table/${name}${index === undefined ? '' : `/index/${index}`}`);
+export const tableArn = (name: string, index?: string): string =>
+  arn('dynamodb', `table/${name}${index === undefined ? '' : `/index/${index}`}`);
 /** The ARN of a role of the template, by logical id. */
 export const roleArn = (logicalId: string): string => arn('iam', `role/${logicalId}`, false);
 
@@ -95,7 +98,10 @@ export class TemplateResolver {
         const name = named('BucketName').toLowerCase();
         return { Ref: name, Arn: `arn:${partition}:s3:::${name}` };
       },
-      'AWS::SecretsManager::Secret': () => ({ Ref: arn('secretsmanager', `secret:${logicalId}-AbCdEf`), Id: arn('secretsmanager', `secret:${logicalId}-AbCdEf`) }),
+      'AWS::SecretsManager::Secret': () => ({
+        Ref: arn('secretsmanager', `secret:${logicalId}-AbCdEf`),
+        Id: arn('secretsmanager', `secret:${logicalId}-AbCdEf`),
+      }),
       'AWS::Lambda::Function': () => ({ Ref: named('FunctionName'), Arn: fakeFunctionArn(logicalId) }),
       'AWS::Logs::LogGroup': () => ({ Ref: named('LogGroupName'), Arn: arn('logs', `log-group:${named('LogGroupName')}:*`) }),
       'AWS::IAM::Role': () => ({ Ref: logicalId, Arn: roleArn(logicalId) }),
@@ -179,11 +185,13 @@ export function roleOfFunction(template: CloudFormationTemplate, functionLogical
   if (fn?.Type !== 'AWS::Lambda::Function') throw new Error(`${functionLogicalId} is not a function of the template`);
   const role = fn.Properties?.Role;
   const getAtt = isRecord(role) ? role['Fn::GetAtt'] : undefined;
-  if (!Array.isArray(getAtt) || typeof getAtt[0] !== 'string') throw new Error(`the role of ${functionLogicalId} is not a role of the template: ${JSON.stringify(role)}`);
+  if (!Array.isArray(getAtt) || typeof getAtt[0] !== 'string')
+    throw new Error(`the role of ${functionLogicalId} is not a role of the template: ${JSON.stringify(role)}`);
   return getAtt[0];
 }
 
-const referencesRole = (roles: unknown, roleId: string): boolean => Array.isArray(roles) && roles.some((role) => isRecord(role) && role.Ref === roleId);
+const referencesRole = (roles: unknown, roleId: string): boolean =>
+  Array.isArray(roles) && roles.some((role) => isRecord(role) && role.Ref === roleId);
 
 /**
  * Every identity policy of a role of the template, resolved: its inline policies, and the
@@ -204,11 +212,17 @@ export function identityPolicies(template: CloudFormationTemplate, roleId: strin
   if (Array.isArray(inline)) {
     for (const [index, entry] of inline.entries()) {
       if (!isRecord(entry)) continue;
-      policies.push({ name: `${roleId}/inline/${String(entry.PolicyName ?? index)}`, policy: resolver.resolve(entry.PolicyDocument) as PolicyDocument });
+      policies.push({
+        name: `${roleId}/inline/${String(entry.PolicyName ?? index)}`,
+        policy: resolver.resolve(entry.PolicyDocument) as PolicyDocument,
+      });
     }
   }
   for (const [id, resource] of Object.entries(resources) as Array<[string, CloudFormationResource]>) {
-    if ((resource.Type === 'AWS::IAM::Policy' || resource.Type === 'AWS::IAM::ManagedPolicy') && referencesRole(resource.Properties?.Roles, roleId)) {
+    if (
+      (resource.Type === 'AWS::IAM::Policy' || resource.Type === 'AWS::IAM::ManagedPolicy') &&
+      referencesRole(resource.Properties?.Roles, roleId)
+    ) {
       policies.push({ name: id, policy: resolver.resolve(resource.Properties?.PolicyDocument) as PolicyDocument });
     }
   }
@@ -220,16 +234,27 @@ export function identityPolicies(template: CloudFormationTemplate, roleId: strin
  * @throws Error when the simulator refuses the request (an unknown action, an ARN that is
  *   not a resource of the action, an invalid policy): a mapping error must not pass as a denial
  */
-export async function evaluate(policies: ReadonlyArray<{ name: string; policy: PolicyDocument }>, roleId: string, request: IamRequest): Promise<Decision> {
+export async function evaluate(
+  policies: ReadonlyArray<{ name: string; policy: PolicyDocument }>,
+  roleId: string,
+  request: IamRequest,
+): Promise<Decision> {
   const simulation: Simulation = {
-    request: { principal: roleArn(roleId), action: request.action, resource: { resource: request.resource, accountId: account }, contextVariables: {} },
+    request: {
+      principal: roleArn(roleId),
+      action: request.action,
+      resource: { resource: request.resource, accountId: account },
+      contextVariables: {},
+    },
     identityPolicies: policies.map(({ name, policy }) => ({ name, policy })),
     serviceControlPolicies: [],
     resourceControlPolicies: [],
   };
   const result = await runSimulation(simulation, {});
   if (result.resultType === 'error') {
-    throw new Error(`iam-simulate refused ${request.action} on ${request.resource} for ${roleId}: ${result.errors.message} ${JSON.stringify(result.errors)}`);
+    throw new Error(
+      `iam-simulate refused ${request.action} on ${request.resource} for ${roleId}: ${result.errors.message} ${JSON.stringify(result.errors)}`,
+    );
   }
   return result.overallResult;
 }
@@ -270,7 +295,17 @@ export function iamRequestsOf(call: RecordedSdkCall): IamRequest[] {
   };
   switch (prefix) {
     case 'dynamodb':
-      if (['BatchGetItem', 'BatchWriteItem', 'TransactGetItems', 'TransactWriteItems', 'ExecuteStatement', 'BatchExecuteStatement', 'ExecuteTransaction'].includes(call.command)) {
+      if (
+        [
+          'BatchGetItem',
+          'BatchWriteItem',
+          'TransactGetItems',
+          'TransactWriteItems',
+          'ExecuteStatement',
+          'BatchExecuteStatement',
+          'ExecuteTransaction',
+        ].includes(call.command)
+      ) {
         throw new Error(`${operation} names its tables per item; map it before using it`);
       }
       return [{ action, resource: tableArn(need(r.TableName, 'TableName'), r.IndexName) }];
@@ -290,7 +325,15 @@ export function iamRequestsOf(call: RecordedSdkCall): IamRequest[] {
     }
     case 's3': {
       const bucket = need(r.Bucket, 'Bucket');
-      return [{ action, resource: r.Key === undefined || action === 's3:ListBucket' ? `arn:${partition}:s3:::${bucket}` : `arn:${partition}:s3:::${bucket}/${r.Key}` }];
+      return [
+        {
+          action,
+          resource:
+            r.Key === undefined || action === 's3:ListBucket'
+              ? `arn:${partition}:s3:::${bucket}`
+              : `arn:${partition}:s3:::${bucket}/${r.Key}`,
+        },
+      ];
     }
     default:
       throw new Error(`no IAM mapping for ${operation}`);
@@ -329,11 +372,16 @@ export function subjectsOf(template: CloudFormationTemplate, functions: Readonly
     if (isRecord(value) && typeof value.Ref === 'string') return value.Ref;
     throw new Error(`the start function's ${variable} is not a Ref to a resource of the template: ${JSON.stringify(value)}`);
   };
-  const roles = Object.fromEntries(FUNCTION_ROLES.map((role) => [role, roleOfFunction(template, functions[role])])) as Record<FunctionRoleName, string>;
+  const roles = Object.fromEntries(FUNCTION_ROLES.map((role) => [role, roleOfFunction(template, functions[role])])) as Record<
+    FunctionRoleName,
+    string
+  >;
   const tableId = target(ENV.JOB_TABLE_NAME);
   const tableName = resolver.attribute(tableId, 'Ref');
   const gsis = template.Resources?.[tableId]?.Properties?.GlobalSecondaryIndexes;
-  const indexes = (Array.isArray(gsis) ? gsis : []).flatMap((gsi: unknown) => (isRecord(gsi) && typeof gsi.IndexName === 'string' ? [tableArn(tableName, gsi.IndexName)] : []));
+  const indexes = (Array.isArray(gsis) ? gsis : []).flatMap((gsi: unknown) =>
+    isRecord(gsi) && typeof gsi.IndexName === 'string' ? [tableArn(tableName, gsi.IndexName)] : [],
+  );
   const stateMachineId = target(ENV.STATE_MACHINE_ARN);
   const machineName = resolver.attribute(stateMachineId, 'Name');
   return {
@@ -368,7 +416,14 @@ export function forbiddenCalls(s: IamSubjects): ForbiddenCall[] {
   const otherTable = tableArn('someone-elses-table');
   const object = `${s.outputBucket}/outputs/some-job/some-execution.json`;
   for (const role of FUNCTION_ROLES) {
-    for (const action of ['dynamodb:DeleteItem', 'dynamodb:BatchWriteItem', 'dynamodb:BatchGetItem', 'dynamodb:Scan', 'dynamodb:DescribeTable', 'dynamodb:ConditionCheckItem']) {
+    for (const action of [
+      'dynamodb:DeleteItem',
+      'dynamodb:BatchWriteItem',
+      'dynamodb:BatchGetItem',
+      'dynamodb:Scan',
+      'dynamodb:DescribeTable',
+      'dynamodb:ConditionCheckItem',
+    ]) {
       calls.push({ role, action, resource: s.table, why: 'no code path sends it' });
     }
     for (const index of s.indexes) calls.push({ role, action: 'dynamodb:Scan', resource: index, why: 'no code path scans an index' });
@@ -376,10 +431,20 @@ export function forbiddenCalls(s: IamSubjects): ForbiddenCall[] {
     calls.push({ role, action: 'dynamodb:GetItem', resource: otherTable, why: 'only the job table' });
     calls.push({ role, action: 'dynamodb:UpdateItem', resource: otherTable, why: 'only the job table' });
     calls.push({ role, action: 'states:StopExecution', resource: s.execution, why: 'no function stops executions (operators do)' });
-    calls.push({ role, action: 'states:StartExecution', resource: arn('states', 'stateMachine:someone-elses-machine'), why: 'only the poll loop' });
+    calls.push({
+      role,
+      action: 'states:StartExecution',
+      resource: arn('states', 'stateMachine:someone-elses-machine'),
+      why: 'only the poll loop',
+    });
     calls.push({ role, action: 'secretsmanager:DescribeSecret', resource: s.apiKeySecret, why: 'only GetSecretValue is sent' });
     calls.push({ role, action: 'secretsmanager:PutSecretValue', resource: s.apiKeySecret, why: 'the key is read, never written' });
-    calls.push({ role, action: 'secretsmanager:GetSecretValue', resource: arn('secretsmanager', 'secret:someone-elses-secret-AbCdEf'), why: 'only the API key secret' });
+    calls.push({
+      role,
+      action: 'secretsmanager:GetSecretValue',
+      resource: arn('secretsmanager', 'secret:someone-elses-secret-AbCdEf'),
+      why: 'only the API key secret',
+    });
     calls.push({ role, action: 'events:PutEvents', resource: eventBusArn('default'), why: 'outcomes go to the orchestrator bus only' });
     calls.push({ role, action: 's3:GetObject', resource: object, why: 'outputs are written, never read back' });
     calls.push({ role, action: 's3:DeleteObject', resource: object, why: 'outputs expire by lifecycle rule' });
@@ -393,21 +458,34 @@ export function forbiddenCalls(s: IamSubjects): ForbiddenCall[] {
     calls.push({ role, action: 'dynamodb:PutItem', resource: s.table, why: 'only start creates job records' });
   }
   for (const role of ['finish', 'reconcile', 'sweep'] as const) {
-    calls.push({ role, action: 'states:StartExecution', resource: s.stateMachine, why: 'only start (first executions) and poll (successors) start executions' });
+    calls.push({
+      role,
+      action: 'states:StartExecution',
+      resource: s.stateMachine,
+      why: 'only start (first executions) and poll (successors) start executions',
+    });
   }
-  for (const role of ['start', 'finish'] as const) calls.push({ role, action: 's3:PutObject', resource: object, why: 'only poll, reconcile and sweep record finished outputs' });
+  for (const role of ['start', 'finish'] as const)
+    calls.push({ role, action: 's3:PutObject', resource: object, why: 'only poll, reconcile and sweep record finished outputs' });
   for (const role of others('sweep')) {
-    for (const index of s.indexes) calls.push({ role, action: 'dynamodb:Query', resource: index, why: 'only the sweeper lists jobs through an index' });
+    for (const index of s.indexes)
+      calls.push({ role, action: 'dynamodb:Query', resource: index, why: 'only the sweeper lists jobs through an index' });
   }
   calls.push({ role: 'finish', action: 'secretsmanager:GetSecretValue', resource: s.apiKeySecret, why: 'finish never calls Waterflai' });
   calls.push({ role: 'poll', action: 'events:PutEvents', resource: s.eventBus, why: 'poll records statuses; finish announces' });
-  for (const role of others('start')) calls.push({ role, action: 'sqs:ChangeMessageVisibility', resource: s.intakeQueue, why: 'only start consumes the intake queue' });
+  for (const role of others('start'))
+    calls.push({ role, action: 'sqs:ChangeMessageVisibility', resource: s.intakeQueue, why: 'only start consumes the intake queue' });
   return calls;
 }
 
 /** Matches an ARN against an IAM resource pattern (`*` and `?` wildcards). */
 export function arnMatches(pattern: string, value: string): boolean {
-  const regex = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  const regex = new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+  );
   return regex.test(value);
 }
 

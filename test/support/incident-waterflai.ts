@@ -59,7 +59,12 @@ export class IncidentWaterflai {
 
   /** The status the server would report now, per execution. */
   statuses(): Array<{ id: string; chatbotId: string; status: string; deletes: number }> {
-    return [...this.#executions.values()].map((execution) => ({ id: execution.id, chatbotId: execution.chatbotId, status: this.#status(execution), deletes: execution.deletes }));
+    return [...this.#executions.values()].map((execution) => ({
+      id: execution.id,
+      chatbotId: execution.chatbotId,
+      status: this.#status(execution),
+      deletes: execution.deletes,
+    }));
   }
 
   /** Answers by `<method> <status>`, e.g. `GET 503`. */
@@ -115,9 +120,9 @@ export class IncidentWaterflai {
       }
       if (req.method === 'GET') {
         if (age < (execution.scenario.outageMs ?? 0)) {
-        this.#send(req, res, 503, { detail: 'Service unavailable' });
-        return;
-      }
+          this.#send(req, res, 503, { detail: 'Service unavailable' });
+          return;
+        }
         this.#send(req, res, 200, this.#view(execution));
         return;
       }
@@ -132,9 +137,9 @@ export class IncidentWaterflai {
   #start(req: http.IncomingMessage, res: http.ServerResponse, chatbotId: string): void {
     const scenario = this.scenarios[chatbotId];
     if (scenario === undefined) {
-        this.#send(req, res, 404, { detail: `Chatbot ${chatbotId} not found` });
-        return;
-      }
+      this.#send(req, res, 404, { detail: `Chatbot ${chatbotId} not found` });
+      return;
+    }
     const id = `inc-${randomUUID()}`;
     this.#executions.set(id, { id, chatbotId, createdAt: Date.now(), scenario, refusals: 0, deletes: 0 });
     const base = `${this.url}/v1/executions/${id}`;
@@ -145,12 +150,17 @@ export class IncidentWaterflai {
     execution.deletes += 1;
     const status = this.#status(execution);
     if (status !== 'RUNNING') {
-        this.#send(req, res, 400, { detail: `Execution is already ${status.toLowerCase()}` });
-        return;
-      }
+      this.#send(req, res, 400, { detail: `Execution is already ${status.toLowerCase()}` });
+      return;
+    }
     if (execution.refusals < (execution.scenario.refusedCancels ?? 0)) {
       execution.refusals += 1;
-      this.#send(req, res, 200, { execution_id: execution.id, cancelled: false, message: 'The execution is busy; try again', previous_status: 'RUNNING' });
+      this.#send(req, res, 200, {
+        execution_id: execution.id,
+        cancelled: false,
+        message: 'The execution is busy; try again',
+        previous_status: 'RUNNING',
+      });
       return;
     }
     execution.cancelledAt = Date.now();

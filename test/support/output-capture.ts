@@ -32,7 +32,10 @@ export function captureProcessOutput(): OutputCapture {
   const parts: string[] = [];
   const originalStdout = process.stdout.write;
   const originalStderr = process.stderr.write;
-  const originalConsole = Object.fromEntries(CONSOLE_METHODS.map((method) => [method, console[method]])) as Record<(typeof CONSOLE_METHODS)[number], (...args: unknown[]) => void>;
+  const originalConsole = Object.fromEntries(CONSOLE_METHODS.map((method) => [method, console[method]])) as Record<
+    (typeof CONSOLE_METHODS)[number],
+    (...args: unknown[]) => void
+  >;
 
   const capturingWrite = ((chunk: unknown, encodingOrCallback?: unknown, callback?: unknown): boolean => {
     parts.push(chunkText(chunk, typeof encodingOrCallback === 'function' ? undefined : encodingOrCallback));
@@ -50,7 +53,10 @@ export function captureProcessOutput(): OutputCapture {
 
   let stopped = false;
   const text = (): string => parts.join('');
-  const lines = (): string[] => text().split(/\r?\n/).filter((line) => line.trim() !== '');
+  const lines = (): string[] =>
+    text()
+      .split(/\r?\n/)
+      .filter((line) => line.trim() !== '');
   return {
     text,
     lines,

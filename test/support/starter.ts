@@ -26,7 +26,11 @@ export const STARTER_SETTINGS: StarterSettings = {
  * StartExecution returns the execution's ARN, SendMessage and ChangeMessageVisibility
  * succeed, PutEvents accepts every entry.
  */
-export function answerLikeHealthyAws(sfn: AwsClientStub<SFNClient>, sqs: AwsClientStub<SQSClient>, events: AwsClientStub<EventBridgeClient>): void {
+export function answerLikeHealthyAws(
+  sfn: AwsClientStub<SFNClient>,
+  sqs: AwsClientStub<SQSClient>,
+  events: AwsClientStub<EventBridgeClient>,
+): void {
   sfn.reset();
   sqs.reset();
   events.reset();

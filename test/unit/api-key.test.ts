@@ -60,7 +60,11 @@ describe('cachedApiKey', () => {
     { name: 'a blank SecretString', output: { SecretString: '   ' }, message: 'has no string value' },
     { name: 'JSON without an apiKey field', output: { SecretString: '{"token":"x"}' }, message: 'JSON without an "apiKey" string field' },
     { name: 'JSON with an empty apiKey', output: { SecretString: '{"apiKey":"  "}' }, message: 'JSON without an "apiKey" string field' },
-    { name: 'JSON with a non-string apiKey', output: { SecretString: '{"apiKey":12345}' }, message: 'JSON without an "apiKey" string field' },
+    {
+      name: 'JSON with a non-string apiKey',
+      output: { SecretString: '{"apiKey":12345}' },
+      message: 'JSON without an "apiKey" string field',
+    },
   ])('throws a ConfigurationError for $name', async ({ output, message }) => {
     // Prepare
     secrets.on(GetSecretValueCommand).resolves(output);
@@ -74,7 +78,7 @@ describe('cachedApiKey', () => {
     await expect(apiKey()).rejects.toThrow(message);
   });
 
-  it('does not echo the secret\'s content in a ConfigurationError message', async () => {
+  it("does not echo the secret's content in a ConfigurationError message", async () => {
     // Prepare
     secrets.on(GetSecretValueCommand).resolves({ SecretString: '{"apiKey":"","password":"sup3r-s3cret"}' });
     const apiKey = cachedApiKey(client, SECRET_ID);
@@ -230,7 +234,11 @@ describe('cachedApiKey.refresh', () => {
 describe('cachedApiKey.refresh(notBeforeMs)', () => {
   it('reuses a read that started after the refused request was sent, and reads again for a request sent after it', async () => {
     const clock = manualClock();
-    secrets.on(GetSecretValueCommand).resolvesOnce({ SecretString: 'old-key' }).resolvesOnce({ SecretString: 'new-key' }).resolves({ SecretString: 'newer-key' });
+    secrets
+      .on(GetSecretValueCommand)
+      .resolvesOnce({ SecretString: 'old-key' })
+      .resolvesOnce({ SecretString: 'new-key' })
+      .resolves({ SecretString: 'newer-key' });
     const apiKey = cachedApiKey(client, SECRET_ID, { now: clock.now });
     const sentBeforeRotation = clock.now();
     await apiKey();

@@ -5,7 +5,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { JobRecord } from '../../lambdas/contract/job-record';
-import { checkInvariants, upstreamStatusesFor, violationCount, type ChaosFindings, type RunObservations, type SentMessage, type UpstreamCancelFields } from '../../local/chaos/invariants';
+import {
+  checkInvariants,
+  upstreamStatusesFor,
+  violationCount,
+  type ChaosFindings,
+  type RunObservations,
+  type SentMessage,
+  type UpstreamCancelFields,
+} from '../../local/chaos/invariants';
 import type { JobKind, OutcomeName, PlannedJob } from '../../local/chaos/plan';
 import { chaosJson } from '../../local/chaos/report';
 import type { ChaosResult } from '../../local/chaos/run';
@@ -38,7 +46,18 @@ interface Run {
 
 function plannedJob(index: number, kind: JobKind, expected: OutcomeName[], extra: Partial<PlannedJob> = {}): PlannedJob {
   const jobId = `job-${index}`;
-  return { index, jobId, chatbotId: `bot-${index}`, kind, simulate: {}, viaEventBridge: false, body: `{"job_id":"${jobId}"}`, expected, expectsExecution: true, ...extra };
+  return {
+    index,
+    jobId,
+    chatbotId: `bot-${index}`,
+    kind,
+    simulate: {},
+    viaEventBridge: false,
+    body: `{"job_id":"${jobId}"}`,
+    expected,
+    expectsExecution: true,
+    ...extra,
+  };
 }
 
 function record(job: PlannedJob, status: Status, extra: Partial<JobRecord & UpstreamCancelFields> = {}): JobRecord & UpstreamCancelFields {
@@ -77,7 +96,12 @@ function outcomeEvent(jobId: string, status: string, extra: Record<string, unkno
   };
 }
 
-function execution(job: PlannedJob, id: string, status: UpstreamStatus, extra: Partial<SimulatedExecutionView> = {}): SimulatedExecutionView {
+function execution(
+  job: PlannedJob,
+  id: string,
+  status: UpstreamStatus,
+  extra: Partial<SimulatedExecutionView> = {},
+): SimulatedExecutionView {
   const terminal = status === 'COMPLETED' || status === 'FAILED' || status === 'CANCELLED';
   return {
     execution_id: id,
@@ -129,7 +153,11 @@ function cleanRun(): Run {
   const jobs = [completed, failed, deadline, producerCancel, race];
   return {
     jobs,
-    sent: jobs.map((job) => ({ message: { atMs: job.index * 40, body: job.body, purpose: 'job', jobId: job.jobId }, messageId: `msg-${job.index}`, sentAt: T0 })),
+    sent: jobs.map((job) => ({
+      message: { atMs: job.index * 40, body: job.body, purpose: 'job', jobId: job.jobId },
+      messageId: `msg-${job.index}`,
+      sentAt: T0,
+    })),
     records: [
       record(completed, 'COMPLETED'),
       record(failed, 'FAILED', { error_code: 'EXECUTION_FAILED' }),
@@ -151,7 +179,9 @@ function cleanRun(): Run {
       execution(deadline, 'exec-2', 'CANCELLED'),
       execution(producerCancel, 'exec-3', 'CANCELLED'),
       // Ends on its own 2,700 ms after creation (27,000 scenario ms x 0.1), 250 ms before the deadline.
-      execution(race, 'exec-4', 'COMPLETED', { scenario: { duration_ms: 26_500, nodes: 1, outcome: 'completed', queue_ms: 0, progress: 'none' } }),
+      execution(race, 'exec-4', 'COMPLETED', {
+        scenario: { duration_ms: 26_500, nodes: 1, outcome: 'completed', queue_ms: 0, progress: 'none' },
+      }),
     ],
     stateMachineExecutions: jobs.map((job) => stateMachineExecution(job.jobId)),
     acceptThenFailByChatbot: {},
@@ -162,7 +192,14 @@ function cleanRun(): Run {
 
 function check(run: Run): ChaosFindings {
   const observations: RunObservations = {
-    plan: { seed: 1, timeScale: TIME_SCALE, jobs: run.jobs, messages: run.sent.map((item) => item.message), lastSendMs: 200, incidents: { outages: [], keyRotations: [] } },
+    plan: {
+      seed: 1,
+      timeScale: TIME_SCALE,
+      jobs: run.jobs,
+      messages: run.sent.map((item) => item.message),
+      lastSendMs: 200,
+      incidents: { outages: [], keyRotations: [] },
+    },
     sent: run.sent,
     records: run.records,
     events: run.events,
@@ -202,7 +239,9 @@ function violations(findings: ChaosFindings): Record<string, string[]> {
     duplicate_executions_from_redelivery: findings.duplicateExecutionsFromRedelivery,
     duplicate_state_machine_executions: findings.duplicateStateMachineExecutions,
   };
-  return Object.fromEntries(Object.entries(lists).flatMap(([name, problems]) => (problems.length === 0 ? [] : [[name, problems.map((problem) => problem.jobId)]])));
+  return Object.fromEntries(
+    Object.entries(lists).flatMap(([name, problems]) => (problems.length === 0 ? [] : [[name, problems.map((problem) => problem.jobId)]])),
+  );
 }
 
 describe('the chaos checker on a clean run', () => {
@@ -535,7 +574,15 @@ describe('the JSON report', () => {
       eventSourceErrors: [],
       leftInIntake: [],
       traces: {},
-      incidents: { outages: [], key_rotations: [], outage_requests: 0, outage_by_answer: { error5xx: 0, reset: 0, hang: 0 }, revoked_key_401s: 0, refused_cancels: 0, finished_cancel_answers: {} },
+      incidents: {
+        outages: [],
+        key_rotations: [],
+        outage_requests: 0,
+        outage_by_answer: { error5xx: 0, reset: 0, hang: 0 },
+        revoked_key_401s: 0,
+        refused_cancels: 0,
+        finished_cancel_answers: {},
+      },
       findings,
       violations: violationCount(findings),
     };
@@ -544,7 +591,12 @@ describe('the JSON report', () => {
     const json = chaosJson(result);
 
     // Assess
-    expect(json).toMatchObject({ passed: false, orphaned_executions: 1, outcome_upstream_mismatches: 1, give_ups: { total: 0, unexplained: 0 } });
+    expect(json).toMatchObject({
+      passed: false,
+      orphaned_executions: 1,
+      outcome_upstream_mismatches: 1,
+      give_ups: { total: 0, unexplained: 0 },
+    });
     expect(json.violations).toEqual([
       { invariant: 'orphaned_executions', job_id: 'job-2', detail: expect.stringContaining('still RUNNING') as unknown },
       { invariant: 'outcome_upstream_mismatches', job_id: 'job-3', detail: expect.stringContaining('COMPLETED') as unknown },

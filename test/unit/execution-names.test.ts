@@ -97,9 +97,12 @@ describe('execution names: format', () => {
     expect(() => executionNameForGeneration('job-1', generation)).toThrow(RangeError);
   });
 
-  it.each(['', 'x_g01', 'x_g0', 'x_g1000000', 'x_h123', 'x_y', `${'a'.repeat(73)}`, `x_h${'A'.repeat(24)}`])('parseExecutionName refuses %j', (name) => {
-    expect(parseExecutionName(name)).toBeUndefined();
-  });
+  it.each(['', 'x_g01', 'x_g0', 'x_g1000000', 'x_h123', 'x_y', `${'a'.repeat(73)}`, `x_h${'A'.repeat(24)}`])(
+    'parseExecutionName refuses %j',
+    (name) => {
+      expect(parseExecutionName(name)).toBeUndefined();
+    },
+  );
 });
 
 // ---------------------------------------------------------------------------------------
@@ -109,7 +112,12 @@ describe('execution names: format', () => {
 /** Characters that make names interesting: separators, the suffix letters, hex digits. */
 const ID_CHARS = ['a', 'b', 'g', 'h', 'Z', '0', '1', '9', 'f', '-', '_', '.', ':'] as const;
 const idOf = (minLength: number, maxLength: number): fc.Arbitrary<string> =>
-  fc.tuple(fc.constantFrom('a', 'b', 'g', 'h', 'Z', '0', '1', 'f'), fc.string({ unit: fc.constantFrom(...ID_CHARS), minLength: Math.max(0, minLength - 1), maxLength: maxLength - 1 })).map(([head, tail]) => head + tail);
+  fc
+    .tuple(
+      fc.constantFrom('a', 'b', 'g', 'h', 'Z', '0', '1', 'f'),
+      fc.string({ unit: fc.constantFrom(...ID_CHARS), minLength: Math.max(0, minLength - 1), maxLength: maxLength - 1 }),
+    )
+    .map(([head, tail]) => head + tail);
 
 /** Job ids: short ones, ones around the 72-character limit, long ones up to 128. */
 const baseJobId: fc.Arbitrary<string> = fc.oneof(
@@ -142,14 +150,20 @@ const LOOKALIKES: ReadonlyArray<(x: string, gen: number) => string> = [
  * A family of (job id, generation) pairs around one random id `x`: `x` in a random and in
  * the first generations, and every lookalike of `x` in generations 0, 1 and a random one.
  */
-const family: fc.Arbitrary<ReadonlyArray<readonly [string, number]>> = fc.tuple(baseJobId, generation, generation).map(([x, gen, other]) => {
-  const pairs: Array<readonly [string, number]> = [[x, gen], [x, 0], [x, 1]];
-  for (const lookalike of LOOKALIKES) {
-    const id = lookalike(x, gen);
-    pairs.push([id, 0], [id, 1], [id, other]);
-  }
-  return pairs;
-});
+const family: fc.Arbitrary<ReadonlyArray<readonly [string, number]>> = fc
+  .tuple(baseJobId, generation, generation)
+  .map(([x, gen, other]) => {
+    const pairs: Array<readonly [string, number]> = [
+      [x, gen],
+      [x, 0],
+      [x, 1],
+    ];
+    for (const lookalike of LOOKALIKES) {
+      const id = lookalike(x, gen);
+      pairs.push([id, 0], [id, 1], [id, other]);
+    }
+    return pairs;
+  });
 
 describe('execution names: properties', () => {
   it('no two (job id, generation) pairs share a name, and every name has the format', () => {
@@ -189,7 +203,10 @@ describe('execution names: properties', () => {
   it('a pair and any lookalike pair (or any other pair) get different names', () => {
     const lookalikePairs = fc
       .tuple(baseJobId, generation, fc.nat({ max: LOOKALIKES.length - 1 }), fc.oneof(fc.constantFrom(0, 1), generation))
-      .map(([x, gen, shape, other]): [readonly [string, number], readonly [string, number]] => [[x, gen], [LOOKALIKES[shape]!(x, gen), other]]);
+      .map(([x, gen, shape, other]): [readonly [string, number], readonly [string, number]] => [
+        [x, gen],
+        [LOOKALIKES[shape]!(x, gen), other],
+      ]);
     const independentPairs = fc.tuple(fc.tuple(baseJobId, generation), fc.tuple(baseJobId, generation));
     assertSeeded(
       fc.property(fc.oneof(lookalikePairs, independentPairs), ([[a, genA], [b, genB]]) => {

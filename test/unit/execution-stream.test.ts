@@ -132,7 +132,14 @@ afterAll(async () => {
 });
 
 function listen(name: string, overrides: Partial<ListenOptions> = {}) {
-  return listenToExecution({ url: `${baseUrl}/stream/${name}`, apiKey: () => API_KEY, windowMs: 2_000, silenceMs: 1_000, connectTimeoutMs: 1_000, ...overrides });
+  return listenToExecution({
+    url: `${baseUrl}/stream/${name}`,
+    apiKey: () => API_KEY,
+    windowMs: 2_000,
+    silenceMs: 1_000,
+    connectTimeoutMs: 1_000,
+    ...overrides,
+  });
 }
 
 describe('listenToExecution against a local SSE server', () => {
@@ -167,7 +174,11 @@ describe('listenToExecution against a local SSE server', () => {
 
     // Assess
     expect(result).toMatchObject({ outcome: 'completed', status: 'FAILED', malformed: 3 });
-    expect(seen.find((event) => event.type === 'progress_update')).toMatchObject({ progress: null, completedNodes: null, totalNodes: null });
+    expect(seen.find((event) => event.type === 'progress_update')).toMatchObject({
+      progress: null,
+      completedNodes: null,
+      totalNodes: null,
+    });
     expect(seen.map((event) => event.type)).toContain('something_new');
   });
 
@@ -245,8 +256,14 @@ describe('listenToExecution against a local SSE server', () => {
 
   it('makes no request with an invalid API key or an empty window', async () => {
     const before = requests.length;
-    expect(await listen('chunked', { apiKey: () => 'bad key\r\nX-Injected: 1' })).toMatchObject({ outcome: 'unavailable', reason: 'invalid API key' });
-    expect(await listen('chunked', { apiKey: () => Promise.reject(new Error('secrets down')) })).toMatchObject({ outcome: 'unavailable', reason: 'no API key' });
+    expect(await listen('chunked', { apiKey: () => 'bad key\r\nX-Injected: 1' })).toMatchObject({
+      outcome: 'unavailable',
+      reason: 'invalid API key',
+    });
+    expect(await listen('chunked', { apiKey: () => Promise.reject(new Error('secrets down')) })).toMatchObject({
+      outcome: 'unavailable',
+      reason: 'no API key',
+    });
     expect(await listen('chunked', { windowMs: 0 })).toMatchObject({ outcome: 'window' });
     expect(requests.length).toBe(before);
   });
@@ -257,7 +274,10 @@ describe('SseParser', () => {
     const events: SseEvent[] = [];
     let comments = 0;
     let oversized = 0;
-    const parser = new SseParser({ event: (event) => events.push(event), comment: () => (comments += 1), oversized: () => (oversized += 1) }, options);
+    const parser = new SseParser(
+      { event: (event) => events.push(event), comment: () => (comments += 1), oversized: () => (oversized += 1) },
+      options,
+    );
     for (const chunk of chunks) parser.push(chunk);
     return { events, comments, oversized };
   }
@@ -278,7 +298,9 @@ describe('SseParser', () => {
   it('discards the whole of an overlong line, however it is split, and the event it belongs to', () => {
     // The overlong line is cut at the limit; neither its tail nor the rest of its event is read.
     const long = `data: ${'x'.repeat(100)}\ndata: injected`;
-    const result = parse([long.slice(0, 30), long.slice(30, 60), long.slice(60, 90), `${long.slice(90)}\n\ndata: next\n\n`], { maxLineBytes: 40 });
+    const result = parse([long.slice(0, 30), long.slice(30, 60), long.slice(60, 90), `${long.slice(90)}\n\ndata: next\n\n`], {
+      maxLineBytes: 40,
+    });
     expect(result.events).toEqual([{ event: 'message', data: 'next', id: '' }]);
     expect(result.oversized).toBe(1);
   });
@@ -304,7 +326,12 @@ describe('parseStreamEvent', () => {
   });
 
   it('reads the known fields and nulls the wrong ones', () => {
-    expect(parseStreamEvent(event('{"type":"progress_update","progress":150,"completed_nodes":2.5,"total_nodes":4,"status":7,"node_id":"n"}'), at)).toEqual({
+    expect(
+      parseStreamEvent(
+        event('{"type":"progress_update","progress":150,"completed_nodes":2.5,"total_nodes":4,"status":7,"node_id":"n"}'),
+        at,
+      ),
+    ).toEqual({
       receivedAtMs: at,
       type: 'progress_update',
       status: null,

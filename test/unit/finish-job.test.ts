@@ -102,7 +102,10 @@ function sentDetail(index = 0): unknown {
 describe('JobFinisher', () => {
   describe.each([
     { status: JOB_STATUS.COMPLETED, fields: { finished_at: at(120), final_output: { answer: 42 } } as StatusFields },
-    { status: JOB_STATUS.FAILED, fields: { finished_at: at(120), error_code: ERROR_CODE.EXECUTION_FAILED, error_message: 'node crashed' } as StatusFields },
+    {
+      status: JOB_STATUS.FAILED,
+      fields: { finished_at: at(120), error_code: ERROR_CODE.EXECUTION_FAILED, error_message: 'node crashed' } as StatusFields,
+    },
     { status: JOB_STATUS.CANCELLED, fields: { finished_at: at(120), cancel_reason: 'remote' } as StatusFields },
   ])('a settled $status job', ({ status, fields }) => {
     it('publishes the event built from the record once and marks it published', async () => {
@@ -118,7 +121,15 @@ describe('JobFinisher', () => {
       expect(output).toEqual({ job_id: input.job_id, status, event_id: outcomeEventId(input.job_id, status) });
       expect(eventBridge).toHaveReceivedCommandTimes(PutEventsCommand, 1);
       expect(eventBridge).toHaveReceivedCommandWith(PutEventsCommand, {
-        Entries: [{ EventBusName: BUS, Source: EVENT_SOURCE, DetailType: DETAIL_TYPE[status], Detail: JSON.stringify(expected.detail), Resources: [] }],
+        Entries: [
+          {
+            EventBusName: BUS,
+            Source: EVENT_SOURCE,
+            DetailType: DETAIL_TYPE[status],
+            Detail: JSON.stringify(expected.detail),
+            Resources: [],
+          },
+        ],
       });
       expect(outcomeDetailSchema.safeParse(sentDetail()).success).toBe(true);
       expect(await store.get(input.job_id)).toMatchObject({
@@ -185,13 +196,21 @@ describe('JobFinisher', () => {
   describe('the Catch path (input.error set)', () => {
     it('settles a running job FAILED with POLL_FAILED and the error message, without the stack trace', async () => {
       // Prepare
-      const input: FinishInput = { ...(await job(JOB_STATUS.RUNNING)), poll_count: 11, error: { Error: 'TransientPollError', Cause: LAMBDA_CAUSE } };
+      const input: FinishInput = {
+        ...(await job(JOB_STATUS.RUNNING)),
+        poll_count: 11,
+        error: { Error: 'TransientPollError', Cause: LAMBDA_CAUSE },
+      };
 
       // Act
       const output = await finisher().finish(input);
 
       // Assess
-      expect(output).toEqual({ job_id: input.job_id, status: JOB_STATUS.FAILED, event_id: outcomeEventId(input.job_id, JOB_STATUS.FAILED) });
+      expect(output).toEqual({
+        job_id: input.job_id,
+        status: JOB_STATUS.FAILED,
+        event_id: outcomeEventId(input.job_id, JOB_STATUS.FAILED),
+      });
       const record = await store.get(input.job_id);
       expect(record).toMatchObject({
         status: JOB_STATUS.FAILED,
@@ -279,11 +298,23 @@ describe('JobFinisher', () => {
 
 describe('describeCaughtError', () => {
   it.each<{ name: string; error: CaughtError; expected: string }>([
-    { name: 'a Lambda error keeps type and message, not the trace', error: { Error: 'TransientPollError', Cause: LAMBDA_CAUSE }, expected: 'TransientPollError: WaterflaiHttpError: Waterflai get answered HTTP 503' },
-    { name: 'a plain-text States.* cause is kept as is', error: { Error: 'States.Timeout', Cause: 'Task timed out after 60 seconds' }, expected: 'States.Timeout: Task timed out after 60 seconds' },
+    {
+      name: 'a Lambda error keeps type and message, not the trace',
+      error: { Error: 'TransientPollError', Cause: LAMBDA_CAUSE },
+      expected: 'TransientPollError: WaterflaiHttpError: Waterflai get answered HTTP 503',
+    },
+    {
+      name: 'a plain-text States.* cause is kept as is',
+      error: { Error: 'States.Timeout', Cause: 'Task timed out after 60 seconds' },
+      expected: 'States.Timeout: Task timed out after 60 seconds',
+    },
     { name: 'no cause gives the error name alone', error: { Error: 'States.TaskFailed' }, expected: 'States.TaskFailed' },
     { name: 'an empty cause gives the error name alone', error: { Error: 'States.TaskFailed', Cause: '' }, expected: 'States.TaskFailed' },
-    { name: 'a JSON cause without errorMessage or errorType is dropped', error: { Error: 'Custom', Cause: '{"reason":"x"}' }, expected: 'Custom' },
+    {
+      name: 'a JSON cause without errorMessage or errorType is dropped',
+      error: { Error: 'Custom', Cause: '{"reason":"x"}' },
+      expected: 'Custom',
+    },
     {
       name: 'a JSON cause without errorMessage keeps only its errorType, never its trace',
       error: { Error: 'Custom', Cause: '{"errorType":"Boom","trace":["at secret (/var/task/index.js:1:1)"]}' },
@@ -300,7 +331,10 @@ describe('describeCaughtError', () => {
 
   it('truncates to MAX_ERROR_MESSAGE_CHARS', () => {
     // Prepare
-    const error: CaughtError = { Error: 'Big', Cause: JSON.stringify({ errorType: 'Big', errorMessage: 'm'.repeat(MAX_ERROR_MESSAGE_CHARS * 2), trace: [] }) };
+    const error: CaughtError = {
+      Error: 'Big',
+      Cause: JSON.stringify({ errorType: 'Big', errorMessage: 'm'.repeat(MAX_ERROR_MESSAGE_CHARS * 2), trace: [] }),
+    };
 
     // Act
     const message = describeCaughtError(error);

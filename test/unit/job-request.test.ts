@@ -47,7 +47,13 @@ describe('parseJobMessage', () => {
 
   it('unwraps an EventBridge event delivered by a rule, using the event id as the default job_id', () => {
     // Prepare
-    const event = { version: '0', id: 'evt-123', 'detail-type': 'Job Requested', source: 'com.example', detail: { chatbot_id: 'bot', input_data: { a: 1 } } };
+    const event = {
+      version: '0',
+      id: 'evt-123',
+      'detail-type': 'Job Requested',
+      source: 'com.example',
+      detail: { chatbot_id: 'bot', input_data: { a: 1 } },
+    };
 
     // Act
     const request = parseJobMessage(JSON.stringify(event), MESSAGE_ID);

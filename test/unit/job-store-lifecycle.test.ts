@@ -102,12 +102,15 @@ describe('JobStore.createTombstone', () => {
   });
 
   it('two concurrent tombstones: exactly one is created', async () => {
-    const results = await Promise.all([store.createTombstone(tombstone('job-1', 'msg-a')), store.createTombstone(tombstone('job-1', 'msg-b'))]);
+    const results = await Promise.all([
+      store.createTombstone(tombstone('job-1', 'msg-a')),
+      store.createTombstone(tombstone('job-1', 'msg-b')),
+    ]);
 
     expect(results.filter(Boolean)).toHaveLength(1);
   });
 
-  it('blocks the job\'s start: the claim finds a settled record and no execution id or status can be saved', async () => {
+  it("blocks the job's start: the claim finds a settled record and no execution id or status can be saved", async () => {
     // Prepare
     await store.createTombstone(tombstone('job-1'));
 
@@ -146,7 +149,13 @@ describe('JobStore.recordHandOver', () => {
 
     // Assess
     expect(recorded).toBe(true);
-    expect(await store.get('job-1')).toEqual({ ...before, generation: 1, state_machine_execution_arn: `${ARN}job-1-g1`, updated_at: at(100), version: before!.version + 1 });
+    expect(await store.get('job-1')).toEqual({
+      ...before,
+      generation: 1,
+      state_machine_execution_arn: `${ARN}job-1-g1`,
+      updated_at: at(100),
+      version: before!.version + 1,
+    });
   });
 
   it.each([
@@ -173,7 +182,10 @@ describe('JobStore.recordHandOver', () => {
   it('two concurrent hand-overs to the same generation: exactly one is recorded', async () => {
     await runningJob();
 
-    const results = await Promise.all([store.recordHandOver('job-1', 1, `${ARN}a`, at(100)), store.recordHandOver('job-1', 1, `${ARN}b`, at(100))]);
+    const results = await Promise.all([
+      store.recordHandOver('job-1', 1, `${ARN}a`, at(100)),
+      store.recordHandOver('job-1', 1, `${ARN}b`, at(100)),
+    ]);
 
     expect(results.filter(Boolean)).toHaveLength(1);
     expect((await store.get('job-1'))?.generation).toBe(1);
@@ -196,7 +208,13 @@ describe('JobStore.recordHandOver', () => {
 
 describe('JobStore.listOverdue (dynalite)', () => {
   /** A job in `status` with `deadline_at`, last updated at `updatedSeconds`. */
-  async function jobIn(jobId: string, status: JobStatus, deadlineAt: string, updatedSeconds = 0, metadata: Record<string, unknown> = {}): Promise<void> {
+  async function jobIn(
+    jobId: string,
+    status: JobStatus,
+    deadlineAt: string,
+    updatedSeconds = 0,
+    metadata: Record<string, unknown> = {},
+  ): Promise<void> {
     await store.claim(newJob(jobId, { deadline_at: deadlineAt, accepted_at: at(updatedSeconds), metadata }));
     if (status === JOB_STATUS.SUBMITTING) return;
     await store.saveExecutionId(jobId, `wf-${jobId}`, at(updatedSeconds));
@@ -296,8 +314,12 @@ describe('JobStore.listOverdue (the queries it sends)', () => {
     expect(input.ExclusiveStartKey).toBeUndefined();
     const names = input.ExpressionAttributeNames ?? {};
     const values = input.ExpressionAttributeValues ?? {};
-    const keyCondition = (input.KeyConditionExpression ?? '').replace(/#\w+/g, (name) => names[name] ?? name).replace(/:\w+/g, (value) => JSON.stringify(values[value]));
-    const filter = (input.FilterExpression ?? '').replace(/#\w+/g, (name) => names[name] ?? name).replace(/:\w+/g, (value) => JSON.stringify(values[value]));
+    const keyCondition = (input.KeyConditionExpression ?? '')
+      .replace(/#\w+/g, (name) => names[name] ?? name)
+      .replace(/:\w+/g, (value) => JSON.stringify(values[value]));
+    const filter = (input.FilterExpression ?? '')
+      .replace(/#\w+/g, (name) => names[name] ?? name)
+      .replace(/:\w+/g, (value) => JSON.stringify(values[value]));
     expect(keyCondition).toBe(`${JOB_TABLE.STATUS_INDEX_PARTITION_KEY} = "RUNNING"`);
     expect(filter).toBe('deadline_at < "2025-03-01T12:00:00.000Z"');
   });

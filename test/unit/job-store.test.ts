@@ -118,7 +118,11 @@ describe('JobStore', () => {
       // Assess
       expect(second.kind).toBe('exists');
       expect(second.record).toEqual(before);
-      expect(second.record).toMatchObject({ execution_id: 'wf-first', status: JOB_STATUS.PENDING, source_message_id: job.source_message_id });
+      expect(second.record).toMatchObject({
+        execution_id: 'wf-first',
+        status: JOB_STATUS.PENDING,
+        source_message_id: job.source_message_id,
+      });
       expect(await store.get(job.job_id)).toEqual(before);
     });
 
@@ -252,7 +256,13 @@ describe('JobStore', () => {
       const after = await store.get(jobId);
       expect(result.record).toEqual(after);
       if (applied) {
-        expect(after).toMatchObject({ status: to, status_rank: STATUS_RANK[to], progress: 55, updated_at: at(20), version: before!.version + 1 });
+        expect(after).toMatchObject({
+          status: to,
+          status_rank: STATUS_RANK[to],
+          progress: 55,
+          updated_at: at(20),
+          version: before!.version + 1,
+        });
       } else {
         expect(after).toEqual(before);
       }
@@ -321,7 +331,12 @@ describe('JobStore', () => {
         const before = await store.get(jobId);
 
         // Act
-        const stale = await store.applyStatus(jobId, { status: JOB_STATUS.RUNNING, fields: { progress: 20 }, observedAt: at(29), now: at(31) });
+        const stale = await store.applyStatus(jobId, {
+          status: JOB_STATUS.RUNNING,
+          fields: { progress: 20 },
+          observedAt: at(29),
+          now: at(31),
+        });
 
         // Assess
         expect(stale.applied).toBe(false);
@@ -338,7 +353,12 @@ describe('JobStore', () => {
         await store.applyStatus(jobId, { status: JOB_STATUS.RUNNING, fields: { progress: 50 }, observedAt: at(30), now: at(30) });
 
         // Act
-        const result = await store.applyStatus(jobId, { status: JOB_STATUS.RUNNING, fields: { progress: 60 }, observedAt: at(observed), now: at(observed) });
+        const result = await store.applyStatus(jobId, {
+          status: JOB_STATUS.RUNNING,
+          fields: { progress: 60 },
+          observedAt: at(observed),
+          now: at(observed),
+        });
 
         // Assess
         expect(result.applied).toBe(true);
@@ -351,7 +371,12 @@ describe('JobStore', () => {
         await store.applyStatus(jobId, { status: JOB_STATUS.RUNNING, fields: {}, observedAt: at(30), now: at(30) });
 
         // Act
-        const result = await store.applyStatus(jobId, { status: JOB_STATUS.COMPLETED, fields: terminalFields(JOB_STATUS.COMPLETED), observedAt: at(10), now: at(31) });
+        const result = await store.applyStatus(jobId, {
+          status: JOB_STATUS.COMPLETED,
+          fields: terminalFields(JOB_STATUS.COMPLETED),
+          observedAt: at(10),
+          now: at(31),
+        });
 
         // Assess
         expect(result.applied).toBe(false);
@@ -364,7 +389,11 @@ describe('JobStore', () => {
         await store.applyStatus(jobId, { status: JOB_STATUS.RUNNING, fields: {}, observedAt: at(30), now: at(30) });
 
         // Act
-        const result = await store.applyStatus(jobId, { status: JOB_STATUS.FAILED, fields: terminalFields(JOB_STATUS.FAILED), now: at(10) });
+        const result = await store.applyStatus(jobId, {
+          status: JOB_STATUS.FAILED,
+          fields: terminalFields(JOB_STATUS.FAILED),
+          now: at(10),
+        });
 
         // Assess
         expect(result.applied).toBe(true);
@@ -380,10 +409,17 @@ describe('JobStore', () => {
       versions.push((await store.saveExecutionId(job.job_id, 'wf-v', at(1))).record!.version);
 
       // Act
-      versions.push((await store.applyStatus(job.job_id, { status: JOB_STATUS.RUNNING, fields: { progress: 1 }, now: at(2) })).record!.version);
-      versions.push((await store.applyStatus(job.job_id, { status: JOB_STATUS.RUNNING, fields: { progress: 2 }, now: at(3) })).record!.version);
+      versions.push(
+        (await store.applyStatus(job.job_id, { status: JOB_STATUS.RUNNING, fields: { progress: 1 }, now: at(2) })).record!.version,
+      );
+      versions.push(
+        (await store.applyStatus(job.job_id, { status: JOB_STATUS.RUNNING, fields: { progress: 2 }, now: at(3) })).record!.version,
+      );
       const refused = await store.applyStatus(job.job_id, { status: JOB_STATUS.PENDING, fields: {}, now: at(4) });
-      versions.push((await store.applyStatus(job.job_id, { status: JOB_STATUS.CANCELLED, fields: terminalFields(JOB_STATUS.CANCELLED), now: at(5) })).record!.version);
+      versions.push(
+        (await store.applyStatus(job.job_id, { status: JOB_STATUS.CANCELLED, fields: terminalFields(JOB_STATUS.CANCELLED), now: at(5) }))
+          .record!.version,
+      );
       await store.markEventPublished(job.job_id, `${job.job_id}:cancelled`, at(6));
 
       // Assess
@@ -577,7 +613,7 @@ describe('JobStore', () => {
       expect(result).toBeUndefined();
     });
 
-    it('releaseClaim does not release a claim that is not the caller\'s', async () => {
+    it("releaseClaim does not release a claim that is not the caller's", async () => {
       // Prepare
       const job = newJob();
       await store.claim(job);
@@ -590,7 +626,7 @@ describe('JobStore', () => {
       expect(await store.get(job.job_id)).toEqual(before);
     });
 
-    it('releaseClaim releases the caller\'s own claim, which another caller can then take over at 0', async () => {
+    it("releaseClaim releases the caller's own claim, which another caller can then take over at 0", async () => {
       // Prepare
       const job = newJob();
       await store.claim(job);
@@ -628,7 +664,10 @@ describe('JobStore', () => {
       await store.saveStateMachineExecution(jobId, 'arn:aws:states:us-east-1:1:execution:sm:second', at(3));
 
       // Assess
-      expect(await store.get(jobId)).toMatchObject({ state_machine_execution_arn: 'arn:aws:states:us-east-1:1:execution:sm:first', updated_at: at(3) });
+      expect(await store.get(jobId)).toMatchObject({
+        state_machine_execution_arn: 'arn:aws:states:us-east-1:1:execution:sm:first',
+        updated_at: at(3),
+      });
     });
 
     it('markEventPublished records the event id and time', async () => {

@@ -4,7 +4,15 @@ import { ChangeMessageVisibilityCommand, SendMessageCommand, SQSClient } from '@
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { CANCEL_REASON, DETAIL_TYPE, DLQ_ATTRIBUTE, ERROR_CODE, JOB_STATUS, STATUS_RANK, type TerminalStatus } from '../../lambdas/contract/constants';
+import {
+  CANCEL_REASON,
+  DETAIL_TYPE,
+  DLQ_ATTRIBUTE,
+  ERROR_CODE,
+  JOB_STATUS,
+  STATUS_RANK,
+  type TerminalStatus,
+} from '../../lambdas/contract/constants';
 import { UpstreamCancelUnconfirmedError, WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/contract/errors';
 import { JobStore } from '../../lambdas/aws/job-store';
 import type { StatusFields } from '../../lambdas/contract/job-record';
@@ -20,10 +28,15 @@ import { answerLikeHealthyAws, fakeWaterflaiStarter, STARTER_SETTINGS, type Fake
 /** The record apart from the cancel-request marker a cancel leaves before its DELETE (and the bookkeeping of that write). */
 function withoutCancelMarker(record: object | undefined): object | undefined {
   if (record === undefined) return undefined;
-  const { requested_cancel_reason: _reason, cancel_requested_at: _at, version: _version, updated_at: _updated, ...rest } = record as Record<string, unknown>;
+  const {
+    requested_cancel_reason: _reason,
+    cancel_requested_at: _at,
+    version: _version,
+    updated_at: _updated,
+    ...rest
+  } = record as Record<string, unknown>;
   return rest;
 }
-
 
 const settings = STARTER_SETTINGS;
 const START_AT = '2026-11-29T12:00:00.000Z';
@@ -38,7 +51,6 @@ let clock: number;
 let waterflai: FakeWaterflaiStarter;
 let starter: JobStarter;
 
-
 const startBody = (overrides: Record<string, unknown> = {}): string =>
   JSON.stringify({ job_id: 'job-1', chatbot_id: 'bot-1', input_data: { query: 'q' }, metadata: { team: 'reports' }, ...overrides });
 
@@ -51,14 +63,19 @@ const remaining = (): number => 60_000;
 
 function published(): Array<{ detailType: string; detail: Record<string, unknown> }> {
   return eventsMock.commandCalls(PutEventsCommand).flatMap((call) =>
-    (call.args[0].input.Entries ?? []).map((entry) => ({ detailType: entry.DetailType ?? '', detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown> })),
+    (call.args[0].input.Entries ?? []).map((entry) => ({
+      detailType: entry.DetailType ?? '',
+      detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown>,
+    })),
   );
 }
 
 function dlqMessages(): Array<{ body: string | undefined; attributes: Record<string, string | undefined> }> {
   return sqsMock.commandCalls(SendMessageCommand).map((call) => ({
     body: call.args[0].input.MessageBody,
-    attributes: Object.fromEntries(Object.entries(call.args[0].input.MessageAttributes ?? {}).map(([key, value]) => [key, value.StringValue])),
+    attributes: Object.fromEntries(
+      Object.entries(call.args[0].input.MessageAttributes ?? {}).map(([key, value]) => [key, value.StringValue]),
+    ),
   }));
 }
 
@@ -93,7 +110,12 @@ beforeEach(async () => {
     waterflai,
     sfn: new SFNClient({ region: 'us-east-1' }),
     sqs: new SQSClient({ region: 'us-east-1' }),
-    publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
+    publisher: new OutcomePublisher(
+      new EventBridgeClient({ region: 'us-east-1' }),
+      'bus',
+      async () => undefined,
+      () => 0,
+    ),
     logger: { debug: vi.fn(), info: vi.fn(), warn: vi.fn(), error: vi.fn() },
     settings,
     now: () => clock,
@@ -121,7 +143,13 @@ describe('cancel before the job started (tombstone)', () => {
     const events = published();
     expect(events).toHaveLength(1);
     expect(events[0]?.detailType).toBe(DETAIL_TYPE.CANCELLED);
-    expect(events[0]?.detail).toMatchObject({ event_id: 'job-1:cancelled', job_id: 'job-1', execution_id: null, status: JOB_STATUS.CANCELLED, reason: CANCEL_REASON.REQUESTED });
+    expect(events[0]?.detail).toMatchObject({
+      event_id: 'job-1:cancelled',
+      job_id: 'job-1',
+      execution_id: null,
+      status: JOB_STATUS.CANCELLED,
+      reason: CANCEL_REASON.REQUESTED,
+    });
     expect(outcomeDetailSchema.safeParse(events[0]?.detail).success).toBe(true);
     expect(waterflai.cancelExecution).not.toHaveBeenCalled();
     expect(waterflai.startExecution).not.toHaveBeenCalled();
@@ -141,14 +169,22 @@ describe('cancel before the job started (tombstone)', () => {
     expect(waterflai.startExecution).not.toHaveBeenCalled();
     expect(waterflai.cancelExecution).not.toHaveBeenCalled();
     expect(sfnMock).not.toHaveReceivedCommand(StartExecutionCommand);
-    expect(published()).toEqual([expect.objectContaining({ detailType: DETAIL_TYPE.CANCELLED, detail: expect.objectContaining({ reason: CANCEL_REASON.REQUESTED }) })]);
-    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED, source_message_id: 'msg-cancel' });
+    expect(published()).toEqual([
+      expect.objectContaining({ detailType: DETAIL_TYPE.CANCELLED, detail: expect.objectContaining({ reason: CANCEL_REASON.REQUESTED }) }),
+    ]);
+    expect(await store.get('job-1')).toMatchObject({
+      status: JOB_STATUS.CANCELLED,
+      cancel_reason: CANCEL_REASON.REQUESTED,
+      source_message_id: 'msg-cancel',
+    });
     expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
   });
 
   it('a tombstone whose announcement failed is announced by the redelivered cancel, once', async () => {
     // Prepare: EventBridge refuses the entry during the first attempt
-    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'try again' }] });
+    eventsMock
+      .on(PutEventsCommand)
+      .resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'try again' }] });
     await expect(starter.handleRecord(sqsRecord(cancelBody()), remaining)).rejects.toThrow(/PutEvents failed/);
     expect((await store.get('job-1'))?.event_published_at).toBeUndefined();
     eventsMock.reset();
@@ -159,7 +195,9 @@ describe('cancel before the job started (tombstone)', () => {
     await starter.handleRecord(sqsRecord(cancelBody(), { receiveCount: 3 }), remaining);
 
     // Assess
-    expect(published()).toEqual([expect.objectContaining({ detailType: DETAIL_TYPE.CANCELLED, detail: expect.objectContaining({ event_id: 'job-1:cancelled' }) })]);
+    expect(published()).toEqual([
+      expect.objectContaining({ detailType: DETAIL_TYPE.CANCELLED, detail: expect.objectContaining({ event_id: 'job-1:cancelled' }) }),
+    ]);
     expect((await store.get('job-1'))?.event_published_at).toBeDefined();
   });
 });
@@ -191,7 +229,14 @@ describe('cancel of a running job', () => {
       expect(events).toHaveLength(1);
       expect(events[0]).toMatchObject({
         detailType: DETAIL_TYPE.CANCELLED,
-        detail: { job_id: 'job-1', execution_id: 'exec_1', chatbot_id: 'bot-1', reason: CANCEL_REASON.REQUESTED, metadata: { team: 'reports' }, duration_ms: 60_000 },
+        detail: {
+          job_id: 'job-1',
+          execution_id: 'exec_1',
+          chatbot_id: 'bot-1',
+          reason: CANCEL_REASON.REQUESTED,
+          metadata: { team: 'reports' },
+          duration_ms: 60_000,
+        },
       });
       expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
     },
@@ -250,24 +295,30 @@ describe('cancel of a running job', () => {
     ['a timeout', new WaterflaiNetworkError('cancel', 'TIMEOUT', 'no answer in 10000 ms')],
     ['a refusal while it runs (200 cancelled: false)', cancelResult(false, { previous_status: 'RUNNING' })],
     ['HTTP 403 (the key may be rotating)', new WaterflaiHttpError('cancel', 403)],
-  ])('a DELETE that keeps failing (%s) is retried in-process, then fails the item for an SQS retry and settles nothing', async (_name, answer) => {
-    // Prepare
-    await runningJob();
-    const before = await store.get('job-1');
-    if (answer instanceof Error) waterflai.cancelExecution.mockRejectedValue(answer);
-    else waterflai.cancelExecution.mockResolvedValue(answer);
+  ])(
+    'a DELETE that keeps failing (%s) is retried in-process, then fails the item for an SQS retry and settles nothing',
+    async (_name, answer) => {
+      // Prepare
+      await runningJob();
+      const before = await store.get('job-1');
+      if (answer instanceof Error) waterflai.cancelExecution.mockRejectedValue(answer);
+      else waterflai.cancelExecution.mockResolvedValue(answer);
 
-    // Act
-    const attempt = starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel', receiveCount: 2 }), remaining);
+      // Act
+      const attempt = starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel', receiveCount: 2 }), remaining);
 
-    // Assess
-    await expect(attempt).rejects.toBeInstanceOf(UpstreamCancelUnconfirmedError);
-    expect(waterflai.cancelExecution).toHaveBeenCalledTimes(4);
-    expect(withoutCancelMarker(await store.get('job-1'))).toEqual(withoutCancelMarker(before));
-    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
-    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { QueueUrl: settings.intakeQueueUrl, ReceiptHandle: 'receipt-msg-cancel-2' });
-    expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
-  });
+      // Assess
+      await expect(attempt).rejects.toBeInstanceOf(UpstreamCancelUnconfirmedError);
+      expect(waterflai.cancelExecution).toHaveBeenCalledTimes(4);
+      expect(withoutCancelMarker(await store.get('job-1'))).toEqual(withoutCancelMarker(before));
+      expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+      expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, {
+        QueueUrl: settings.intakeQueueUrl,
+        ReceiptHandle: 'receipt-msg-cancel-2',
+      });
+      expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
+    },
+  );
 
   it('a DELETE that fails once is retried in-process: the job is cancelled in the same attempt', async () => {
     // Prepare
@@ -279,7 +330,11 @@ describe('cancel of a running job', () => {
 
     // Assess
     expect(waterflai.cancelExecution).toHaveBeenCalledTimes(2);
-    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED, upstream_cancel: 'confirmed' });
+    expect(await store.get('job-1')).toMatchObject({
+      status: JOB_STATUS.CANCELLED,
+      cancel_reason: CANCEL_REASON.REQUESTED,
+      upstream_cancel: 'confirmed',
+    });
     expect(eventsMock).toHaveReceivedCommandTimes(PutEventsCommand, 1);
   });
 
@@ -325,7 +380,9 @@ describe('cancel of a running job', () => {
   it('a cancel whose announcement failed is announced by its redelivery without a second DELETE', async () => {
     // Prepare
     await runningJob();
-    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'try again' }] });
+    eventsMock
+      .on(PutEventsCommand)
+      .resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'try again' }] });
     await expect(starter.handleRecord(sqsRecord(cancelBody()), remaining)).rejects.toThrow(/PutEvents failed/);
     eventsMock.reset();
     eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'event-2' }] });
@@ -335,7 +392,9 @@ describe('cancel of a running job', () => {
 
     // Assess
     expect(waterflai.cancelExecution).toHaveBeenCalledOnce();
-    expect(published()).toEqual([expect.objectContaining({ detailType: DETAIL_TYPE.CANCELLED, detail: expect.objectContaining({ reason: CANCEL_REASON.REQUESTED }) })]);
+    expect(published()).toEqual([
+      expect.objectContaining({ detailType: DETAIL_TYPE.CANCELLED, detail: expect.objectContaining({ reason: CANCEL_REASON.REQUESTED }) }),
+    ]);
     expect((await store.get('job-1'))?.event_published_at).toBeDefined();
   });
 });
@@ -363,10 +422,14 @@ describe('cancel of a finished job', () => {
     expect(withoutCancelMarker(await store.get('job-1'))).toEqual(withoutCancelMarker(before));
   });
 
-  it('a COMPLETED job whose outcome is not announced yet is not announced by the cancel (that is the poll loop\'s to do)', async () => {
+  it("a COMPLETED job whose outcome is not announced yet is not announced by the cancel (that is the poll loop's to do)", async () => {
     // Prepare
     await runningJob();
-    await store.applyStatus('job-1', { status: JOB_STATUS.COMPLETED, fields: { final_output: 1, finished_at: iso(clock) }, now: iso(clock) });
+    await store.applyStatus('job-1', {
+      status: JOB_STATUS.COMPLETED,
+      fields: { final_output: 1, finished_at: iso(clock) },
+      now: iso(clock),
+    });
 
     // Act
     await starter.handleRecord(sqsRecord(cancelBody()), remaining);
@@ -399,15 +462,23 @@ describe('cancel during an in-flight start (job SUBMITTING)', () => {
     expect(waterflai.cancelExecution.mock.calls[0]?.[0]).toBe('exec_late');
     expect(sfnMock).not.toHaveReceivedCommand(StartExecutionCommand);
     const record = await store.get('job-1');
-    expect(record).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED, chatbot_id: 'bot-1', metadata: { team: 'reports' } });
+    expect(record).toMatchObject({
+      status: JOB_STATUS.CANCELLED,
+      cancel_reason: CANCEL_REASON.REQUESTED,
+      chatbot_id: 'bot-1',
+      metadata: { team: 'reports' },
+    });
     expect(record?.execution_id).toBeUndefined();
     expect(record?.state_machine_execution_arn).toBeUndefined();
     expect(published()).toEqual([
-      expect.objectContaining({ detailType: DETAIL_TYPE.CANCELLED, detail: expect.objectContaining({ reason: CANCEL_REASON.REQUESTED, execution_id: null }) }),
+      expect.objectContaining({
+        detailType: DETAIL_TYPE.CANCELLED,
+        detail: expect.objectContaining({ reason: CANCEL_REASON.REQUESTED, execution_id: null }),
+      }),
     ]);
   });
 
-  it('a start that saves its execution id between the cancel\'s read and write still has that execution cancelled', async () => {
+  it("a start that saves its execution id between the cancel's read and write still has that execution cancelled", async () => {
     // Prepare: the job is SUBMITTING when the cancel reads it; the start saves its id just before the cancel settles
     await store.claim({
       job_id: 'job-1',
@@ -456,17 +527,24 @@ describe('cancel during an in-flight start (job SUBMITTING)', () => {
 });
 
 describe('cancel requests routed by EventBridge', () => {
-  it('a cancel in an event\'s detail tombstones the job named by the detail (not the event id)', async () => {
+  it("a cancel in an event's detail tombstones the job named by the detail (not the event id)", async () => {
     // Act
-    await starter.handleRecord(sqsRecord(envelope({ action: 'cancel', job_id: 'job-1' }, 'evt-cancel-1'), { messageId: 'msg-cancel' }), remaining);
+    await starter.handleRecord(
+      sqsRecord(envelope({ action: 'cancel', job_id: 'job-1' }, 'evt-cancel-1'), { messageId: 'msg-cancel' }),
+      remaining,
+    );
 
     // Assess
-    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED, delivery: 'eventbridge' });
+    expect(await store.get('job-1')).toMatchObject({
+      status: JOB_STATUS.CANCELLED,
+      cancel_reason: CANCEL_REASON.REQUESTED,
+      delivery: 'eventbridge',
+    });
     expect(await store.get('evt-cancel-1')).toBeUndefined();
     expect(published()).toEqual([expect.objectContaining({ detailType: DETAIL_TYPE.CANCELLED })]);
   });
 
-  it('a cancel in an event\'s detail cancels a running job in Waterflai', async () => {
+  it("a cancel in an event's detail cancels a running job in Waterflai", async () => {
     // Prepare
     await runningJob();
 
@@ -476,7 +554,11 @@ describe('cancel requests routed by EventBridge', () => {
     // Assess
     expect(waterflai.cancelExecution).toHaveBeenCalledOnce();
     expect(waterflai.cancelExecution.mock.calls[0]?.[0]).toBe('exec_1');
-    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED, delivery: 'sqs' });
+    expect(await store.get('job-1')).toMatchObject({
+      status: JOB_STATUS.CANCELLED,
+      cancel_reason: CANCEL_REASON.REQUESTED,
+      delivery: 'sqs',
+    });
   });
 });
 
@@ -497,7 +579,10 @@ describe('invalid cancel requests', () => {
     const dlq = dlqMessages();
     expect(dlq).toHaveLength(1);
     expect(dlq[0]?.body).toBe(body);
-    expect(dlq[0]?.attributes).toMatchObject({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.INVALID_MESSAGE, [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-bad' });
+    expect(dlq[0]?.attributes).toMatchObject({
+      [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.INVALID_MESSAGE,
+      [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-bad',
+    });
     expect(dlq[0]?.attributes[DLQ_ATTRIBUTE.ERROR_MESSAGE]).toMatch(/^invalid cancel request: .*job_id/);
     expect(dlq[0]?.attributes).not.toHaveProperty(DLQ_ATTRIBUTE.JOB_ID);
     expect(await store.get('msg-bad')).toBeUndefined();
@@ -517,7 +602,9 @@ describe('invalid cancel requests', () => {
     await starter.handleRecord(sqsRecord(body, { messageId: 'msg-bad' }), remaining);
 
     // Assess
-    expect(dlqMessages()).toEqual([{ body, attributes: expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.INVALID_MESSAGE }) }]);
+    expect(dlqMessages()).toEqual([
+      { body, attributes: expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.INVALID_MESSAGE }) },
+    ]);
     expect(withoutCancelMarker(await store.get('job-1'))).toEqual(withoutCancelMarker(before));
     expect(waterflai.cancelExecution).not.toHaveBeenCalled();
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
@@ -525,12 +612,17 @@ describe('invalid cancel requests', () => {
 });
 
 describe('cancel racing the poll loop', () => {
-  it('when the poll loop records Waterflai\'s CANCELLED before the cancel request does, the reason is still requested', async () => {
+  it("when the poll loop records Waterflai's CANCELLED before the cancel request does, the reason is still requested", async () => {
     // Prepare: a running job; the DELETE is answered, and the poll loop records CANCELLED (reason remote) before the cancel writes
     await runningJob();
     waterflai.cancelExecution.mockImplementationOnce(async () => {
       const at = iso(Date.parse(START_AT) + 5_000);
-      await store.applyStatus('job-1', { status: JOB_STATUS.CANCELLED, fields: { cancel_reason: CANCEL_REASON.REMOTE, finished_at: at }, observedAt: at, now: at });
+      await store.applyStatus('job-1', {
+        status: JOB_STATUS.CANCELLED,
+        fields: { cancel_reason: CANCEL_REASON.REMOTE, finished_at: at },
+        observedAt: at,
+        now: at,
+      });
       return cancelResult(true);
     });
 

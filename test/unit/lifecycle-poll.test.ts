@@ -4,7 +4,12 @@ import { PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
-import { DEADLINE_CANCEL_WINDOW_SECONDS, DEADLINE_ROUND_MAX_WAIT_SECONDS, JobPoller, type SuccessorStarter } from '../../lambdas/poll/poll-job';
+import {
+  DEADLINE_CANCEL_WINDOW_SECONDS,
+  DEADLINE_ROUND_MAX_WAIT_SECONDS,
+  JobPoller,
+  type SuccessorStarter,
+} from '../../lambdas/poll/poll-job';
 import { announceOutcome } from '../../lambdas/lifecycle/announce';
 import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, type JobStatus } from '../../lambdas/contract/constants';
 import { TransientPollError, WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/contract/errors';
@@ -35,7 +40,6 @@ const at = (seconds: number): string => new Date(atMs(seconds)).toISOString();
 
 const s3Mock = mockClient(S3Client);
 const eventsMock = mockClient(EventBridgeClient);
-
 
 /** Records successor starts and answers with the ARN Step Functions would give. */
 class RecordingSuccessor implements SuccessorStarter {
@@ -162,14 +166,22 @@ describe('JobPoller: the job deadline', () => {
     expect(waterflai.cancelled).toEqual([cancelCall]);
     expect(next).toMatchObject({ status: JOB_STATUS.FAILED, poll_count: 42, execution_polls: 4 });
     const record = await store.get(state.job_id);
-    expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, finished_at: new Date(nowMs).toISOString(), polls: 42, upstream_cancel: 'confirmed' });
+    expect(record).toMatchObject({
+      status: JOB_STATUS.FAILED,
+      error_code: ERROR_CODE.TIMED_OUT,
+      finished_at: new Date(nowMs).toISOString(),
+      polls: 42,
+      upstream_cancel: 'confirmed',
+    });
     expect(record?.error_message).toContain(DEADLINE_AT);
   });
 
   it('deadline race: an execution that completed just before the deadline (no poll in between) ends COMPLETED with its output, nothing cancelled', async () => {
     // Prepare
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, progress: 40 };
-    const { instance, waterflai } = poller([execution('COMPLETED', { final_output: { answer: 42 } })], { nowMs: Date.parse(DEADLINE_AT) + 2_000 });
+    const { instance, waterflai } = poller([execution('COMPLETED', { final_output: { answer: 42 } })], {
+      nowMs: Date.parse(DEADLINE_AT) + 2_000,
+    });
 
     // Act
     const next = await instance.poll(state, PLENTY_OF_TIME);
@@ -185,19 +197,25 @@ describe('JobPoller: the job deadline', () => {
     ['HTTP 400', new WaterflaiHttpError('cancel', 400)],
     ['HTTP 404', new WaterflaiHttpError('cancel', 404)],
     ['200 cancelled: false', cancelResult(false, { previous_status: 'COMPLETED', alreadyFinished: true })],
-  ])('deadline race: a DELETE refused with %s because the execution completed meanwhile ends COMPLETED with its output', async (_name, refusal) => {
-    // Prepare
-    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
-    const { instance, waterflai } = poller([execution('RUNNING'), execution('COMPLETED', { final_output: 'in time' })], { nowMs: Date.parse(DEADLINE_AT), cancels: [refusal] });
+  ])(
+    'deadline race: a DELETE refused with %s because the execution completed meanwhile ends COMPLETED with its output',
+    async (_name, refusal) => {
+      // Prepare
+      const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
+      const { instance, waterflai } = poller([execution('RUNNING'), execution('COMPLETED', { final_output: 'in time' })], {
+        nowMs: Date.parse(DEADLINE_AT),
+        cancels: [refusal],
+      });
 
-    // Act
-    const next = await instance.poll(state, PLENTY_OF_TIME);
+      // Act
+      const next = await instance.poll(state, PLENTY_OF_TIME);
 
-    // Assess
-    expect(waterflai.cancelled).toEqual([cancelCall]);
-    expect(next.status).toBe(JOB_STATUS.COMPLETED);
-    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: 'in time' });
-  });
+      // Assess
+      expect(waterflai.cancelled).toEqual([cancelCall]);
+      expect(next.status).toBe(JOB_STATUS.COMPLETED);
+      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: 'in time' });
+    },
+  );
 
   it('a refused cancel (200 cancelled: false, still RUNNING) is not success: a further DELETE confirms it, then TIMED_OUT', async () => {
     // Prepare
@@ -213,7 +231,11 @@ describe('JobPoller: the job deadline', () => {
     // Assess
     expect(waterflai.cancelled).toEqual([cancelCall, cancelCall]);
     expect(next.status).toBe(JOB_STATUS.FAILED);
-    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
+    expect(await store.get(state.job_id)).toMatchObject({
+      status: JOB_STATUS.FAILED,
+      error_code: ERROR_CODE.TIMED_OUT,
+      upstream_cancel: 'confirmed',
+    });
   });
 
   it('a cancel that cannot be confirmed is tried again on later polls for the deadline window, then the job ends TIMED_OUT unconfirmed with the execution left to the sweeper', async () => {
@@ -223,7 +245,15 @@ describe('JobPoller: the job deadline', () => {
     let nowMs = Date.parse(DEADLINE_AT) + 5_000;
     const waterflai = new ScriptedWaterflai(Array.from({ length: 1_000 }, () => new WaterflaiHttpError('get', 503)));
     waterflai.cancelError = new WaterflaiHttpError('cancel', 503);
-    const instance = new JobPoller({ store, waterflai, logger, pollSettings: POLL_SETTINGS, maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES, now: () => nowMs, cancelRetryDelaysMs: [0, 0, 0] });
+    const instance = new JobPoller({
+      store,
+      waterflai,
+      logger,
+      pollSettings: POLL_SETTINGS,
+      maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES,
+      now: () => nowMs,
+      cancelRetryDelaysMs: [0, 0, 0],
+    });
 
     // Act
     const waits: number[] = [];
@@ -238,9 +268,17 @@ describe('JobPoller: the job deadline', () => {
     expect(Math.max(...waits.slice(0, -1))).toBeLessThanOrEqual(DEADLINE_ROUND_MAX_WAIT_SECONDS);
     expect(waterflai.cancelled.length).toBeGreaterThanOrEqual(4 * 20);
     const record = await store.get(state.job_id);
-    expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'unconfirmed', cancel_pending: 'pending' });
+    expect(record).toMatchObject({
+      status: JOB_STATUS.FAILED,
+      error_code: ERROR_CODE.TIMED_OUT,
+      upstream_cancel: 'unconfirmed',
+      cancel_pending: 'pending',
+    });
     expect([...(record?.pending_cancels ?? [])]).toEqual(['wf-exec']);
-    expect(logger.error).toHaveBeenCalledWith('could not confirm the cancellation of a timed-out execution; the sweeper keeps trying', expect.objectContaining({ job_id: state.job_id }));
+    expect(logger.error).toHaveBeenCalledWith(
+      'could not confirm the cancellation of a timed-out execution; the sweeper keeps trying',
+      expect.objectContaining({ job_id: state.job_id }),
+    );
   });
 
   it('an outage at the deadline does not throw away a result that came in time: the first answer after it is recorded', async () => {
@@ -251,7 +289,15 @@ describe('JobPoller: the job deadline', () => {
       execution('COMPLETED', { final_output: 'came in time' }),
     ]);
     waterflai.cancelError = new WaterflaiNetworkError('cancel', 'NETWORK_ERROR', 'connection failed (ECONNRESET)');
-    const instance = new JobPoller({ store, waterflai, logger: fakeLogger(), pollSettings: POLL_SETTINGS, maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES, now: () => nowMs, cancelRetryDelaysMs: [0, 0, 0] });
+    const instance = new JobPoller({
+      store,
+      waterflai,
+      logger: fakeLogger(),
+      pollSettings: POLL_SETTINGS,
+      maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES,
+      now: () => nowMs,
+      cancelRetryDelaysMs: [0, 0, 0],
+    });
 
     while (state.status === JOB_STATUS.RUNNING) {
       state = await instance.poll(state, PLENTY_OF_TIME);
@@ -270,7 +316,11 @@ describe('JobPoller: the job deadline', () => {
 
     expect(waterflai.cancelled).toEqual([]);
     expect(next.status).toBe(JOB_STATUS.FAILED);
-    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
+    expect(await store.get(state.job_id)).toMatchObject({
+      status: JOB_STATUS.FAILED,
+      error_code: ERROR_CODE.TIMED_OUT,
+      upstream_cancel: 'confirmed',
+    });
   });
 
   it('one ms before the deadline: polls as usual and cancels nothing', async () => {
@@ -291,7 +341,11 @@ describe('JobPoller: the job deadline', () => {
   it('a job already settled (cancelled on request) keeps its outcome: the loop ends with the recorded status', async () => {
     // Prepare
     const state = await startedJob();
-    await store.applyStatus(state.job_id, { status: JOB_STATUS.CANCELLED, fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at(50) }, now: at(50) });
+    await store.applyStatus(state.job_id, {
+      status: JOB_STATUS.CANCELLED,
+      fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at(50) },
+      now: at(50),
+    });
     const before = await store.get(state.job_id);
     const { instance } = poller([execution('CANCELLED')], { nowMs: Date.parse(DEADLINE_AT) });
 
@@ -368,7 +422,9 @@ describe('JobPoller: results Waterflai already cleaned up', () => {
   ])('COMPLETED with %s after cleanup_after settles FAILED OUTPUT_EXPIRED', async (_name, finalOutput) => {
     // Prepare
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
-    const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: finalOutput, cleanup_after: at(99) })], { nowSeconds: 100 });
+    const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: finalOutput, cleanup_after: at(99) })], {
+      nowSeconds: 100,
+    });
 
     // Act
     const next = await instance.poll(state, PLENTY_OF_TIME);
@@ -383,7 +439,9 @@ describe('JobPoller: results Waterflai already cleaned up', () => {
   it('COMPLETED with a null output before cleanup_after is a COMPLETED job with a null output', async () => {
     // Prepare
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
-    const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: null, cleanup_after: at(3600) })], { nowSeconds: 100 });
+    const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: null, cleanup_after: at(3600) })], {
+      nowSeconds: 100,
+    });
 
     // Act
     const next = await instance.poll(state, PLENTY_OF_TIME);
@@ -413,7 +471,10 @@ describe('JobPoller: outputs too large to carry inline', () => {
   it('stores a COMPLETED output over the inline limit in S3 and records its location instead of the output', async () => {
     // Prepare
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
-    const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: bigOutput })], { outputs: outputStore(), nowSeconds: 300 });
+    const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: bigOutput })], {
+      outputs: outputStore(),
+      nowSeconds: 300,
+    });
 
     // Act
     const next = await instance.poll(state, PLENTY_OF_TIME);
@@ -430,7 +491,12 @@ describe('JobPoller: outputs too large to carry inline', () => {
     expect(record).toMatchObject({
       status: JOB_STATUS.COMPLETED,
       finished_at: at(300),
-      output_location: { bucket: BUCKET, key, size: Buffer.byteLength(bigJson, 'utf8'), sha256: createHash('sha256').update(bigJson, 'utf8').digest('hex') },
+      output_location: {
+        bucket: BUCKET,
+        key,
+        size: Buffer.byteLength(bigJson, 'utf8'),
+        sha256: createHash('sha256').update(bigJson, 'utf8').digest('hex'),
+      },
     });
     expect(record).not.toHaveProperty('final_output');
   });
@@ -441,7 +507,12 @@ describe('JobPoller: outputs too large to carry inline', () => {
     const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: bigOutput })], { outputs: outputStore() });
     await instance.poll(state, PLENTY_OF_TIME);
     const record = await store.get(state.job_id);
-    const publisher = new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0);
+    const publisher = new OutcomePublisher(
+      new EventBridgeClient({ region: 'us-east-1' }),
+      'bus',
+      async () => undefined,
+      () => 0,
+    );
 
     // Act
     await announceOutcome(store, publisher, record!, () => atMs(400));
@@ -489,7 +560,10 @@ describe('JobPoller: outputs too large to carry inline', () => {
   it('with an output store an output over maxOutputBytes fails the job with OUTPUT_TOO_LARGE and stores nothing', async () => {
     // Prepare
     const state = await startedJob();
-    const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: bigOutput })], { outputs: outputStore(), maxOutputBytes: 2_000 });
+    const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: bigOutput })], {
+      outputs: outputStore(),
+      maxOutputBytes: 2_000,
+    });
 
     // Act
     const next = await instance.poll(state, PLENTY_OF_TIME);
@@ -503,9 +577,33 @@ describe('JobPoller: outputs too large to carry inline', () => {
   });
 
   it.each([
-    ['SlowDown (503)', new S3ServiceException({ name: 'SlowDown', $fault: 'server', $metadata: { httpStatusCode: 503 }, message: 'Please reduce your request rate.' })],
-    ['a throttling error', new S3ServiceException({ name: 'ThrottlingException', $fault: 'client', $metadata: { httpStatusCode: 400 }, message: 'Rate exceeded' })],
-    ['an internal error', new S3ServiceException({ name: 'InternalError', $fault: 'server', $metadata: { httpStatusCode: 500 }, message: 'We encountered an internal error.' })],
+    [
+      'SlowDown (503)',
+      new S3ServiceException({
+        name: 'SlowDown',
+        $fault: 'server',
+        $metadata: { httpStatusCode: 503 },
+        message: 'Please reduce your request rate.',
+      }),
+    ],
+    [
+      'a throttling error',
+      new S3ServiceException({
+        name: 'ThrottlingException',
+        $fault: 'client',
+        $metadata: { httpStatusCode: 400 },
+        message: 'Rate exceeded',
+      }),
+    ],
+    [
+      'an internal error',
+      new S3ServiceException({
+        name: 'InternalError',
+        $fault: 'server',
+        $metadata: { httpStatusCode: 500 },
+        message: 'We encountered an internal error.',
+      }),
+    ],
   ])('S3 %s while storing the output throws a TransientPollError and records nothing', async (_name, fault) => {
     // Prepare
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
@@ -529,7 +627,12 @@ describe('JobPoller: outputs too large to carry inline', () => {
   it('S3 AccessDenied is not retried: it propagates unchanged', async () => {
     // Prepare
     const state = await startedJob();
-    const fault = new S3ServiceException({ name: 'AccessDenied', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'Access Denied' });
+    const fault = new S3ServiceException({
+      name: 'AccessDenied',
+      $fault: 'client',
+      $metadata: { httpStatusCode: 403 },
+      message: 'Access Denied',
+    });
     s3Mock.on(PutObjectCommand).rejects(fault);
     const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: bigOutput })], { outputs: outputStore() });
 
@@ -541,7 +644,11 @@ describe('JobPoller: outputs too large to carry inline', () => {
   it('an output stored for a job someone else settled first leaves that outcome alone', async () => {
     // Prepare
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
-    await store.applyStatus(state.job_id, { status: JOB_STATUS.CANCELLED, fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at(50) }, now: at(50) });
+    await store.applyStatus(state.job_id, {
+      status: JOB_STATUS.CANCELLED,
+      fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at(50) },
+      now: at(50),
+    });
     const before = await store.get(state.job_id);
     const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: bigOutput })], { outputs: outputStore() });
 
@@ -555,11 +662,15 @@ describe('JobPoller: outputs too large to carry inline', () => {
 });
 
 describe('JobPoller: continue-as-new', () => {
-  it('at the poll budget starts the successor with the next generation\'s name and a reset budget, records it, and ends this execution', async () => {
+  it("at the poll budget starts the successor with the next generation's name and a reset budget, records it, and ends this execution", async () => {
     // Prepare
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, progress: 10, poll_count: 99, execution_polls: 9 };
     const successor = new RecordingSuccessor();
-    const { instance } = poller([execution('RUNNING', { progress: 20, current_node: 'b' })], { successor, maxPollsPerExecution: 10, nowSeconds: 500 });
+    const { instance } = poller([execution('RUNNING', { progress: 20, current_node: 'b' })], {
+      successor,
+      maxPollsPerExecution: 10,
+      nowSeconds: 500,
+    });
 
     // Act
     const next = await instance.poll(state, PLENTY_OF_TIME);
@@ -585,17 +696,20 @@ describe('JobPoller: continue-as-new', () => {
   it.each([
     ['StartExecution throttled', Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $fault: 'client' })],
     ['a Step Functions 5xx', Object.assign(new Error('Internal'), { name: 'ServiceUnavailable', $fault: 'server' })],
-  ])('%s during the hand-over becomes a TransientPollError, so the state machine retries instead of failing the job', async (_name, fault) => {
-    // Prepare
-    const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, execution_polls: 9 };
-    const successor = new RecordingSuccessor();
-    successor.error = fault;
-    const { instance } = poller([execution('RUNNING', { progress: 30 })], { successor, maxPollsPerExecution: 10 });
+  ])(
+    '%s during the hand-over becomes a TransientPollError, so the state machine retries instead of failing the job',
+    async (_name, fault) => {
+      // Prepare
+      const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, execution_polls: 9 };
+      const successor = new RecordingSuccessor();
+      successor.error = fault;
+      const { instance } = poller([execution('RUNNING', { progress: 30 })], { successor, maxPollsPerExecution: 10 });
 
-    // Act / Assess
-    await expect(instance.poll(state, PLENTY_OF_TIME)).rejects.toMatchObject({ name: 'TransientPollError', cause: fault });
-    expect((await store.get(state.job_id))?.generation).toBeUndefined();
-  });
+      // Act / Assess
+      await expect(instance.poll(state, PLENTY_OF_TIME)).rejects.toMatchObject({ name: 'TransientPollError', cause: fault });
+      expect((await store.get(state.job_id))?.generation).toBeUndefined();
+    },
+  );
 
   it('below the budget the loop goes on in this execution', async () => {
     // Prepare
@@ -625,7 +739,9 @@ describe('JobPoller: continue-as-new', () => {
 
     // Assess
     expect(next.handed_over).toBe(true);
-    expect(successor.starts.map((start) => [start.name, start.input.generation, start.input.execution_polls])).toEqual([[`${state.job_id}_g2`, 2, 0]]);
+    expect(successor.starts.map((start) => [start.name, start.input.generation, start.input.execution_polls])).toEqual([
+      [`${state.job_id}_g2`, 2, 0],
+    ]);
     expect(await store.get(state.job_id)).toMatchObject({ generation: 2, state_machine_execution_arn: expect.stringMatching(/_g2$/) });
   });
 
@@ -683,7 +799,11 @@ describe('JobPoller: continue-as-new', () => {
   it('a job settled by a cancel request at the budget ends this execution with that outcome instead of handing over', async () => {
     // Prepare
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, execution_polls: 9 };
-    await store.applyStatus(state.job_id, { status: JOB_STATUS.CANCELLED, fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at(50) }, now: at(50) });
+    await store.applyStatus(state.job_id, {
+      status: JOB_STATUS.CANCELLED,
+      fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at(50) },
+      now: at(50),
+    });
     const successor = new RecordingSuccessor();
     const { instance } = poller([execution('RUNNING', { progress: 70 })], { successor, maxPollsPerExecution: 10 });
 
@@ -730,7 +850,14 @@ describe('JobPoller: continue-as-new', () => {
 });
 
 describe('JobPoller: giving up (the state machine Catch)', () => {
-  const error = { Error: 'WaterflaiRedirectError', Cause: JSON.stringify({ errorType: 'WaterflaiRedirectError', errorMessage: 'Waterflai get answered a redirect (302)', trace: ['at x'] }) };
+  const error = {
+    Error: 'WaterflaiRedirectError',
+    Cause: JSON.stringify({
+      errorType: 'WaterflaiRedirectError',
+      errorMessage: 'Waterflai get answered a redirect (302)',
+      trace: ['at x'],
+    }),
+  };
 
   it('cancels the execution, confirms it, and settles FAILED POLL_FAILED with upstream_cancel confirmed', async () => {
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, poll_count: 7 };
@@ -752,7 +879,9 @@ describe('JobPoller: giving up (the state machine Catch)', () => {
 
   it('an execution found COMPLETED when cancelling ends COMPLETED with its output, not POLL_FAILED', async () => {
     const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING };
-    const { instance } = poller([execution('COMPLETED', { final_output: { kept: true } })], { cancels: [new WaterflaiHttpError('cancel', 409)] });
+    const { instance } = poller([execution('COMPLETED', { final_output: { kept: true } })], {
+      cancels: [new WaterflaiHttpError('cancel', 409)],
+    });
 
     const next = await instance.handle({ ...state, error }, PLENTY_OF_TIME);
 

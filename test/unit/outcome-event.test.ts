@@ -98,7 +98,7 @@ describe('buildOutcomeEvent', () => {
       expect(afterBookkeeping).toEqual(first);
     });
 
-    it('passes the job\'s identity, metadata, timing and poll count through', () => {
+    it("passes the job's identity, metadata, timing and poll count through", () => {
       // Act
       const { detail } = buildOutcomeEvent(settledRecord(status));
 
@@ -287,8 +287,16 @@ describe('OutcomePublisher', () => {
 
   it('treats an answer without an event id as a failure and retries it', async () => {
     // Prepare
-    eventBridge.on(PutEventsCommand).resolvesOnce({ FailedEntryCount: 0, Entries: [{}] }).resolves(accepted);
-    const publisher = new OutcomePublisher(client, BUS, async () => undefined, () => 0);
+    eventBridge
+      .on(PutEventsCommand)
+      .resolvesOnce({ FailedEntryCount: 0, Entries: [{}] })
+      .resolves(accepted);
+    const publisher = new OutcomePublisher(
+      client,
+      BUS,
+      async () => undefined,
+      () => 0,
+    );
 
     // Act
     await publisher.publish(event);
@@ -331,7 +339,12 @@ describe('OutcomePublisher', () => {
   it('propagates an error thrown by the SDK call itself', async () => {
     // Prepare
     eventBridge.on(PutEventsCommand).rejects(new Error('AccessDeniedException'));
-    const publisher = new OutcomePublisher(client, BUS, async () => undefined, () => 0);
+    const publisher = new OutcomePublisher(
+      client,
+      BUS,
+      async () => undefined,
+      () => 0,
+    );
 
     // Act / Assess
     await expect(publisher.publish(event)).rejects.toThrow('AccessDeniedException');

@@ -70,7 +70,12 @@ describe('OutputStore.put', () => {
 
   it.each([
     ['a job id with dots and colons', 'order:42.v1', 'exec_1', 'outputs/order%3A42.v1/exec_1.json'],
-    ['an EventBridge event id', '6f8b1c2e-0a1b-4c5d-8e9f-000000000001', 'exec-9', 'outputs/6f8b1c2e-0a1b-4c5d-8e9f-000000000001/exec-9.json'],
+    [
+      'an EventBridge event id',
+      '6f8b1c2e-0a1b-4c5d-8e9f-000000000001',
+      'exec-9',
+      'outputs/6f8b1c2e-0a1b-4c5d-8e9f-000000000001/exec-9.json',
+    ],
   ])('keys %s safely', async (_name, jobId, executionId, key) => {
     const location = await outputs.put(jobId, executionId, '{}');
 
@@ -107,7 +112,12 @@ describe('OutputStore.put', () => {
 
   it('an S3 failure propagates unchanged and no location is returned', async () => {
     // Prepare
-    const fault = new S3ServiceException({ name: 'SlowDown', $fault: 'server', $metadata: { httpStatusCode: 503 }, message: 'Please reduce your request rate.' });
+    const fault = new S3ServiceException({
+      name: 'SlowDown',
+      $fault: 'server',
+      $metadata: { httpStatusCode: 503 },
+      message: 'Please reduce your request rate.',
+    });
     s3Mock.on(PutObjectCommand).rejects(fault);
 
     // Act / Assess

@@ -29,7 +29,6 @@ const PLENTY_OF_TIME = () => 60_000;
 const atMs = (seconds: number): number => Date.parse(ACCEPTED_AT) + seconds * 1000;
 const at = (seconds: number): string => new Date(atMs(seconds)).toISOString();
 
-
 function isTerminal(status: JobStatus): boolean {
   return STATUS_RANK[status] >= STATUS_RANK.COMPLETED;
 }
@@ -113,7 +112,10 @@ describe('JobPoller', () => {
     it('writes a new status with its fields, the poll count and the observation time', async () => {
       // Prepare
       const state = await startedJob();
-      const { instance } = poller([execution('RUNNING', { progress: 12.345678, current_node: 'retrieve', completed_nodes: 1, total_nodes: 4 })], { clockSeconds: 9 });
+      const { instance } = poller(
+        [execution('RUNNING', { progress: 12.345678, current_node: 'retrieve', completed_nodes: 1, total_nodes: 4 })],
+        { clockSeconds: 9 },
+      );
       const updates = countUpdates();
 
       // Act
@@ -218,7 +220,7 @@ describe('JobPoller', () => {
       ]);
     });
 
-    it('gives Waterflai a request deadline that fits in the Lambda\'s remaining time', async () => {
+    it("gives Waterflai a request deadline that fits in the Lambda's remaining time", async () => {
       // Prepare
       const state = await startedJob();
       const { instance, waterflai } = poller([execution('PENDING'), execution('PENDING')]);
@@ -306,7 +308,10 @@ describe('JobPoller', () => {
       expect(next).toEqual({ ...state, poll_count: 5, execution_polls: 1, next_poll_seconds: expected });
       expect(updates()).toBe(0);
       expect(await store.get(state.job_id)).toEqual(before);
-      expect(logger.info).toHaveBeenCalledWith('Waterflai asked us to slow down', { job_id: state.job_id, retry_after_seconds: retryAfter });
+      expect(logger.info).toHaveBeenCalledWith('Waterflai asked us to slow down', {
+        job_id: state.job_id,
+        retry_after_seconds: retryAfter,
+      });
     });
   });
 
@@ -318,7 +323,11 @@ describe('JobPoller', () => {
       { name: 'HTTP 504', error: new WaterflaiHttpError('get', 504), kind: 'transient' },
       { name: 'HTTP 408', error: new WaterflaiHttpError('get', 408), kind: 'transient' },
       { name: 'a timeout', error: new WaterflaiNetworkError('get', 'TIMEOUT', 'no answer within 10000 ms'), kind: 'transient' },
-      { name: 'a connection reset', error: new WaterflaiNetworkError('get', 'NETWORK_ERROR', 'connection failed (ECONNRESET)'), kind: 'transient' },
+      {
+        name: 'a connection reset',
+        error: new WaterflaiNetworkError('get', 'NETWORK_ERROR', 'connection failed (ECONNRESET)'),
+        kind: 'transient',
+      },
       { name: 'an invalid response', error: new WaterflaiResponseError('get', 'body is not valid JSON'), kind: 'transient' },
       { name: 'HTTP 401 (after a fresh key)', error: new WaterflaiHttpError('get', 401), kind: 'auth' },
       { name: 'HTTP 403 (after a fresh key)', error: new WaterflaiHttpError('get', 403), kind: 'auth' },
@@ -375,12 +384,18 @@ describe('JobPoller', () => {
       expect(after.incident).toBeUndefined();
       expect(after).toMatchObject({ status: JOB_STATUS.RUNNING, progress: 30, next_poll_seconds: nextPollSeconds(POLL_SETTINGS) });
       expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.RUNNING, incident: null });
-      expect(logger.info).toHaveBeenCalledWith('upstream incident over: Waterflai answers again', expect.objectContaining({ job_id: state.job_id, failures: 1 }));
+      expect(logger.info).toHaveBeenCalledWith(
+        'upstream incident over: Waterflai answers again',
+        expect.objectContaining({ job_id: state.job_id, failures: 1 }),
+      );
     });
 
     it('the read that ends an incident may settle the job: the record stops showing the incident all the same', async () => {
       const state = await startedJob();
-      const { instance } = poller([new WaterflaiNetworkError('get', 'NETWORK_ERROR', 'connection failed (ECONNREFUSED)'), execution('COMPLETED', { final_output: 1 })]);
+      const { instance } = poller([
+        new WaterflaiNetworkError('get', 'NETWORK_ERROR', 'connection failed (ECONNREFUSED)'),
+        execution('COMPLETED', { final_output: 1 }),
+      ]);
 
       const during = await instance.poll(state, PLENTY_OF_TIME);
       expect((await store.get(state.job_id))?.incident).toMatchObject({ kind: 'transient' });
@@ -395,7 +410,15 @@ describe('JobPoller', () => {
       let state: PollState = { ...(await startedJob()), deadline_at: at(3_600) };
       let seconds = 100;
       const waterflai = new ScriptedWaterflai(Array.from({ length: 200 }, () => new WaterflaiHttpError('get', 503)));
-      const instance = new JobPoller({ store, waterflai, logger: fakeLogger(), pollSettings: POLL_SETTINGS, maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES, now: () => atMs(seconds), cancelRetryDelaysMs: [] });
+      const instance = new JobPoller({
+        store,
+        waterflai,
+        logger: fakeLogger(),
+        pollSettings: POLL_SETTINGS,
+        maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES,
+        now: () => atMs(seconds),
+        cancelRetryDelaysMs: [],
+      });
 
       // Act
       while (!isTerminal(state.status)) {
@@ -406,7 +429,11 @@ describe('JobPoller', () => {
       // Assess
       expect(seconds - state.next_poll_seconds).toBeGreaterThanOrEqual(3_600);
       expect(waterflai.cancelled).toHaveLength(1);
-      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
+      expect(await store.get(state.job_id)).toMatchObject({
+        status: JOB_STATUS.FAILED,
+        error_code: ERROR_CODE.TIMED_OUT,
+        upstream_cancel: 'confirmed',
+      });
     });
 
     it('a key refused past the auth grace period gives up: the execution is cancelled and the job ends POLL_FAILED', async () => {
@@ -414,7 +441,15 @@ describe('JobPoller', () => {
       let state: PollState = await startedJob();
       let seconds = 100;
       const waterflai = new ScriptedWaterflai(Array.from({ length: 50 }, () => new WaterflaiHttpError('get', 401)));
-      const instance = new JobPoller({ store, waterflai, logger: fakeLogger(), pollSettings: POLL_SETTINGS, maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES, now: () => atMs(seconds), authGraceSeconds: 300 });
+      const instance = new JobPoller({
+        store,
+        waterflai,
+        logger: fakeLogger(),
+        pollSettings: POLL_SETTINGS,
+        maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES,
+        now: () => atMs(seconds),
+        authGraceSeconds: 300,
+      });
 
       // Act
       while (!isTerminal(state.status)) {
@@ -425,13 +460,21 @@ describe('JobPoller', () => {
       // Assess
       expect(seconds - state.next_poll_seconds - 100).toBeGreaterThanOrEqual(300);
       expect(waterflai.cancelled).toHaveLength(1);
-      expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.POLL_FAILED, upstream_cancel: 'confirmed' });
+      expect(await store.get(state.job_id)).toMatchObject({
+        status: JOB_STATUS.FAILED,
+        error_code: ERROR_CODE.POLL_FAILED,
+        upstream_cancel: 'confirmed',
+      });
       expect((await store.get(state.job_id))?.error_message).toMatch(/^AuthGraceExpired: Waterflai refused the API key since/);
     });
 
     it('a key refused only for a while is ridden out: the job goes on when the key works again', async () => {
       const state = await startedJob();
-      const { instance } = poller([new WaterflaiHttpError('get', 401), new WaterflaiHttpError('get', 401), execution('COMPLETED', { progress: 100, final_output: { ok: true } })]);
+      const { instance } = poller([
+        new WaterflaiHttpError('get', 401),
+        new WaterflaiHttpError('get', 401),
+        execution('COMPLETED', { progress: 100, final_output: { ok: true } }),
+      ]);
 
       let next = await instance.poll(state, PLENTY_OF_TIME);
       next = await instance.poll(next, PLENTY_OF_TIME);
@@ -445,7 +488,9 @@ describe('JobPoller', () => {
   describe('a 404', () => {
     it('before any successful read is tolerated a few times (Waterflai may not have caught up), then ends EXECUTION_NOT_FOUND', async () => {
       let state: PollState = await startedJob();
-      const { instance } = poller(Array.from({ length: NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE + 1 }, () => new WaterflaiHttpError('get', 404)));
+      const { instance } = poller(
+        Array.from({ length: NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE + 1 }, () => new WaterflaiHttpError('get', 404)),
+      );
 
       for (let poll = 0; poll < NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE; poll += 1) {
         state = await instance.poll(state, PLENTY_OF_TIME);
@@ -502,7 +547,11 @@ describe('JobPoller', () => {
     ])('returns the recorded terminal status on $name and leaves the record alone', async ({ answer }) => {
       // Prepare
       const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, progress: 40 };
-      await store.applyStatus(state.job_id, { status: JOB_STATUS.CANCELLED, fields: { cancel_reason: 'requested', finished_at: at(50) }, now: at(50) });
+      await store.applyStatus(state.job_id, {
+        status: JOB_STATUS.CANCELLED,
+        fields: { cancel_reason: 'requested', finished_at: at(50) },
+        now: at(50),
+      });
       const before = await store.get(state.job_id);
       const logger = fakeLogger();
       const { instance } = poller([answer], { logger });
@@ -514,13 +563,20 @@ describe('JobPoller', () => {
       expect(next.status).toBe(JOB_STATUS.CANCELLED);
       expect(next.poll_count).toBe(1);
       expect(await store.get(state.job_id)).toEqual(before);
-      expect(logger.info).toHaveBeenCalledWith('job already settled; finishing with the recorded outcome', { job_id: state.job_id, status: JOB_STATUS.CANCELLED });
+      expect(logger.info).toHaveBeenCalledWith('job already settled; finishing with the recorded outcome', {
+        job_id: state.job_id,
+        status: JOB_STATUS.CANCELLED,
+      });
     });
 
     it('never overwrites a recorded COMPLETED with a backwards RUNNING', async () => {
       // Prepare: the loop state lags behind the record
       const state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, progress: 90 };
-      await store.applyStatus(state.job_id, { status: JOB_STATUS.COMPLETED, fields: { final_output: { ok: true }, finished_at: at(70) }, now: at(70) });
+      await store.applyStatus(state.job_id, {
+        status: JOB_STATUS.COMPLETED,
+        fields: { final_output: { ok: true }, finished_at: at(70) },
+        now: at(70),
+      });
       const before = await store.get(state.job_id);
       const { instance } = poller([execution('RUNNING', { progress: 95 })]);
 
@@ -548,7 +604,14 @@ describe('JobPoller', () => {
       const next = await instance.poll(state, PLENTY_OF_TIME);
 
       // Assess
-      expect(next).toEqual({ ...state, status: JOB_STATUS.RUNNING, poll_count: 3, execution_polls: 1, upstream_seen: true, next_poll_seconds: 5 });
+      expect(next).toEqual({
+        ...state,
+        status: JOB_STATUS.RUNNING,
+        poll_count: 3,
+        execution_polls: 1,
+        upstream_seen: true,
+        next_poll_seconds: 5,
+      });
       expect(await store.get(state.job_id)).toEqual(before);
       expect(logger.warn).toHaveBeenCalledWith('status update refused as stale', {
         job_id: state.job_id,
@@ -591,7 +654,11 @@ describe('JobPoller', () => {
   it('records an unknown status as UNKNOWN and keeps the loop going', async () => {
     // Prepare
     let state: PollState = { ...(await startedJob()), status: JOB_STATUS.RUNNING, progress: 20 };
-    const { instance } = poller([execution('PAUSED_FOR_REVIEW', { progress: 20 }), execution('RUNNING', { progress: 25 }), execution('COMPLETED', { progress: 100, final_output: 1 })]);
+    const { instance } = poller([
+      execution('PAUSED_FOR_REVIEW', { progress: 20 }),
+      execution('RUNNING', { progress: 25 }),
+      execution('COMPLETED', { progress: 100, final_output: 1 }),
+    ]);
 
     // Act
     const statuses: JobStatus[] = [];
@@ -643,7 +710,9 @@ describe('JobPoller: outputs DynamoDB could not store as a map', () => {
     ['an empty key', { '': 'value' }],
   ])('records a COMPLETED output with %s exactly as received', async (_name, output) => {
     // Prepare: bigint stands for a number JSON.parse would not keep exactly; use its closest double
-    const finalOutput = JSON.parse(JSON.stringify(output, (_key, value: unknown) => (typeof value === 'bigint' ? Number(value) : value))) as unknown;
+    const finalOutput = JSON.parse(
+      JSON.stringify(output, (_key, value: unknown) => (typeof value === 'bigint' ? Number(value) : value)),
+    ) as unknown;
     const state = await startedJob();
     const { instance } = poller([execution('COMPLETED', { progress: 100, final_output: finalOutput })]);
 
@@ -703,7 +772,7 @@ describe('JobPoller: progress as a fraction or a percent', () => {
     expect(next).toMatchObject({ progress: 1, progress_scale: 'percent' });
   });
 
-  it('a percent server (the contract\'s stream example, 50.0) is recorded as it is', async () => {
+  it("a percent server (the contract's stream example, 50.0) is recorded as it is", async () => {
     const state = await startedJob();
     const { instance } = poller([execution('RUNNING', { progress: 50 })]);
 

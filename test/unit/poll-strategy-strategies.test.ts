@@ -1,6 +1,21 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS, DEFAULT_EXPONENTIAL_SETTINGS, exponentialStrategy, fixedIntervalStrategy, budgetRefillSeconds, remainingEstimate, validateAdaptiveSettings, type AdaptiveSettings, type JobObservation, type PlanContext, type PollStrategy, type StrategyMemory, type StreamState } from '../../lambdas/domain/poll-strategy';
+import {
+  adaptiveStrategy,
+  DEFAULT_ADAPTIVE_SETTINGS,
+  DEFAULT_EXPONENTIAL_SETTINGS,
+  exponentialStrategy,
+  fixedIntervalStrategy,
+  budgetRefillSeconds,
+  remainingEstimate,
+  validateAdaptiveSettings,
+  type AdaptiveSettings,
+  type JobObservation,
+  type PlanContext,
+  type PollStrategy,
+  type StrategyMemory,
+  type StreamState,
+} from '../../lambdas/domain/poll-strategy';
 import { MAX_RETRY_AFTER_SECONDS } from '../../lambdas/contract/settings';
 
 const FIXED = { intervalSeconds: 10, minSeconds: 1, maxSeconds: 300 };
@@ -18,7 +33,10 @@ function observation(at: number, overrides: Partial<JobObservation> = {}): JobOb
 function progressed(strategy: PollStrategy, steps: Array<[at: number, completed: number]>, total: number, exact = true): StrategyMemory {
   let memory: StrategyMemory | undefined;
   for (const [at, completed] of steps) {
-    memory = strategy.observe(memory, observation(at, { completedNodes: completed, totalNodes: total, progress: (completed / total) * 100, exact }));
+    memory = strategy.observe(
+      memory,
+      observation(at, { completedNodes: completed, totalNodes: total, progress: (completed / total) * 100, exact }),
+    );
   }
   return memory ?? {};
 }
@@ -40,7 +58,12 @@ const anyContext = fc.record({
   stream: fc.constantFrom('available' as const, 'listened' as const, 'off' as const),
   maxListenSeconds: fc.oneof(fc.integer({ min: 0, max: 900 }), anyNumber),
   retryAfterSeconds: fc.option(fc.oneof(fc.integer({ min: 0, max: 10_000 }), anyNumber), { nil: undefined }),
-  random: fc.constantFrom(() => 0, () => 0.999_999, () => Number.NaN, () => 2),
+  random: fc.constantFrom(
+    () => 0,
+    () => 0.999_999,
+    () => Number.NaN,
+    () => 2,
+  ),
 });
 
 describe('fixedIntervalStrategy', () => {
@@ -70,7 +93,10 @@ describe('exponentialStrategy', () => {
     const top = () => 0.999_999_999;
 
     // Act
-    const waits = [exponential.firstWaitSeconds(top), ...[1, 2, 3, 4, 10, 11, 12, 40].map((pollCount) => exponential.plan(undefined, context({ pollCount, random: top })).waitSeconds)];
+    const waits = [
+      exponential.firstWaitSeconds(top),
+      ...[1, 2, 3, 4, 10, 11, 12, 40].map((pollCount) => exponential.plan(undefined, context({ pollCount, random: top })).waitSeconds),
+    ];
 
     // Assess: 5, 7.5, 11.25, 16.9, 25.3, 288.3, 432 -> 300 (cap)
     expect(waits).toEqual([5, 8, 12, 17, 26, 289, 300, 300, 300]);
@@ -82,13 +108,21 @@ describe('exponentialStrategy', () => {
 
   it('always waits a whole number within [1, 300], or the Retry-After, whatever the random source gives', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 10_000 }), anyNumber, fc.option(fc.integer({ min: 0, max: 100_000 }), { nil: undefined }), (pollCount, draw, retryAfterSeconds) => {
-        const wait = exponentialStrategy().plan(undefined, context({ pollCount, random: () => draw, ...(retryAfterSeconds === undefined ? {} : { retryAfterSeconds }) })).waitSeconds;
-        expect(Number.isInteger(wait)).toBe(true);
-        const ceiling = Math.max(300, Math.min(retryAfterSeconds ?? 0, MAX_RETRY_AFTER_SECONDS));
-        expect(wait).toBeGreaterThanOrEqual(Math.max(1, Math.min(retryAfterSeconds ?? 0, MAX_RETRY_AFTER_SECONDS)));
-        expect(wait).toBeLessThanOrEqual(ceiling);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 10_000 }),
+        anyNumber,
+        fc.option(fc.integer({ min: 0, max: 100_000 }), { nil: undefined }),
+        (pollCount, draw, retryAfterSeconds) => {
+          const wait = exponentialStrategy().plan(
+            undefined,
+            context({ pollCount, random: () => draw, ...(retryAfterSeconds === undefined ? {} : { retryAfterSeconds }) }),
+          ).waitSeconds;
+          expect(Number.isInteger(wait)).toBe(true);
+          const ceiling = Math.max(300, Math.min(retryAfterSeconds ?? 0, MAX_RETRY_AFTER_SECONDS));
+          expect(wait).toBeGreaterThanOrEqual(Math.max(1, Math.min(retryAfterSeconds ?? 0, MAX_RETRY_AFTER_SECONDS)));
+          expect(wait).toBeLessThanOrEqual(ceiling);
+        },
+      ),
     );
   });
 });
@@ -96,31 +130,40 @@ describe('exponentialStrategy', () => {
 describe('adaptiveStrategy (ours): invariants', () => {
   it('plans whole-second waits within [min, max] (or the capped Retry-After), listens within the budget, and never returns NaN', () => {
     fc.assert(
-      fc.property(fc.array(anyObservation, { maxLength: 12 }), fc.array(anyContext, { minLength: 1, maxLength: 4 }), (observations, contexts) => {
-        let memory: StrategyMemory | undefined;
-        for (const next of observations) memory = ours.observe(memory, next);
-        for (const ctx of contexts) {
-          const plan = ours.plan(memory, ctx);
-          memory = plan.memory;
-          const retryAfter = ctx.retryAfterSeconds === undefined || Number.isNaN(ctx.retryAfterSeconds) ? 0 : Math.min(Math.ceil(ctx.retryAfterSeconds), MAX_RETRY_AFTER_SECONDS);
-          expect(Number.isInteger(plan.waitSeconds)).toBe(true);
-          expect(plan.waitSeconds).toBeGreaterThanOrEqual(Math.max(DEFAULT_ADAPTIVE_SETTINGS.minSeconds, retryAfter));
-          // The history budget may hold a poll back beyond maxSeconds, by at most one refill.
-          expect(plan.waitSeconds).toBeLessThanOrEqual(Math.max(DEFAULT_ADAPTIVE_SETTINGS.maxSeconds, retryAfter, Math.ceil(budgetRefillSeconds(DEFAULT_ADAPTIVE_SETTINGS))));
-          expect(Number.isInteger(plan.listenSeconds)).toBe(true);
-          expect(plan.listenSeconds).toBeGreaterThanOrEqual(0);
-          if (plan.listenSeconds > 0) {
-            expect(ctx.stream).toBe('available');
-            expect(ctx.retryAfterSeconds).toBeUndefined();
-            expect(plan.listenSeconds).toBeLessThanOrEqual(Math.floor(ctx.maxListenSeconds));
+      fc.property(
+        fc.array(anyObservation, { maxLength: 12 }),
+        fc.array(anyContext, { minLength: 1, maxLength: 4 }),
+        (observations, contexts) => {
+          let memory: StrategyMemory | undefined;
+          for (const next of observations) memory = ours.observe(memory, next);
+          for (const ctx of contexts) {
+            const plan = ours.plan(memory, ctx);
+            memory = plan.memory;
+            const retryAfter =
+              ctx.retryAfterSeconds === undefined || Number.isNaN(ctx.retryAfterSeconds)
+                ? 0
+                : Math.min(Math.ceil(ctx.retryAfterSeconds), MAX_RETRY_AFTER_SECONDS);
+            expect(Number.isInteger(plan.waitSeconds)).toBe(true);
+            expect(plan.waitSeconds).toBeGreaterThanOrEqual(Math.max(DEFAULT_ADAPTIVE_SETTINGS.minSeconds, retryAfter));
+            // The history budget may hold a poll back beyond maxSeconds, by at most one refill.
+            expect(plan.waitSeconds).toBeLessThanOrEqual(
+              Math.max(DEFAULT_ADAPTIVE_SETTINGS.maxSeconds, retryAfter, Math.ceil(budgetRefillSeconds(DEFAULT_ADAPTIVE_SETTINGS))),
+            );
+            expect(Number.isInteger(plan.listenSeconds)).toBe(true);
+            expect(plan.listenSeconds).toBeGreaterThanOrEqual(0);
+            if (plan.listenSeconds > 0) {
+              expect(ctx.stream).toBe('available');
+              expect(ctx.retryAfterSeconds).toBeUndefined();
+              expect(plan.listenSeconds).toBeLessThanOrEqual(Math.floor(ctx.maxListenSeconds));
+            }
+            expect(typeof ours.keepListening(memory, ctx.now)).toBe('boolean');
           }
-          expect(typeof ours.keepListening(memory, ctx.now)).toBe('boolean');
-        }
-        // The memory travels in every history event: small, and plain JSON.
-        const json = JSON.stringify(memory ?? {});
-        expect(json.length).toBeLessThan(320);
-        expect(JSON.parse(json)).toEqual(memory ?? {});
-      }),
+          // The memory travels in every history event: small, and plain JSON.
+          const json = JSON.stringify(memory ?? {});
+          expect(json.length).toBeLessThan(320);
+          expect(JSON.parse(json)).toEqual(memory ?? {});
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -133,7 +176,14 @@ describe('adaptiveStrategy (ours): invariants', () => {
 
   it('honours Retry-After: waits at least as long as asked (capped at an hour) and does not listen', () => {
     // Prepare: a job near its end, which would otherwise listen at once
-    const memory = progressed(ours, [[100, 8], [200, 9]], 10);
+    const memory = progressed(
+      ours,
+      [
+        [100, 8],
+        [200, 9],
+      ],
+      10,
+    );
 
     // Act
     const asked = ours.plan(memory, context({ now: 250, retryAfterSeconds: 120 }));
@@ -164,7 +214,14 @@ describe('adaptiveStrategy (ours): invariants', () => {
 describe('adaptiveStrategy (ours): decisions', () => {
   it('sleeps while the end is far, within the cap, and short of the earliest plausible end', () => {
     // Prepare: 10 nodes of ~600 s each; 2 done at 1200 s
-    const memory = progressed(ours, [[600, 1], [1200, 2]], 10);
+    const memory = progressed(
+      ours,
+      [
+        [600, 1],
+        [1200, 2],
+      ],
+      10,
+    );
     const estimate = remainingEstimate(DEFAULT_ADAPTIVE_SETTINGS, memory, 1200)!;
 
     // Act
@@ -189,8 +246,15 @@ describe('adaptiveStrategy (ours): decisions', () => {
   });
 
   it('after a listen that did not hear the end, comes back after minSeconds to listen again', () => {
-    const memory = progressed(ours, Array.from({ length: 9 }, (_, i) => [(i + 1) * 600, i + 1] as [number, number]), 10);
-    expect(ours.plan(memory, context({ now: 5900, stream: 'listened', maxListenSeconds: 0 }))).toMatchObject({ listenSeconds: 0, waitSeconds: DEFAULT_ADAPTIVE_SETTINGS.minSeconds });
+    const memory = progressed(
+      ours,
+      Array.from({ length: 9 }, (_, i) => [(i + 1) * 600, i + 1] as [number, number]),
+      10,
+    );
+    expect(ours.plan(memory, context({ now: 5900, stream: 'listened', maxListenSeconds: 0 }))).toMatchObject({
+      listenSeconds: 0,
+      waitSeconds: DEFAULT_ADAPTIVE_SETTINGS.minSeconds,
+    });
   });
 
   it('stops listening when the stream shows the end is far (a step finished much earlier than the rest needs)', () => {
@@ -208,7 +272,16 @@ describe('adaptiveStrategy (ours): decisions', () => {
 
   it('after a stalled step, estimates the rest at the pace of the steps before the stall', () => {
     // Prepare: 6 steps; 3 fast (60 s), then the 4th took 3,000 s
-    const memory = progressed(ours, [[60, 1], [120, 2], [180, 3], [3180, 4]], 6);
+    const memory = progressed(
+      ours,
+      [
+        [60, 1],
+        [120, 2],
+        [180, 3],
+        [3180, 4],
+      ],
+      6,
+    );
 
     // Act
     const estimate = remainingEstimate(DEFAULT_ADAPTIVE_SETTINGS, memory, 3180)!;
@@ -220,7 +293,15 @@ describe('adaptiveStrategy (ours): decisions', () => {
 
   it('during a stall, looks again before the fast steps after it could be done, and further apart as the stall goes on', () => {
     // Prepare: 6 steps of 60 s, the 4th stalled for 1,000 s so far
-    const memory = progressed(ours, [[60, 1], [120, 2], [180, 3]], 6);
+    const memory = progressed(
+      ours,
+      [
+        [60, 1],
+        [120, 2],
+        [180, 3],
+      ],
+      6,
+    );
 
     // Act
     const early = ours.plan(memory, context({ now: 1180 }));
@@ -238,8 +319,24 @@ describe('adaptiveStrategy (ours): decisions', () => {
 
   it('dates a change a status read shows at the previous observation, and a stream event when it arrived', () => {
     // Prepare
-    const read = progressed(ours, [[100, 0], [400, 1]], 4, false);
-    const heard = progressed(ours, [[100, 0], [400, 1]], 4, true);
+    const read = progressed(
+      ours,
+      [
+        [100, 0],
+        [400, 1],
+      ],
+      4,
+      false,
+    );
+    const heard = progressed(
+      ours,
+      [
+        [100, 0],
+        [400, 1],
+      ],
+      4,
+      true,
+    );
 
     // Assess: [earliest, percent, latest]
     expect(read.b).toEqual([100, 25, 400]);
@@ -260,7 +357,12 @@ describe('adaptiveStrategy (ours): decisions', () => {
     it('learns node durations from node changes: sleeps after a change, listens when the next change is due', () => {
       // Prepare: nodes change every 600 s (node names from the status read or node_started)
       let memory: StrategyMemory | undefined;
-      for (const [at, node] of [[10, 'a'], [600, 'b'], [1200, 'c']] as const) memory = ours.observe(memory, observation(at, { currentNode: node, exact: true }));
+      for (const [at, node] of [
+        [10, 'a'],
+        [600, 'b'],
+        [1200, 'c'],
+      ] as const)
+        memory = ours.observe(memory, observation(at, { currentNode: node, exact: true }));
 
       // Act
       const rightAfter = ours.plan(memory, context({ now: 1201 }));
@@ -277,7 +379,11 @@ describe('adaptiveStrategy (ours): decisions', () => {
   describe('the stream failing', () => {
     it('is left alone for a while (polls only), the pause doubling per failure; a working stream clears it', () => {
       // Prepare: near the end, where it would listen
-      const near = progressed(ours, Array.from({ length: 9 }, (_, i) => [(i + 1) * 600, i + 1] as [number, number]), 10);
+      const near = progressed(
+        ours,
+        Array.from({ length: 9 }, (_, i) => [(i + 1) * 600, i + 1] as [number, number]),
+        10,
+      );
 
       // Act
       const once = ours.streamFailed(near, 5900);

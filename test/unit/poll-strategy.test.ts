@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_POLL_SETTINGS, MAX_RETRY_AFTER_SECONDS, validatePollSettings, type FixedIntervalSettings } from '../../lambdas/contract/settings';
+import {
+  DEFAULT_POLL_SETTINGS,
+  MAX_RETRY_AFTER_SECONDS,
+  validatePollSettings,
+  type FixedIntervalSettings,
+} from '../../lambdas/contract/settings';
 import { nextPollSeconds } from '../../lambdas/domain/poll-strategy';
 
 const settings = (intervalSeconds: number, minSeconds: number, maxSeconds: number): FixedIntervalSettings => ({
@@ -31,7 +36,11 @@ describe('nextPollSeconds', () => {
     { name: 'a Retry-After shorter than the interval does not shorten the wait', retryAfterSeconds: 3, expected: 10 },
     { name: 'a Retry-After of 0 keeps the interval', retryAfterSeconds: 0, expected: 10 },
     { name: 'a fractional Retry-After is rounded up to whole seconds', retryAfterSeconds: 41.2, expected: 42 },
-    { name: 'a Retry-After above MAX_RETRY_AFTER_SECONDS is capped', retryAfterSeconds: MAX_RETRY_AFTER_SECONDS * 24, expected: MAX_RETRY_AFTER_SECONDS },
+    {
+      name: 'a Retry-After above MAX_RETRY_AFTER_SECONDS is capped',
+      retryAfterSeconds: MAX_RETRY_AFTER_SECONDS * 24,
+      expected: MAX_RETRY_AFTER_SECONDS,
+    },
     { name: 'an infinite Retry-After is capped', retryAfterSeconds: Number.POSITIVE_INFINITY, expected: MAX_RETRY_AFTER_SECONDS },
     { name: 'a NaN Retry-After is ignored', retryAfterSeconds: Number.NaN, expected: 10 },
     { name: 'a negative Retry-After is ignored', retryAfterSeconds: -50, expected: 10 },

@@ -50,10 +50,19 @@ function execution(status: WaterflaiStatus, overrides: Partial<ExecutionStatus> 
 
 /** Node `n` of 10 finished: the job is near its end when n is 9. */
 const running = (completed: number): ExecutionStatus =>
-  execution(WATERFLAI_STATUS.RUNNING, { progress: completed * 10, completed_nodes: completed, total_nodes: 10, current_node: `node-${completed + 1}` });
+  execution(WATERFLAI_STATUS.RUNNING, {
+    progress: completed * 10,
+    completed_nodes: completed,
+    total_nodes: 10,
+    current_node: `node-${completed + 1}`,
+  });
 
 /** A stream listener that "hears" the given events, then ends as told; the clock advances meanwhile. */
-function fakeStream(clock: { ms: number }, events: Array<Omit<StreamProgress, 'receivedAtMs'> & { afterMs: number }>, end: Pick<ListenResult, 'outcome'> & { afterMs: number }) {
+function fakeStream(
+  clock: { ms: number },
+  events: Array<Omit<StreamProgress, 'receivedAtMs'> & { afterMs: number }>,
+  end: Pick<ListenResult, 'outcome'> & { afterMs: number },
+) {
   const calls: Array<{ executionId: string; windowMs: number }> = [];
   const listener: ExecutionStreamListener = {
     async listen(executionId, options) {
@@ -65,7 +74,8 @@ function fakeStream(clock: { ms: number }, events: Array<Omit<StreamProgress, 'r
         const progress = { ...event, receivedAtMs: clock.ms };
         heard.push(progress);
         options.onEvent(progress);
-        if (!options.keepListening()) return { outcome: 'stopped', events: heard.length, malformed: 0, progress: heard, elapsedMs: clock.ms - start };
+        if (!options.keepListening())
+          return { outcome: 'stopped', events: heard.length, malformed: 0, progress: heard, elapsedMs: clock.ms - start };
       }
       clock.ms = start + Math.min(end.afterMs, options.windowMs);
       return { outcome: end.outcome, events: heard.length, malformed: 0, progress: heard, elapsedMs: clock.ms - start };
@@ -108,7 +118,15 @@ async function nearTheEnd(): Promise<PollState> {
   await store.saveExecutionId(jobId, 'wf-exec', new Date(atMs(1)).toISOString());
   const strategy = adaptiveStrategy();
   let memory = strategy.observe(undefined, { at: 1, status: 'RUNNING', progress: 0, completedNodes: 0, totalNodes: 10, startedAt: 1 });
-  for (let node = 1; node <= 9; node += 1) memory = strategy.observe(memory, { at: 1 + node * 60, status: 'RUNNING', progress: node * 10, completedNodes: node, totalNodes: 10, exact: true });
+  for (let node = 1; node <= 9; node += 1)
+    memory = strategy.observe(memory, {
+      at: 1 + node * 60,
+      status: 'RUNNING',
+      progress: node * 10,
+      completedNodes: node,
+      totalNodes: 10,
+      exact: true,
+    });
   return {
     job_id: jobId,
     chatbot_id: 'bot-1',
@@ -124,7 +142,10 @@ async function nearTheEnd(): Promise<PollState> {
   };
 }
 
-function poller(script: Array<ExecutionStatus | Error>, options: { stream?: ExecutionStreamListener; clock: { ms: number }; timeScale?: number; log?: AppLogger }) {
+function poller(
+  script: Array<ExecutionStatus | Error>,
+  options: { stream?: ExecutionStreamListener; clock: { ms: number }; timeScale?: number; log?: AppLogger },
+) {
   const waterflai = new ScriptedWaterflai(script);
   const instance = new JobPoller({
     store,
@@ -147,7 +168,12 @@ describe('JobPoller: the stream finish', () => {
     const state = await nearTheEnd();
     const clock = { ms: atMs(600) };
     const { listener, calls } = fakeStream(clock, [], { outcome: 'completed', afterMs: 42_000 });
-    const done = execution(WATERFLAI_STATUS.COMPLETED, { progress: 100, completed_nodes: 10, total_nodes: 10, final_output: { answer: 42 } });
+    const done = execution(WATERFLAI_STATUS.COMPLETED, {
+      progress: 100,
+      completed_nodes: 10,
+      total_nodes: 10,
+      final_output: { answer: 42 },
+    });
     const { instance, waterflai } = poller([running(9), done], { stream: listener, clock });
 
     // Act
@@ -157,18 +183,30 @@ describe('JobPoller: the stream finish', () => {
     expect(calls).toEqual([{ executionId: 'wf-exec', windowMs: 580_000 }]);
     expect(waterflai.reads).toHaveLength(2);
     expect(next).toMatchObject({ status: JOB_STATUS.COMPLETED, poll_count: 13, progress: 100 });
-    expect(await store.get(state.job_id)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: { answer: 42 }, polls: 13, finished_at: new Date(atMs(642)).toISOString() });
+    expect(await store.get(state.job_id)).toMatchObject({
+      status: JOB_STATUS.COMPLETED,
+      final_output: { answer: 42 },
+      polls: 13,
+      finished_at: new Date(atMs(642)).toISOString(),
+    });
   });
 
   it('after a listen that ends without the end, reads and records the status and comes back soon, remembering what the stream showed', async () => {
     // Prepare
     const state = await nearTheEnd();
     const clock = { ms: atMs(600) };
-    const { listener } = fakeStream(clock, [{ afterMs: 5_000, type: 'progress_update', status: 'RUNNING', progress: 95, completedNodes: null, totalNodes: 10, nodeId: null }], {
-      outcome: 'window',
-      afterMs: 580_000,
-    });
-    const { instance } = poller([running(9), execution(WATERFLAI_STATUS.RUNNING, { progress: 95, total_nodes: 10, current_node: 'node-10' })], { stream: listener, clock });
+    const { listener } = fakeStream(
+      clock,
+      [{ afterMs: 5_000, type: 'progress_update', status: 'RUNNING', progress: 95, completedNodes: null, totalNodes: 10, nodeId: null }],
+      {
+        outcome: 'window',
+        afterMs: 580_000,
+      },
+    );
+    const { instance } = poller(
+      [running(9), execution(WATERFLAI_STATUS.RUNNING, { progress: 95, total_nodes: 10, current_node: 'node-10' })],
+      { stream: listener, clock },
+    );
 
     // Act
     const next = await instance.poll(state, TEN_MINUTES);
@@ -294,7 +332,10 @@ describe('JobPoller: the stream finish', () => {
     const state = await nearTheEnd();
     const clock = { ms: acceptedMs + 600 * 1000 * 0.05 };
     const { listener, calls } = fakeStream(clock, [], { outcome: 'window', afterMs: 1_000_000 });
-    const { instance } = poller([execution(WATERFLAI_STATUS.RUNNING, { ...running(9), started_at: new Date(acceptedMs + 50).toISOString() }), running(9)], { stream: listener, clock, timeScale: 0.05 });
+    const { instance } = poller(
+      [execution(WATERFLAI_STATUS.RUNNING, { ...running(9), started_at: new Date(acceptedMs + 50).toISOString() }), running(9)],
+      { stream: listener, clock, timeScale: 0.05 },
+    );
 
     // Act
     const next = await instance.poll(state, TEN_MINUTES);
@@ -316,8 +357,13 @@ describe('JobPoller: the stream finish', () => {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/executions/wf-exec/stream`;
     const state = await nearTheEnd();
     const clock = { ms: atMs(600) };
-    const stream: ExecutionStreamListener = { listen: (_id, options) => listenToExecution({ url, apiKey: () => 'k-0123456789', ...options }) };
-    const { instance } = poller([running(9), execution(WATERFLAI_STATUS.COMPLETED, { progress: 100, final_output: { ok: true } })], { stream, clock });
+    const stream: ExecutionStreamListener = {
+      listen: (_id, options) => listenToExecution({ url, apiKey: () => 'k-0123456789', ...options }),
+    };
+    const { instance } = poller([running(9), execution(WATERFLAI_STATUS.COMPLETED, { progress: 100, final_output: { ok: true } })], {
+      stream,
+      clock,
+    });
 
     try {
       // Act

@@ -7,7 +7,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/contract/constants';
 import { listenToExecution, parseStreamEvent, type SseEvent, type StreamProgress } from '../../lambdas/waterflai/stream';
-import { inferProgressScale, progressSampleOf, readProgress, toPercent, type ProgressSample, type ProgressScale } from '../../lambdas/domain/progress-scale';
+import {
+  inferProgressScale,
+  progressSampleOf,
+  readProgress,
+  toPercent,
+  type ProgressSample,
+  type ProgressScale,
+} from '../../lambdas/domain/progress-scale';
 import { mapExecutionStatus } from '../../lambdas/domain/status-mapping';
 import type { ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 import { assertSeeded } from './fc-seeds';
@@ -136,7 +143,11 @@ interface Series {
 }
 
 /** True completion values: any double, hundredths, and the edges. */
-const completion = fc.oneof(fc.double({ min: 0, max: 1, noNaN: true }), fc.integer({ min: 0, max: 100 }).map((n) => n / 100), fc.constantFrom(0, 0.01, 1e-6, 0.5, 0.99, 1));
+const completion = fc.oneof(
+  fc.double({ min: 0, max: 1, noNaN: true }),
+  fc.integer({ min: 0, max: 100 }).map((n) => n / 100),
+  fc.constantFrom(0, 0.01, 1e-6, 0.5, 0.99, 1),
+);
 
 /**
  * A monotone series of true completions in a true scale. With `counts`, every sample
@@ -245,13 +256,25 @@ describe('mapExecutionStatus with a progress scale', () => {
     ['a percent', { progress: 37 }, 'percent', 37],
     ['undecided: as a percent (as before)', { progress: 0.37 }, undefined, 0.37],
     ['no progress', { progress: null }, 'fraction', null],
-    ['COMPLETED with 1 as a fraction', { status: 'COMPLETED', known_status: 'COMPLETED', progress: 1, final_output: { a: 1 } }, 'fraction', 100],
+    [
+      'COMPLETED with 1 as a fraction',
+      { status: 'COMPLETED', known_status: 'COMPLETED', progress: 1, final_output: { a: 1 } },
+      'fraction',
+      100,
+    ],
   ])('records %s as a percent', (_what, overrides, scale, expected) => {
     expect(mapExecutionStatus(execution(overrides), at, 1024, scale).fields.progress).toBe(expected);
   });
 
   it('with the scale inferred from the same status, as the poll Lambda calls it', () => {
-    const given = execution({ status: 'COMPLETED', known_status: 'COMPLETED', progress: 1, completed_nodes: 4, total_nodes: 4, final_output: 'x' });
+    const given = execution({
+      status: 'COMPLETED',
+      known_status: 'COMPLETED',
+      progress: 1,
+      completed_nodes: 4,
+      total_nodes: 4,
+      final_output: 'x',
+    });
     const scale = inferProgressScale(undefined, progressSampleOf(given));
     expect(scale).toBe('fraction');
     expect(mapExecutionStatus(given, at, 1024, scale).fields.progress).toBe(100);
@@ -264,8 +287,20 @@ describe('the stream with fractional progress', () => {
   it.each<[string, unknown, ProgressScale | undefined, number | null, ProgressScale | undefined]>([
     ['the contract example 50.0', { type: 'progress_update', progress: 50.0 }, undefined, 50, 'percent'],
     ['0.5', { type: 'progress_update', progress: 0.5 }, undefined, 50, 'fraction'],
-    ['0.5 with 1 of 2 nodes: undecided, read as a percent', { type: 'progress_update', progress: 0.5, completed_nodes: 1, total_nodes: 2 }, undefined, 0.5, undefined],
-    ['0.5 of a known fraction server', { type: 'progress_update', progress: 0.5, completed_nodes: 1, total_nodes: 2 }, 'fraction', 50, 'fraction'],
+    [
+      '0.5 with 1 of 2 nodes: undecided, read as a percent',
+      { type: 'progress_update', progress: 0.5, completed_nodes: 1, total_nodes: 2 },
+      undefined,
+      0.5,
+      undefined,
+    ],
+    [
+      '0.5 of a known fraction server',
+      { type: 'progress_update', progress: 0.5, completed_nodes: 1, total_nodes: 2 },
+      'fraction',
+      50,
+      'fraction',
+    ],
     ['1 of a known fraction server', { type: 'progress_update', progress: 1 }, 'fraction', 100, 'fraction'],
     ['0.5 of a known percent server', { type: 'progress_update', progress: 0.5 }, 'percent', 0.5, 'percent'],
     ['a node event without progress', { type: 'node_started', node_id: 'n' }, 'fraction', null, 'fraction'],
@@ -276,16 +311,30 @@ describe('the stream with fractional progress', () => {
   });
 
   /** A fetch answering with the given SSE text. */
-  const answering = (text: string): typeof fetch => async () => new Response(text, { status: 200, headers: { 'content-type': 'text/event-stream' } });
+  const answering =
+    (text: string): typeof fetch =>
+    async () =>
+      new Response(text, { status: 200, headers: { 'content-type': 'text/event-stream' } });
   const sse = (...payloads: unknown[]): string => payloads.map((payload) => `data: ${JSON.stringify(payload)}\n\n`).join('');
 
   it('listenToExecution reads a fraction stream as percents and reports the scale it decided', async () => {
     // Prepare
     const seen: StreamProgress[] = [];
-    const text = sse({ type: 'progress_update', progress: 0 }, { type: 'progress_update', progress: 0.25 }, { type: 'node_started', node_id: 'b' }, { type: 'progress_update', progress: 0.5 });
+    const text = sse(
+      { type: 'progress_update', progress: 0 },
+      { type: 'progress_update', progress: 0.25 },
+      { type: 'node_started', node_id: 'b' },
+      { type: 'progress_update', progress: 0.5 },
+    );
 
     // Act
-    const result = await listenToExecution({ url: 'http://waterflai.test/stream', apiKey: () => 'k-0123456789', windowMs: 2_000, fetch: answering(text), onEvent: (e) => seen.push(e) });
+    const result = await listenToExecution({
+      url: 'http://waterflai.test/stream',
+      apiKey: () => 'k-0123456789',
+      windowMs: 2_000,
+      fetch: answering(text),
+      onEvent: (e) => seen.push(e),
+    });
 
     // Assess
     expect(result.outcome).toBe('closed');
@@ -302,7 +351,14 @@ describe('the stream with fractional progress', () => {
     const text = sse({ type: 'progress_update', progress: 1 }, { type: 'execution_completed', status: 'COMPLETED', progress: 1 });
     const seen: StreamProgress[] = [];
 
-    const result = await listenToExecution({ url: 'http://waterflai.test/stream', apiKey: () => 'k-0123456789', windowMs: 2_000, fetch: answering(text), progressScale: 'fraction', onEvent: (e) => seen.push(e) });
+    const result = await listenToExecution({
+      url: 'http://waterflai.test/stream',
+      apiKey: () => 'k-0123456789',
+      windowMs: 2_000,
+      fetch: answering(text),
+      progressScale: 'fraction',
+      onEvent: (e) => seen.push(e),
+    });
 
     expect(result.outcome).toBe('completed');
     expect(seen.map((e) => e.progress)).toEqual([100, 100]);
@@ -310,8 +366,18 @@ describe('the stream with fractional progress', () => {
   });
 
   it('listenToExecution leaves a percent stream as it is, and an undecided one undecided', async () => {
-    const percent = await listenToExecution({ url: 'http://waterflai.test/stream', apiKey: () => 'k-0123456789', windowMs: 2_000, fetch: answering(sse({ type: 'progress_update', progress: 50.0 })) });
-    const undecided = await listenToExecution({ url: 'http://waterflai.test/stream', apiKey: () => 'k-0123456789', windowMs: 2_000, fetch: answering(sse({ type: 'progress_update', progress: 1 })) });
+    const percent = await listenToExecution({
+      url: 'http://waterflai.test/stream',
+      apiKey: () => 'k-0123456789',
+      windowMs: 2_000,
+      fetch: answering(sse({ type: 'progress_update', progress: 50.0 })),
+    });
+    const undecided = await listenToExecution({
+      url: 'http://waterflai.test/stream',
+      apiKey: () => 'k-0123456789',
+      windowMs: 2_000,
+      fetch: answering(sse({ type: 'progress_update', progress: 1 })),
+    });
 
     expect(percent.progress.map((e) => e.progress)).toEqual([50]);
     expect(percent.progressScale).toBe('percent');

@@ -9,7 +9,16 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_CODE, isTerminalStatus, JOB_STATUS, STATUS_RANK, TERMINAL_RANK, WATERFLAI_STATUS, type JobStatus, type WaterflaiStatus } from '../../lambdas/contract/constants';
+import {
+  ERROR_CODE,
+  isTerminalStatus,
+  JOB_STATUS,
+  STATUS_RANK,
+  TERMINAL_RANK,
+  WATERFLAI_STATUS,
+  type JobStatus,
+  type WaterflaiStatus,
+} from '../../lambdas/contract/constants';
 import { InvalidMessageError } from '../../lambdas/contract/errors';
 import { JOB_ID_PATTERN, URL_IDENTIFIER_PATTERN } from '../../lambdas/contract/identifiers';
 import { JOB_REQUEST_LIMITS, parseIntakeMessage, type IntakeMessage } from '../../lambdas/contract/job-request';
@@ -84,31 +93,60 @@ const validRequest = fc.record(
   { requiredKeys: ['chatbot_id', 'input_data'] },
 );
 
-const FIELDS = ['action', 'job_id', 'chatbot_id', 'input_data', 'metadata', 'timeout_seconds', 'detail', 'id', 'detail-type', 'source'] as const;
+const FIELDS = [
+  'action',
+  'job_id',
+  'chatbot_id',
+  'input_data',
+  'metadata',
+  'timeout_seconds',
+  'detail',
+  'id',
+  'detail-type',
+  'source',
+] as const;
 
 /** One change to a request object (or its envelope). */
 type Mutation = (value: Record<string, unknown>) => unknown;
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.constantFrom(...FIELDS).map((field): Mutation => (value) => {
-    const copy = { ...value };
-    delete copy[field];
-    return copy;
-  }),
-  fc.tuple(fc.constantFrom(...FIELDS), fc.jsonValue({ maxDepth: 4 })).map(([field, replacement]): Mutation => (value) => ({ ...value, [field]: replacement })),
-  fc.tuple(fc.string({ maxLength: 12 }), smallJson).map(([key, extra]): Mutation => (value) => ({ ...value, [key]: extra })),
-  fc.constantFrom<unknown>('start', 'cancel', 'CANCEL', 'stop', 1, null, true).map((action): Mutation => (value) => ({ ...value, action })),
-  fc.tuple(fc.oneof(jobIdArb, fc.string({ maxLength: 10 }), fc.integer()), fc.boolean()).map(([id, withDetailType]): Mutation => (value) => ({
-    version: '0',
-    id,
-    ...(withDetailType ? { 'detail-type': 'Waterflai Job Requested' } : {}),
-    source: 'com.example',
-    detail: value,
-  })),
-  fc.integer({ min: 9, max: 40 }).map((depth): Mutation => (value) => {
-    let deep: unknown = value;
-    for (let level = 0; level < depth; level += 1) deep = { nested: deep };
-    return { ...value, input_data: deep };
-  }),
+  fc.constantFrom(...FIELDS).map(
+    (field): Mutation =>
+      (value) => {
+        const copy = { ...value };
+        delete copy[field];
+        return copy;
+      },
+  ),
+  fc.tuple(fc.constantFrom(...FIELDS), fc.jsonValue({ maxDepth: 4 })).map(
+    ([field, replacement]): Mutation =>
+      (value) => ({ ...value, [field]: replacement }),
+  ),
+  fc.tuple(fc.string({ maxLength: 12 }), smallJson).map(
+    ([key, extra]): Mutation =>
+      (value) => ({ ...value, [key]: extra }),
+  ),
+  fc.constantFrom<unknown>('start', 'cancel', 'CANCEL', 'stop', 1, null, true).map(
+    (action): Mutation =>
+      (value) => ({ ...value, action }),
+  ),
+  fc.tuple(fc.oneof(jobIdArb, fc.string({ maxLength: 10 }), fc.integer()), fc.boolean()).map(
+    ([id, withDetailType]): Mutation =>
+      (value) => ({
+        version: '0',
+        id,
+        ...(withDetailType ? { 'detail-type': 'Waterflai Job Requested' } : {}),
+        source: 'com.example',
+        detail: value,
+      }),
+  ),
+  fc.integer({ min: 9, max: 40 }).map(
+    (depth): Mutation =>
+      (value) => {
+        let deep: unknown = value;
+        for (let level = 0; level < depth; level += 1) deep = { nested: deep };
+        return { ...value, input_data: deep };
+      },
+  ),
 );
 
 /** A mutated text: truncated, or with a character inserted or replaced. */
@@ -118,22 +156,31 @@ const textMutation = fc.oneof(
     const index = at % (text.length + 1);
     return text.slice(0, index) + insert + text.slice(index);
   }),
-  fc.tuple(fc.nat(), fc.constantFrom('"', '{', '}', '\\', ',', ':', '\u0000', '\uFEFF', '\uD800')).map(([at, replacement]) => (text: string) => {
-    const index = at % Math.max(1, text.length);
-    return text.slice(0, index) + replacement + text.slice(index + 1);
-  }),
+  fc
+    .tuple(fc.nat(), fc.constantFrom('"', '{', '}', '\\', ',', ':', '\u0000', '\uFEFF', '\uD800'))
+    .map(([at, replacement]) => (text: string) => {
+      const index = at % Math.max(1, text.length);
+      return text.slice(0, index) + replacement + text.slice(index + 1);
+    }),
 );
 
 describe('parseIntakeMessage never throws anything but InvalidMessageError', () => {
   it('for arbitrary strings', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 300 }), fc.string({ maxLength: 300 }), fc.json({ maxDepth: 4 })), (body) => checkParse(body)),
+      fc.property(
+        fc.oneof(fc.string({ unit: 'binary', maxLength: 300 }), fc.string({ maxLength: 300 }), fc.json({ maxDepth: 4 })),
+        (body) => checkParse(body),
+      ),
       { numRuns: 200, seed: 1129 },
     );
   });
 
   it('for arbitrary JSON values (objects with the real field names included)', () => {
-    const withFieldNames = fc.dictionary(fc.constantFrom(...FIELDS, 'base_url', '__proto__', 'constructor'), fc.jsonValue({ maxDepth: 4 }), { maxKeys: 8 });
+    const withFieldNames = fc.dictionary(
+      fc.constantFrom(...FIELDS, 'base_url', '__proto__', 'constructor'),
+      fc.jsonValue({ maxDepth: 4 }),
+      { maxKeys: 8 },
+    );
     fc.assert(
       fc.property(fc.oneof(fc.jsonValue({ maxDepth: 5 }), withFieldNames), (value) => checkParse(JSON.stringify(value) ?? 'null')),
       { numRuns: 200, seed: 1130 },
@@ -142,12 +189,18 @@ describe('parseIntakeMessage never throws anything but InvalidMessageError', () 
 
   it('for mutated valid requests (fields removed, replaced or added, envelopes, deep nesting, broken text)', () => {
     fc.assert(
-      fc.property(validRequest, fc.array(mutation, { minLength: 1, maxLength: 3 }), fc.option(textMutation, { nil: undefined }), (request, mutations, breakText) => {
-        let value: unknown = request;
-        for (const mutate of mutations) value = typeof value === 'object' && value !== null && !Array.isArray(value) ? mutate(value as Record<string, unknown>) : value;
-        const text = JSON.stringify(value);
-        checkParse(breakText ? breakText(text) : text);
-      }),
+      fc.property(
+        validRequest,
+        fc.array(mutation, { minLength: 1, maxLength: 3 }),
+        fc.option(textMutation, { nil: undefined }),
+        (request, mutations, breakText) => {
+          let value: unknown = request;
+          for (const mutate of mutations)
+            value = typeof value === 'object' && value !== null && !Array.isArray(value) ? mutate(value as Record<string, unknown>) : value;
+          const text = JSON.stringify(value);
+          checkParse(breakText ? breakText(text) : text);
+        },
+      ),
       { numRuns: 200, seed: 1131 },
     );
   });
@@ -160,7 +213,10 @@ describe('parseIntakeMessage never throws anything but InvalidMessageError', () 
     { where: 'metadata', body: `{"job_id":"j","chatbot_id":"bot","input_data":{},"metadata":{"a":${deepArray}}}` },
     { where: 'an unknown field', body: `{"job_id":"j","chatbot_id":"bot","input_data":{},"extra":${deepArray}}` },
     { where: 'job_id', body: `{"job_id":${deepArray},"chatbot_id":"bot","input_data":{}}` },
-    { where: "an envelope's detail", body: `{"id":"e","detail-type":"d","source":"s","detail":{"chatbot_id":"bot","input_data":${'{"a":'.repeat(DEEP / 5)}1${'}'.repeat(DEEP / 5)}}}` },
+    {
+      where: "an envelope's detail",
+      body: `{"id":"e","detail-type":"d","source":"s","detail":{"chatbot_id":"bot","input_data":${'{"a":'.repeat(DEEP / 5)}1${'}'.repeat(DEEP / 5)}}}`,
+    },
     { where: 'a cancel request', body: `{"action":"cancel","job_id":${deepArray}}` },
   ])('for $where nested 120,000 levels deep', ({ body }) => {
     const result = parse(body);
@@ -172,7 +228,9 @@ describe('parseIntakeMessage never throws anything but InvalidMessageError', () 
     fc.assert(
       fc.property(validRequest, fc.boolean(), (request, viaEventBridge) => {
         const eventId = 'evt-0001';
-        const body = viaEventBridge ? JSON.stringify({ version: '0', id: eventId, 'detail-type': 'Job', source: 'com.example', detail: request }) : JSON.stringify(request);
+        const body = viaEventBridge
+          ? JSON.stringify({ version: '0', id: eventId, 'detail-type': 'Job', source: 'com.example', detail: request })
+          : JSON.stringify(request);
         const result = parseIntakeMessage(body, MESSAGE_ID);
         expect(result.kind).toBe('start');
         if (result.kind !== 'start') return;
@@ -200,7 +258,9 @@ const JOB_STATUSES = new Set<string>(Object.values(JOB_STATUS));
 const optionalString = fc.option(fc.string({ maxLength: 400 }), { nil: null });
 const timestamp = fc.oneof(
   fc.constant(null),
-  fc.date({ min: new Date('2020-01-01T00:00:00Z'), max: new Date('2030-01-01T00:00:00Z'), noInvalidDate: true }).map((date) => date.toISOString()),
+  fc
+    .date({ min: new Date('2020-01-01T00:00:00Z'), max: new Date('2030-01-01T00:00:00Z'), noInvalidDate: true })
+    .map((date) => date.toISOString()),
   fc.string({ maxLength: 30 }),
 );
 const count = fc.option(fc.oneof(fc.nat(), fc.integer()), { nil: null });
@@ -248,10 +308,14 @@ describe('mapExecutionStatus is total', () => {
             CANCELLED: [JOB_STATUS.CANCELLED],
           };
           expect(execution.known_status === null ? [JOB_STATUS.UNKNOWN] : expected[execution.known_status]).toContain(mapped.status);
-          expect(isTerminalStatus(mapped.status)).toBe(execution.known_status === 'COMPLETED' || execution.known_status === 'FAILED' || execution.known_status === 'CANCELLED');
+          expect(isTerminalStatus(mapped.status)).toBe(
+            execution.known_status === 'COMPLETED' || execution.known_status === 'FAILED' || execution.known_status === 'CANCELLED',
+          );
           if (isTerminalStatus(mapped.status)) expect(mapped.fields.finished_at).toBe(finishedAt.toISOString());
           if (mapped.status === JOB_STATUS.FAILED) {
-            expect([ERROR_CODE.EXECUTION_FAILED, ERROR_CODE.OUTPUT_TOO_LARGE, ERROR_CODE.OUTPUT_EXPIRED]).toContain(mapped.fields.error_code);
+            expect([ERROR_CODE.EXECUTION_FAILED, ERROR_CODE.OUTPUT_TOO_LARGE, ERROR_CODE.OUTPUT_EXPIRED]).toContain(
+              mapped.fields.error_code,
+            );
             expect(mapped.fields.error_message?.length).toBeLessThanOrEqual(MAX_ERROR_MESSAGE_CHARS);
           }
           if (mapped.status === JOB_STATUS.COMPLETED) expect(mapped.outputBytes).toBeLessThanOrEqual(maxOutputBytes);
@@ -359,7 +423,10 @@ describe('status updates never move backwards', () => {
         let version = job.version;
         const snapshots: JobRecord[] = [job];
         for (const obs of observations) {
-          const allowed = rank < TERMINAL_RANK && STATUS_RANK[obs.status] >= rank && (obs.observedAt === undefined || observedAt === undefined || obs.observedAt >= observedAt);
+          const allowed =
+            rank < TERMINAL_RANK &&
+            STATUS_RANK[obs.status] >= rank &&
+            (obs.observedAt === undefined || observedAt === undefined || obs.observedAt >= observedAt);
           const result = await apply(job.job_id, obs);
           expect(result.applied, `${obs.status}@${String(obs.observedAt)} on rank ${rank}@${String(observedAt)}`).toBe(allowed);
           if (allowed) {
@@ -413,7 +480,10 @@ describe('status updates never move backwards', () => {
     // A real history: PENDING, RUNNING (and UNKNOWN) polls at increasing times, then one outcome observed last.
     const history = fc
       .record({
-        steps: fc.array(fc.constantFrom<JobStatus>(JOB_STATUS.PENDING, JOB_STATUS.RUNNING, JOB_STATUS.UNKNOWN), { minLength: 1, maxLength: 5 }),
+        steps: fc.array(fc.constantFrom<JobStatus>(JOB_STATUS.PENDING, JOB_STATUS.RUNNING, JOB_STATUS.UNKNOWN), {
+          minLength: 1,
+          maxLength: 5,
+        }),
         outcome: fc.constantFrom<JobStatus>(JOB_STATUS.COMPLETED, JOB_STATUS.FAILED, JOB_STATUS.CANCELLED),
       })
       .map(({ steps, outcome }) => {
@@ -426,7 +496,10 @@ describe('status updates never move backwards', () => {
       fc.record({
         observations: fc.constant(observations),
         // Any order, with some observations delivered twice (at-least-once).
-        order: fc.shuffledSubarray([...observations, ...observations], { minLength: observations.length * 2, maxLength: observations.length * 2 }),
+        order: fc.shuffledSubarray([...observations, ...observations], {
+          minLength: observations.length * 2,
+          maxLength: observations.length * 2,
+        }),
         concurrent: fc.boolean(),
       }),
     );

@@ -75,7 +75,9 @@ afterEach(() => {
 describe('parseStatusChangeBody', () => {
   it('reads the detail and the event id of a status-change event', () => {
     // Act
-    const parsed = parseStatusChangeBody(JSON.stringify(statusChangeEvent({ status: 'FAILED', error: 'States.TaskFailed', cause: 'boom' })));
+    const parsed = parseStatusChangeBody(
+      JSON.stringify(statusChangeEvent({ status: 'FAILED', error: 'States.TaskFailed', cause: 'boom' })),
+    );
 
     // Assess
     expect(parsed.eventId).toBe('evt-1');
@@ -91,7 +93,13 @@ describe('parseStatusChangeBody', () => {
   });
 
   it('accepts a detail without input, error or cause (Step Functions may leave them out)', () => {
-    const parsed = parseStatusChangeBody(JSON.stringify({ source: 'aws.states', 'detail-type': EXECUTION_STATUS_CHANGE.DETAIL_TYPE, detail: { executionArn: EXECUTION_ARN, status: 'TIMED_OUT' } }));
+    const parsed = parseStatusChangeBody(
+      JSON.stringify({
+        source: 'aws.states',
+        'detail-type': EXECUTION_STATUS_CHANGE.DETAIL_TYPE,
+        detail: { executionArn: EXECUTION_ARN, status: 'TIMED_OUT' },
+      }),
+    );
     expect(parsed.change).toEqual({ executionArn: EXECUTION_ARN, status: 'TIMED_OUT' });
     expect(parsed.eventId).toBeUndefined();
   });
@@ -125,7 +133,9 @@ describe('reconcile handler (SQS batch)', () => {
     // Assess
     expect(response).toEqual({ batchItemFailures: [] });
     expect(reconcile).toHaveBeenCalledTimes(1);
-    expect(reconcile).toHaveBeenCalledWith(expect.objectContaining({ executionArn: EXECUTION_ARN, status: 'ABORTED', input: JSON.stringify({ job_id: 'job-1' }) }));
+    expect(reconcile).toHaveBeenCalledWith(
+      expect.objectContaining({ executionArn: EXECUTION_ARN, status: 'ABORTED', input: JSON.stringify({ job_id: 'job-1' }) }),
+    );
   });
 
   it('logs a malformed body at ERROR and acknowledges it: never retried, the rest of the batch proceeds', async () => {
@@ -148,7 +158,9 @@ describe('reconcile handler (SQS batch)', () => {
     // Assess
     expect(response).toEqual({ batchItemFailures: [] });
     expect(reconcile).toHaveBeenCalledTimes(1);
-    const malformed = logged.mock.calls.filter(([message]) => typeof message === 'string' && message.includes('not an execution status-change event'));
+    const malformed = logged.mock.calls.filter(
+      ([message]) => typeof message === 'string' && message.includes('not an execution status-change event'),
+    );
     expect(malformed.map(([, extra]) => (extra as { message_id: string }).message_id).sort()).toEqual(['foreign', 'garbage']);
     expect(JSON.stringify(malformed)).not.toContain('not json at all'); // the body itself is not logged
   });
@@ -160,7 +172,9 @@ describe('reconcile handler (SQS batch)', () => {
       return 'settled';
     });
     const records = ['first', 'flaky', 'last'].map((name) =>
-      sqsRecord(JSON.stringify(statusChangeEvent({ executionArn: `${EXECUTION_ARN.replace(/job-1$/, '')}${name}` })), { messageId: `msg-${name}` }),
+      sqsRecord(JSON.stringify(statusChangeEvent({ executionArn: `${EXECUTION_ARN.replace(/job-1$/, '')}${name}` })), {
+        messageId: `msg-${name}`,
+      }),
     );
 
     // Act

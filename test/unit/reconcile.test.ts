@@ -47,7 +47,12 @@ beforeEach(() => {
   logger = { debug: vi.fn(), info: vi.fn(), warn: vi.fn(), error: vi.fn() };
   reconciler = new ExecutionReconciler({
     store,
-    publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
+    publisher: new OutcomePublisher(
+      new EventBridgeClient({ region: 'us-east-1' }),
+      'bus',
+      async () => undefined,
+      () => 0,
+    ),
     waterflai: { cancelExecution, getExecution },
     logger,
     now: () => NOW_MS,
@@ -94,7 +99,10 @@ function change(status: string, jobId: string, arn: string, overrides: Partial<E
 
 function published(): Array<{ detailType: string; detail: Record<string, unknown> }> {
   return eventsMock.commandCalls(PutEventsCommand).flatMap((call) =>
-    (call.args[0].input.Entries ?? []).map((entry) => ({ detailType: entry.DetailType ?? '', detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown> })),
+    (call.args[0].input.Entries ?? []).map((entry) => ({
+      detailType: entry.DetailType ?? '',
+      detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown>,
+    })),
   );
 }
 
@@ -110,11 +118,21 @@ describe('ExecutionReconciler: executions that ended outside the poll loop', () 
     expect(result).toBe('settled');
     expect(cancelExecution).toHaveBeenCalledOnce();
     expect(cancelExecution.mock.calls[0]?.[0]).toBe(`wf-${jobId}`);
-    expect(await store.get(jobId)).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.STOPPED, finished_at: NOW, event_published_at: NOW });
+    expect(await store.get(jobId)).toMatchObject({
+      status: JOB_STATUS.CANCELLED,
+      cancel_reason: CANCEL_REASON.STOPPED,
+      finished_at: NOW,
+      event_published_at: NOW,
+    });
     const events = published();
     expect(events).toHaveLength(1);
     expect(events[0]?.detailType).toBe(DETAIL_TYPE.CANCELLED);
-    expect(events[0]?.detail).toMatchObject({ job_id: jobId, status: JOB_STATUS.CANCELLED, reason: CANCEL_REASON.STOPPED, metadata: { tenant: 'acme' } });
+    expect(events[0]?.detail).toMatchObject({
+      job_id: jobId,
+      status: JOB_STATUS.CANCELLED,
+      reason: CANCEL_REASON.STOPPED,
+      metadata: { tenant: 'acme' },
+    });
     expect(outcomeDetailSchema.safeParse(events[0]?.detail).success).toBe(true);
   });
 
@@ -130,7 +148,10 @@ describe('ExecutionReconciler: executions that ended outside the poll loop', () 
     expect(cancelExecution).toHaveBeenCalledOnce();
     expect(await store.get(jobId)).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
     expect(published()).toEqual([
-      expect.objectContaining({ detailType: DETAIL_TYPE.FAILED, detail: expect.objectContaining({ error: expect.objectContaining({ code: ERROR_CODE.TIMED_OUT }) }) }),
+      expect.objectContaining({
+        detailType: DETAIL_TYPE.FAILED,
+        detail: expect.objectContaining({ error: expect.objectContaining({ code: ERROR_CODE.TIMED_OUT }) }),
+      }),
     ]);
   });
 
@@ -139,15 +160,22 @@ describe('ExecutionReconciler: executions that ended outside the poll loop', () 
     const { jobId, arn } = await trackedJob();
 
     // Act
-    const result = await reconciler.reconcile(change('FAILED', jobId, arn, { error: 'States.Runtime', cause: 'An error occurred while executing the state PollExecution' }));
+    const result = await reconciler.reconcile(
+      change('FAILED', jobId, arn, { error: 'States.Runtime', cause: 'An error occurred while executing the state PollExecution' }),
+    );
 
     // Assess
     expect(result).toBe('settled');
     const record = await store.get(jobId);
     expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.ORCHESTRATION_FAILED });
-    expect(record?.error_message).toBe('the state machine execution failed: States.Runtime: An error occurred while executing the state PollExecution');
+    expect(record?.error_message).toBe(
+      'the state machine execution failed: States.Runtime: An error occurred while executing the state PollExecution',
+    );
     expect(published()).toEqual([
-      expect.objectContaining({ detailType: DETAIL_TYPE.FAILED, detail: expect.objectContaining({ error: { code: ERROR_CODE.ORCHESTRATION_FAILED, message: record?.error_message } }) }),
+      expect.objectContaining({
+        detailType: DETAIL_TYPE.FAILED,
+        detail: expect.objectContaining({ error: { code: ERROR_CODE.ORCHESTRATION_FAILED, message: record?.error_message } }),
+      }),
     ]);
   });
 
@@ -202,7 +230,11 @@ describe('ExecutionReconciler: the upstream cancel', () => {
 
     expect(await reconciler.reconcile(change('ABORTED', jobId, arn))).toBe('settled');
 
-    expect(await store.get(jobId)).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.STOPPED, upstream_cancel: 'confirmed' });
+    expect(await store.get(jobId)).toMatchObject({
+      status: JOB_STATUS.CANCELLED,
+      cancel_reason: CANCEL_REASON.STOPPED,
+      upstream_cancel: 'confirmed',
+    });
     expect(logger.error).not.toHaveBeenCalled();
   });
 
@@ -240,23 +272,29 @@ describe('ExecutionReconciler: the upstream cancel', () => {
     ['a timeout', new WaterflaiNetworkError('cancel', 'TIMEOUT', 'no answer')],
     ['HTTP 403', new WaterflaiHttpError('cancel', 403)],
     ['a refusal while running', cancelResult(false, { previous_status: 'RUNNING' })],
-  ])('a cancel that cannot be confirmed (%s on every attempt) settles with upstream_cancel unconfirmed and leaves the execution to the sweeper', async (_name, answer) => {
-    // Prepare
-    const { jobId, arn } = await trackedJob();
-    if (answer instanceof Error) cancelExecution.mockRejectedValue(answer);
-    else cancelExecution.mockResolvedValue(answer);
+  ])(
+    'a cancel that cannot be confirmed (%s on every attempt) settles with upstream_cancel unconfirmed and leaves the execution to the sweeper',
+    async (_name, answer) => {
+      // Prepare
+      const { jobId, arn } = await trackedJob();
+      if (answer instanceof Error) cancelExecution.mockRejectedValue(answer);
+      else cancelExecution.mockResolvedValue(answer);
 
-    // Act
-    const result = await reconciler.reconcile(change('ABORTED', jobId, arn));
+      // Act
+      const result = await reconciler.reconcile(change('ABORTED', jobId, arn));
 
-    // Assess
-    expect(result).toBe('settled');
-    expect(cancelExecution).toHaveBeenCalledTimes(4);
-    const record = await store.get(jobId);
-    expect(record).toMatchObject({ status: JOB_STATUS.CANCELLED, upstream_cancel: 'unconfirmed', cancel_pending: 'pending' });
-    expect([...(record?.pending_cancels ?? [])]).toEqual([`wf-${jobId}`]);
-    expect(logger.error).toHaveBeenCalledWith('could not confirm the cancellation of the execution; the sweeper keeps trying', expect.objectContaining({ job_id: jobId }));
-  });
+      // Assess
+      expect(result).toBe('settled');
+      expect(cancelExecution).toHaveBeenCalledTimes(4);
+      const record = await store.get(jobId);
+      expect(record).toMatchObject({ status: JOB_STATUS.CANCELLED, upstream_cancel: 'unconfirmed', cancel_pending: 'pending' });
+      expect([...(record?.pending_cancels ?? [])]).toEqual([`wf-${jobId}`]);
+      expect(logger.error).toHaveBeenCalledWith(
+        'could not confirm the cancellation of the execution; the sweeper keeps trying',
+        expect.objectContaining({ job_id: jobId }),
+      );
+    },
+  );
 });
 
 describe('ExecutionReconciler: jobs already settled', () => {
@@ -296,7 +334,11 @@ describe('ExecutionReconciler: jobs already settled', () => {
   it('a job settled by its poll loop whose finish step never announced it gets its own outcome announced, unchanged', async () => {
     // Prepare
     const { jobId, arn } = await trackedJob();
-    await store.applyStatus(jobId, { status: JOB_STATUS.COMPLETED, fields: { final_output: { ok: 1 }, finished_at: at(60), polls: 12 }, now: at(60) });
+    await store.applyStatus(jobId, {
+      status: JOB_STATUS.COMPLETED,
+      fields: { final_output: { ok: 1 }, finished_at: at(60), polls: 12 },
+      now: at(60),
+    });
 
     // Act
     const result = await reconciler.reconcile(change('FAILED', jobId, arn, { error: 'Lambda.Unknown' }));
@@ -307,14 +349,21 @@ describe('ExecutionReconciler: jobs already settled', () => {
     expect(await store.get(jobId)).toMatchObject({ status: JOB_STATUS.COMPLETED, final_output: { ok: 1 }, event_published_at: NOW });
     expect((await store.get(jobId))?.error_code).toBeUndefined();
     expect(published()).toEqual([
-      expect.objectContaining({ detailType: DETAIL_TYPE.COMPLETED, detail: expect.objectContaining({ job_id: jobId, final_output: { ok: 1 }, polls: 12 }) }),
+      expect.objectContaining({
+        detailType: DETAIL_TYPE.COMPLETED,
+        detail: expect.objectContaining({ job_id: jobId, final_output: { ok: 1 }, polls: 12 }),
+      }),
     ]);
   });
 
   it('a job cancelled on request keeps reason requested when its execution is then stopped', async () => {
     // Prepare
     const { jobId, arn } = await trackedJob();
-    await store.applyStatus(jobId, { status: JOB_STATUS.CANCELLED, fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at(60) }, now: at(60) });
+    await store.applyStatus(jobId, {
+      status: JOB_STATUS.CANCELLED,
+      fields: { cancel_reason: CANCEL_REASON.REQUESTED, finished_at: at(60) },
+      now: at(60),
+    });
     await store.markEventPublished(jobId, `${jobId}:cancelled`, at(61));
 
     // Act
@@ -361,7 +410,11 @@ describe('ExecutionReconciler: executions that do not own the job', () => {
     // Prepare
     const { jobId, arn } = await trackedJob();
     await store.recordHandOver(jobId, 1, `${arn}-g1`, at(30));
-    await store.applyStatus(jobId, { status: JOB_STATUS.FAILED, fields: { error_code: ERROR_CODE.EXECUTION_FAILED, error_message: 'boom', finished_at: at(40) }, now: at(40) });
+    await store.applyStatus(jobId, {
+      status: JOB_STATUS.FAILED,
+      fields: { error_code: ERROR_CODE.EXECUTION_FAILED, error_message: 'boom', finished_at: at(40) },
+      now: at(40),
+    });
 
     // Act
     const result = await reconciler.reconcile(change('ABORTED', jobId, arn));
@@ -372,24 +425,27 @@ describe('ExecutionReconciler: executions that do not own the job', () => {
     expect((await store.get(jobId))?.error_code).toBe(ERROR_CODE.EXECUTION_FAILED);
   });
 
-  it.each(['SUCCEEDED', 'RUNNING', 'PENDING_REDRIVE', 'aborted'])('status %s is ignored without reading or writing the job', async (status) => {
-    // Prepare
-    const { jobId, arn } = await trackedJob();
-    const before = await store.get(jobId);
-    const send = vi.spyOn(dynamo.documentClient, 'send');
+  it.each(['SUCCEEDED', 'RUNNING', 'PENDING_REDRIVE', 'aborted'])(
+    'status %s is ignored without reading or writing the job',
+    async (status) => {
+      // Prepare
+      const { jobId, arn } = await trackedJob();
+      const before = await store.get(jobId);
+      const send = vi.spyOn(dynamo.documentClient, 'send');
 
-    // Act
-    const result = await reconciler.reconcile(change(status, jobId, arn));
+      // Act
+      const result = await reconciler.reconcile(change(status, jobId, arn));
 
-    // Assess
-    const calls = send.mock.calls.length;
-    send.mockRestore();
-    expect(result).toBe('ignored');
-    expect(calls).toBe(0);
-    expect(await store.get(jobId)).toEqual(before);
-    expect(cancelExecution).not.toHaveBeenCalled();
-    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
-  });
+      // Assess
+      const calls = send.mock.calls.length;
+      send.mockRestore();
+      expect(result).toBe('ignored');
+      expect(calls).toBe(0);
+      expect(await store.get(jobId)).toEqual(before);
+      expect(cancelExecution).not.toHaveBeenCalled();
+      expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+    },
+  );
 
   it.each([
     ['no input', null],
@@ -403,14 +459,18 @@ describe('ExecutionReconciler: executions that do not own the job', () => {
     const { jobId, arn } = await trackedJob();
     const before = await store.get(jobId);
     const base = change('ABORTED', jobId, arn);
-    const event: ExecutionStatusChange = input === undefined ? { executionArn: base.executionArn, status: base.status } : { ...base, input };
+    const event: ExecutionStatusChange =
+      input === undefined ? { executionArn: base.executionArn, status: base.status } : { ...base, input };
 
     // Act
     const result = await reconciler.reconcile(event);
 
     // Assess
     expect(result).toBe('unknown-job');
-    expect(logger.error).toHaveBeenCalledWith('execution status change without a readable job id', { execution_arn: arn, status: 'ABORTED' });
+    expect(logger.error).toHaveBeenCalledWith('execution status change without a readable job id', {
+      execution_arn: arn,
+      status: 'ABORTED',
+    });
     expect(await store.get(jobId)).toEqual(before);
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
   });

@@ -32,7 +32,11 @@ const waterflaiRequests: Array<{ method: string; url: string; apiKey: string | u
 let handler: (event: SQSEvent, context: Context) => Promise<SQSBatchResponse>;
 
 function answerWaterflai(request: IncomingMessage, response: ServerResponse): void {
-  waterflaiRequests.push({ method: request.method ?? '', url: request.url ?? '', apiKey: request.headers['x-api-key'] as string | undefined });
+  waterflaiRequests.push({
+    method: request.method ?? '',
+    url: request.url ?? '',
+    apiKey: request.headers['x-api-key'] as string | undefined,
+  });
   request.resume();
   const flaky = request.url?.includes('/flaky-bot/');
   response.writeHead(flaky ? 503 : 202, { 'content-type': 'application/json' });
@@ -67,7 +71,9 @@ beforeAll(async () => {
   const { port } = waterflai.address() as AddressInfo;
 
   secretsMock.on(GetSecretValueCommand).resolves({ SecretString: API_KEY });
-  sfnMock.on(StartExecutionCommand).resolves({ executionArn: 'arn:aws:states:us-east-1:123456789012:execution:sm:x', startDate: new Date() });
+  sfnMock
+    .on(StartExecutionCommand)
+    .resolves({ executionArn: 'arn:aws:states:us-east-1:123456789012:execution:sm:x', startDate: new Date() });
   sqsMock.on(SendMessageCommand).resolves({ MessageId: 'm' });
   sqsMock.on(ChangeMessageVisibilityCommand).resolves({});
   eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e' }] });

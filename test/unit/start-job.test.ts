@@ -13,7 +13,13 @@ import type { PollState } from '../../lambdas/domain/workflow';
 import { JobBusyError, JobStarter, sqsSafe } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { sqsRecord } from '../support/sqs-record';
-import { answerLikeHealthyAws, fakeWaterflaiStarter, STARTER_SETTINGS, STATE_MACHINE_ARN, type FakeWaterflaiStarter } from '../support/starter';
+import {
+  answerLikeHealthyAws,
+  fakeWaterflaiStarter,
+  STARTER_SETTINGS,
+  STATE_MACHINE_ARN,
+  type FakeWaterflaiStarter,
+} from '../support/starter';
 
 const settings = STARTER_SETTINGS;
 
@@ -28,9 +34,14 @@ let waterflai: FakeWaterflaiStarter;
 let logs: Array<{ level: string; args: unknown[] }>;
 let starter: JobStarter;
 
-
 const job = (overrides: Record<string, unknown> = {}): string =>
-  JSON.stringify({ job_id: 'job-1', chatbot_id: 'bot-1', input_data: { query: 'private question' }, metadata: { team: 'reports' }, ...overrides });
+  JSON.stringify({
+    job_id: 'job-1',
+    chatbot_id: 'bot-1',
+    input_data: { query: 'private question' },
+    metadata: { team: 'reports' },
+    ...overrides,
+  });
 
 const remaining = (): number => 60_000;
 
@@ -40,14 +51,19 @@ function startInputs(): string[] {
 
 function publishedDetails(): Array<{ detailType: string; detail: Record<string, unknown> }> {
   return eventsMock.commandCalls(PutEventsCommand).flatMap((call) =>
-    (call.args[0].input.Entries ?? []).map((entry) => ({ detailType: entry.DetailType ?? '', detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown> })),
+    (call.args[0].input.Entries ?? []).map((entry) => ({
+      detailType: entry.DetailType ?? '',
+      detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown>,
+    })),
   );
 }
 
 function dlqAttributes(): Array<Record<string, string | undefined>> {
-  return sqsMock.commandCalls(SendMessageCommand).map((call) =>
-    Object.fromEntries(Object.entries(call.args[0].input.MessageAttributes ?? {}).map(([key, value]) => [key, value.StringValue])),
-  );
+  return sqsMock
+    .commandCalls(SendMessageCommand)
+    .map((call) =>
+      Object.fromEntries(Object.entries(call.args[0].input.MessageAttributes ?? {}).map(([key, value]) => [key, value.StringValue])),
+    );
 }
 
 /** A claim another start attempt holds (or held) on a job (job-1 unless overridden). */
@@ -81,13 +97,21 @@ beforeEach(async () => {
   clock = Date.parse('2026-11-29T12:00:00.000Z');
   waterflai = fakeWaterflaiStarter();
   logs = [];
-  const capture = (level: string) => (...args: unknown[]) => void logs.push({ level, args });
+  const capture =
+    (level: string) =>
+    (...args: unknown[]) =>
+      void logs.push({ level, args });
   starter = new JobStarter({
     store,
     waterflai,
     sfn: new SFNClient({ region: 'us-east-1' }),
     sqs: new SQSClient({ region: 'us-east-1' }),
-    publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
+    publisher: new OutcomePublisher(
+      new EventBridgeClient({ region: 'us-east-1' }),
+      'bus',
+      async () => undefined,
+      () => 0,
+    ),
     logger: { debug: capture('debug'), info: capture('info'), warn: capture('warn'), error: capture('error') },
     settings,
     now: () => clock,
@@ -187,7 +211,11 @@ describe('JobStarter: duplicate deliveries', () => {
 
   it('a duplicate delivery of a finished job is a no-op and announces nothing', async () => {
     await starter.handleRecord(sqsRecord(job()), remaining);
-    await store.applyStatus('job-1', { status: JOB_STATUS.COMPLETED, fields: { finished_at: new Date(clock).toISOString() }, now: new Date(clock).toISOString() });
+    await store.applyStatus('job-1', {
+      status: JOB_STATUS.COMPLETED,
+      fields: { finished_at: new Date(clock).toISOString() },
+      now: new Date(clock).toISOString(),
+    });
 
     await starter.handleRecord(sqsRecord(job(), { messageId: 'msg-2' }), remaining);
 
@@ -218,16 +246,19 @@ describe('JobStarter: duplicate deliveries', () => {
   it.each([
     [1, 3],
     [4, 33],
-  ])('a delivery while another holds the claim fails only that item without calling Waterflai (receive %i: back in %i s; the last receive waits out the claim)', async (receiveCount, visibility) => {
-    await claimedElsewhere({ source_message_id: 'msg-0', claim_expires_at: clock + 30_000 });
+  ])(
+    'a delivery while another holds the claim fails only that item without calling Waterflai (receive %i: back in %i s; the last receive waits out the claim)',
+    async (receiveCount, visibility) => {
+      await claimedElsewhere({ source_message_id: 'msg-0', claim_expires_at: clock + 30_000 });
 
-    await expect(starter.handleRecord(sqsRecord(job(), { receiveCount }), remaining)).rejects.toBeInstanceOf(JobBusyError);
+      await expect(starter.handleRecord(sqsRecord(job(), { receiveCount }), remaining)).rejects.toBeInstanceOf(JobBusyError);
 
-    expect(waterflai.startExecution).not.toHaveBeenCalled();
-    // Backoff (5 s x random 0.5 on the first receive); before the last receive (of 5), the
-    // 30 s the claim has left plus jitter (random 0.5 x 5 s), so the busy retries cannot use up the receives
-    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { VisibilityTimeout: visibility });
-  });
+      expect(waterflai.startExecution).not.toHaveBeenCalled();
+      // Backoff (5 s x random 0.5 on the first receive); before the last receive (of 5), the
+      // 30 s the claim has left plus jitter (random 0.5 x 5 s), so the busy retries cannot use up the receives
+      expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { VisibilityTimeout: visibility });
+    },
+  );
 
   it('takes over an expired claim left by a crashed attempt (the crash window) and starts the job', async () => {
     // Prepare: an attempt claimed the job and died before saving an execution id
@@ -258,7 +289,11 @@ describe('JobStarter: transient failures fail only the item and are retried', ()
     await expect(starter.handleRecord(sqsRecord(job(), { receiveCount: 3 }), remaining)).rejects.toBe(error);
 
     // Assess: backoff 5 s * 2^(3-1) = 20 s, full jitter at random 0.5 → 10 s
-    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { QueueUrl: settings.intakeQueueUrl, ReceiptHandle: 'receipt-msg-1-3', VisibilityTimeout: 10 });
+    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, {
+      QueueUrl: settings.intakeQueueUrl,
+      ReceiptHandle: 'receipt-msg-1-3',
+      VisibilityTimeout: 10,
+    });
     const record = await store.get('job-1');
     expect(record).toMatchObject({ status: JOB_STATUS.SUBMITTING, claim_expires_at: 0 });
     expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
@@ -295,7 +330,9 @@ describe('JobStarter: transient failures fail only the item and are retried', ()
     // Prepare
     sfnMock.on(StartExecutionCommand).rejectsOnce(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' }));
     await expect(starter.handleRecord(sqsRecord(job()), remaining)).rejects.toThrow(/Rate exceeded/);
-    sfnMock.on(StartExecutionCommand).resolves({ executionArn: 'arn:aws:states:us-east-1:123456789012:execution:poll-loop:job-1', startDate: new Date() });
+    sfnMock
+      .on(StartExecutionCommand)
+      .resolves({ executionArn: 'arn:aws:states:us-east-1:123456789012:execution:poll-loop:job-1', startDate: new Date() });
     clock += 5_000;
 
     // Act
@@ -324,55 +361,78 @@ describe('JobStarter: transient failures fail only the item and are retried', ()
 
     expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.START_RETRIES_EXHAUSTED });
     expect(publishedDetails()).toEqual([
-      expect.objectContaining({ detailType: DETAIL_TYPE.FAILED, detail: expect.objectContaining({ error: expect.objectContaining({ code: ERROR_CODE.START_RETRIES_EXHAUSTED }) }) }),
+      expect.objectContaining({
+        detailType: DETAIL_TYPE.FAILED,
+        detail: expect.objectContaining({ error: expect.objectContaining({ code: ERROR_CODE.START_RETRIES_EXHAUSTED }) }),
+      }),
     ]);
-    expect(dlqAttributes()).toEqual([expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.START_RETRIES_EXHAUSTED, [DLQ_ATTRIBUTE.JOB_ID]: 'job-1' })]);
+    expect(dlqAttributes()).toEqual([
+      expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.START_RETRIES_EXHAUSTED, [DLQ_ATTRIBUTE.JOB_ID]: 'job-1' }),
+    ]);
   });
 });
 
 describe('JobStarter: permanent failures are not retried', () => {
-  it.each([400, 404, 409, 422])('Waterflai %i on start: FAILED with WATERFLAI_REJECTED, Failed event, DLQ with the reason', async (status) => {
-    // Prepare
-    waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', status, undefined, 'chatbot is not published'));
+  it.each([400, 404, 409, 422])(
+    'Waterflai %i on start: FAILED with WATERFLAI_REJECTED, Failed event, DLQ with the reason',
+    async (status) => {
+      // Prepare
+      waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', status, undefined, 'chatbot is not published'));
 
-    // Act
-    await starter.handleRecord(sqsRecord(job()), remaining);
+      // Act
+      await starter.handleRecord(sqsRecord(job()), remaining);
 
-    // Assess
-    const record = await store.get('job-1');
-    expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.WATERFLAI_REJECTED, rejected_at_intake: true });
-    expect(record?.error_message).toContain(`HTTP ${status}`);
-    expect(record?.dead_lettered_at).toBeDefined();
-    expect(record?.event_published_at).toBeDefined();
-    const [event] = publishedDetails();
-    expect(event?.detailType).toBe(DETAIL_TYPE.FAILED);
-    expect(event?.detail).toMatchObject({ job_id: 'job-1', chatbot_id: 'bot-1', execution_id: null, status: 'FAILED', metadata: { team: 'reports' } });
-    expect(dlqAttributes()[0]).toMatchObject({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.WATERFLAI_REJECTED, [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-1' });
-    expect(sqsMock.commandCalls(SendMessageCommand)[0]?.args[0].input.MessageBody).toBe(job());
-    expect(sfnMock).not.toHaveReceivedCommand(StartExecutionCommand);
-    expect(sqsMock).not.toHaveReceivedCommand(ChangeMessageVisibilityCommand);
-  });
+      // Assess
+      const record = await store.get('job-1');
+      expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.WATERFLAI_REJECTED, rejected_at_intake: true });
+      expect(record?.error_message).toContain(`HTTP ${status}`);
+      expect(record?.dead_lettered_at).toBeDefined();
+      expect(record?.event_published_at).toBeDefined();
+      const [event] = publishedDetails();
+      expect(event?.detailType).toBe(DETAIL_TYPE.FAILED);
+      expect(event?.detail).toMatchObject({
+        job_id: 'job-1',
+        chatbot_id: 'bot-1',
+        execution_id: null,
+        status: 'FAILED',
+        metadata: { team: 'reports' },
+      });
+      expect(dlqAttributes()[0]).toMatchObject({
+        [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.WATERFLAI_REJECTED,
+        [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-1',
+      });
+      expect(sqsMock.commandCalls(SendMessageCommand)[0]?.args[0].input.MessageBody).toBe(job());
+      expect(sfnMock).not.toHaveReceivedCommand(StartExecutionCommand);
+      expect(sqsMock).not.toHaveReceivedCommand(ChangeMessageVisibilityCommand);
+    },
+  );
 
-  it.each([401, 403])('Waterflai %i on start (the key refused even after a fresh read) is retried through SQS, not a rejection of the job', async (status) => {
-    // Prepare
-    waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', status, undefined, 'invalid key'));
+  it.each([401, 403])(
+    'Waterflai %i on start (the key refused even after a fresh read) is retried through SQS, not a rejection of the job',
+    async (status) => {
+      // Prepare
+      waterflai.startExecution.mockRejectedValueOnce(new WaterflaiHttpError('start', status, undefined, 'invalid key'));
 
-    // Act
-    const attempt = starter.handleRecord(sqsRecord(job(), { receiveCount: 1 }), remaining);
+      // Act
+      const attempt = starter.handleRecord(sqsRecord(job(), { receiveCount: 1 }), remaining);
 
-    // Assess
-    await expect(attempt).rejects.toBeInstanceOf(WaterflaiHttpError);
-    expect((await store.get('job-1'))?.status).toBe(JOB_STATUS.SUBMITTING);
-    expect(sqsMock).toHaveReceivedCommand(ChangeMessageVisibilityCommand);
-    expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
-    expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
-  });
+      // Assess
+      await expect(attempt).rejects.toBeInstanceOf(WaterflaiHttpError);
+      expect((await store.get('job-1'))?.status).toBe(JOB_STATUS.SUBMITTING);
+      expect(sqsMock).toHaveReceivedCommand(ChangeMessageVisibilityCommand);
+      expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
+      expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
+    },
+  );
 
   it('an invalid message that is not a JSON object goes to the DLQ with its reason, and no event (no job id is known)', async () => {
     await starter.handleRecord(sqsRecord('definitely not json'), remaining);
 
     expect(dlqAttributes()).toEqual([
-      expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.INVALID_MESSAGE, [DLQ_ATTRIBUTE.ERROR_MESSAGE]: 'message body is not valid JSON' }),
+      expect.objectContaining({
+        [DLQ_ATTRIBUTE.ERROR_CODE]: ERROR_CODE.INVALID_MESSAGE,
+        [DLQ_ATTRIBUTE.ERROR_MESSAGE]: 'message body is not valid JSON',
+      }),
     ]);
     expect(dlqAttributes()[0]).not.toHaveProperty(DLQ_ATTRIBUTE.JOB_ID);
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
@@ -387,7 +447,11 @@ describe('JobStarter: permanent failures are not retried', () => {
     expect(publishedDetails()).toEqual([
       expect.objectContaining({
         detailType: DETAIL_TYPE.FAILED,
-        detail: expect.objectContaining({ job_id: 'job-1', chatbot_id: null, error: expect.objectContaining({ code: ERROR_CODE.INVALID_MESSAGE }) }),
+        detail: expect.objectContaining({
+          job_id: 'job-1',
+          chatbot_id: null,
+          error: expect.objectContaining({ code: ERROR_CODE.INVALID_MESSAGE }),
+        }),
       }),
     ]);
     expect(dlqAttributes()[0]).toMatchObject({ [DLQ_ATTRIBUTE.JOB_ID]: 'job-1' });
@@ -401,12 +465,16 @@ describe('JobStarter: permanent failures are not retried', () => {
 
     expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.PENDING, execution_id: 'exec_1' });
     expect(eventsMock).not.toHaveReceivedCommand(PutEventsCommand);
-    expect(dlqAttributes()).toEqual([expect.objectContaining({ [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-2', [DLQ_ATTRIBUTE.JOB_ID]: 'job-1' })]);
+    expect(dlqAttributes()).toEqual([
+      expect.objectContaining({ [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-2', [DLQ_ATTRIBUTE.JOB_ID]: 'job-1' }),
+    ]);
   });
 
   it('a rejection interrupted by a PutEvents failure is completed by the redelivery: one event id, one DLQ copy', async () => {
     // Prepare: EventBridge keeps failing the entry during the first attempt
-    eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'try again' }] });
+    eventsMock
+      .on(PutEventsCommand)
+      .resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'try again' }] });
     await expect(starter.handleRecord(sqsRecord(job({ input_data: 3 })), remaining)).rejects.toThrow(/PutEvents failed/);
     expect(sqsMock).not.toHaveReceivedCommand(SendMessageCommand);
     eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e-2' }] });
@@ -494,7 +562,7 @@ describe('JobStarter: a lost answer to its own claim', () => {
     expect(await store.get('job-1')).toMatchObject({ execution_id: 'exec_1' });
   });
 
-  it('another attempt\'s live claim is still busy, whatever its token', async () => {
+  it("another attempt's live claim is still busy, whatever its token", async () => {
     // Prepare
     await claimedElsewhere({ job_id: 'job-2', source_message_id: 'msg-0', claim_expires_at: clock + 30_000, claim_token: 'someone-else' });
 
@@ -521,7 +589,12 @@ describe('JobStarter: transient faults while rejecting an invalid message', () =
 });
 
 describe('JobStarter: an accepted execution whose id cannot be saved', () => {
-  const throttled = (): Error => Object.assign(new Error('Rate of requests exceeds the allowed throughput.'), { name: 'ThrottlingException', $fault: 'client', $retryable: { throttling: true } });
+  const throttled = (): Error =>
+    Object.assign(new Error('Rate of requests exceeds the allowed throughput.'), {
+      name: 'ThrottlingException',
+      $fault: 'client',
+      $retryable: { throttling: true },
+    });
 
   it('retries the save in-process and starts the job with its one execution', async () => {
     // Prepare: DynamoDB throttles the first two saves

@@ -42,7 +42,14 @@ describe('mapExecutionStatus', () => {
       // Assess
       expect(mapped).toEqual({
         status,
-        fields: { progress: 40, current_node: 'summarise', completed_nodes: 2, total_nodes: 5, upstream_started_at: '2025-03-01T11:59:01.000Z', cleanup_after: null },
+        fields: {
+          progress: 40,
+          current_node: 'summarise',
+          completed_nodes: 2,
+          total_nodes: 5,
+          upstream_started_at: '2025-03-01T11:59:01.000Z',
+          cleanup_after: null,
+        },
       });
     });
   });
@@ -73,7 +80,7 @@ describe('mapExecutionStatus', () => {
     expect(mapped.fields).toHaveProperty('final_output', null);
   });
 
-  it('maps FAILED with EXECUTION_FAILED and Waterflai\'s error message', () => {
+  it("maps FAILED with EXECUTION_FAILED and Waterflai's error message", () => {
     // Prepare
     const given = execution({ status: 'FAILED', known_status: 'FAILED', error_message: 'node summarise crashed' });
 
@@ -82,7 +89,11 @@ describe('mapExecutionStatus', () => {
 
     // Assess
     expect(mapped.status).toBe(JOB_STATUS.FAILED);
-    expect(mapped.fields).toMatchObject({ finished_at: OBSERVED_AT, error_code: ERROR_CODE.EXECUTION_FAILED, error_message: 'node summarise crashed' });
+    expect(mapped.fields).toMatchObject({
+      finished_at: OBSERVED_AT,
+      error_code: ERROR_CODE.EXECUTION_FAILED,
+      error_message: 'node summarise crashed',
+    });
     expect(mapped.fields).not.toHaveProperty('final_output');
   });
 
@@ -154,7 +165,11 @@ describe('mapExecutionStatus', () => {
   });
 
   it.each([
-    { name: 'a node name longer than the limit is truncated', node: 'n'.repeat(MAX_NODE_NAME_CHARS + 44), expected: 'n'.repeat(MAX_NODE_NAME_CHARS) },
+    {
+      name: 'a node name longer than the limit is truncated',
+      node: 'n'.repeat(MAX_NODE_NAME_CHARS + 44),
+      expected: 'n'.repeat(MAX_NODE_NAME_CHARS),
+    },
     { name: 'a node name at the limit is kept', node: 'm'.repeat(MAX_NODE_NAME_CHARS), expected: 'm'.repeat(MAX_NODE_NAME_CHARS) },
     { name: 'a null node stays null', node: null, expected: null },
   ])('$name', ({ node, expected }) => {
@@ -192,7 +207,9 @@ describe('mapExecutionStatus', () => {
       // Assess
       expect(mapped.status).toBe(JOB_STATUS.FAILED);
       expect(mapped.fields.error_code).toBe(ERROR_CODE.OUTPUT_TOO_LARGE);
-      expect(mapped.fields.error_message).toBe(`the execution completed but its final_output is ${LIMIT + 1} bytes, over the ${LIMIT} byte limit`);
+      expect(mapped.fields.error_message).toBe(
+        `the execution completed but its final_output is ${LIMIT + 1} bytes, over the ${LIMIT} byte limit`,
+      );
       expect(mapped.fields.finished_at).toBe(OBSERVED_AT);
       expect(mapped.fields).not.toHaveProperty('final_output');
     });

@@ -51,7 +51,12 @@ function sweeper(settings: Partial<SweepSettings> = {}): JobSweeper {
   return new JobSweeper(
     {
       store,
-      publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
+      publisher: new OutcomePublisher(
+        new EventBridgeClient({ region: 'us-east-1' }),
+        'bus',
+        async () => undefined,
+        () => 0,
+      ),
       waterflai: { cancelExecution, getExecution },
       logger,
       now: () => NOW_MS,
@@ -65,7 +70,12 @@ function sweeper(settings: Partial<SweepSettings> = {}): JobSweeper {
  * A job whose deadline is `deadlineSeconds` from now, in `status`. Every status but
  * SUBMITTING has the Waterflai execution `wf-<jobId>`.
  */
-async function job(jobId: string, deadlineSeconds: number, status: JobStatus = JOB_STATUS.RUNNING, fields: StatusFields = {}): Promise<void> {
+async function job(
+  jobId: string,
+  deadlineSeconds: number,
+  status: JobStatus = JOB_STATUS.RUNNING,
+  fields: StatusFields = {},
+): Promise<void> {
   await store.claim({
     job_id: jobId,
     chatbot_id: 'bot-1',
@@ -127,19 +137,22 @@ describe('JobSweeper: which jobs are swept', () => {
     expect((await store.get('at-cutoff'))?.status).toBe(JOB_STATUS.RUNNING);
   });
 
-  it.each([JOB_STATUS.SUBMITTING, JOB_STATUS.PENDING, JOB_STATUS.RUNNING, JOB_STATUS.UNKNOWN])('an overdue %s job is swept', async (status) => {
-    // Prepare
-    await job('stuck', -3600, status);
+  it.each([JOB_STATUS.SUBMITTING, JOB_STATUS.PENDING, JOB_STATUS.RUNNING, JOB_STATUS.UNKNOWN])(
+    'an overdue %s job is swept',
+    async (status) => {
+      // Prepare
+      await job('stuck', -3600, status);
 
-    // Act
-    const report = await sweeper().sweep();
+      // Act
+      const report = await sweeper().sweep();
 
-    // Assess
-    expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
-    expect(await store.get('stuck')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
-    expect(cancelExecution).toHaveBeenCalledTimes(status === JOB_STATUS.SUBMITTING ? 0 : 1);
-    expect(announcedJobs()).toEqual(['stuck']);
-  });
+      // Assess
+      expect(report).toEqual({ examined: 1, settled: 1, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 0 });
+      expect(await store.get('stuck')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT });
+      expect(cancelExecution).toHaveBeenCalledTimes(status === JOB_STATUS.SUBMITTING ? 0 : 1);
+      expect(announcedJobs()).toEqual(['stuck']);
+    },
+  );
 
   it.each<[TerminalStatus, StatusFields]>([
     [JOB_STATUS.COMPLETED, { final_output: 1 }],
@@ -196,7 +209,11 @@ describe('JobSweeper: failures', () => {
     // Assess
     expect(report).toEqual({ examined: 2, settled: 2, failed: 0, announced: 0, cancelsConfirmed: 0, cancelsPending: 1 });
     expect(next).toEqual({ examined: 0, settled: 0, failed: 0, announced: 0, cancelsConfirmed: 1, cancelsPending: 0 });
-    expect(await store.get('fine')).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
+    expect(await store.get('fine')).toMatchObject({
+      status: JOB_STATUS.FAILED,
+      error_code: ERROR_CODE.TIMED_OUT,
+      upstream_cancel: 'confirmed',
+    });
     const flaky = await store.get('flaky');
     expect(flaky).toMatchObject({ status: JOB_STATUS.FAILED, error_code: ERROR_CODE.TIMED_OUT, upstream_cancel: 'confirmed' });
     expect(flaky?.pending_cancels).toBeUndefined();
@@ -208,11 +225,13 @@ describe('JobSweeper: failures', () => {
     // Prepare: EventBridge refuses the first job's entry every time
     await job('first', -3600);
     await job('second', -3600);
-    eventsMock.on(PutEventsCommand).callsFake((input: { Entries: Array<{ Detail: string }> }) =>
-      input.Entries[0]?.Detail.includes('"job_id":"first"')
-        ? { FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'no' }] }
-        : { FailedEntryCount: 0, Entries: [{ EventId: 'eb-2' }] },
-    );
+    eventsMock
+      .on(PutEventsCommand)
+      .callsFake((input: { Entries: Array<{ Detail: string }> }) =>
+        input.Entries[0]?.Detail.includes('"job_id":"first"')
+          ? { FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'no' }] }
+          : { FailedEntryCount: 0, Entries: [{ EventId: 'eb-2' }] },
+      );
 
     // Act
     const report = await sweeper().sweep();
@@ -251,7 +270,9 @@ describe('JobSweeper: maxJobsPerRun', () => {
 
     // Act
     const first = await sweeper({ maxJobsPerRun: 3 }).sweep();
-    const settledAfterFirst = (await Promise.all(all.map((id) => store.get(id)))).filter((record) => record?.status === JOB_STATUS.FAILED).length;
+    const settledAfterFirst = (await Promise.all(all.map((id) => store.get(id)))).filter(
+      (record) => record?.status === JOB_STATUS.FAILED,
+    ).length;
     const second = await sweeper({ maxJobsPerRun: 3 }).sweep();
 
     // Assess
@@ -326,7 +347,12 @@ describe('JobSweeper: outcomes that were never announced', () => {
     const later = new JobSweeper(
       {
         store,
-        publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
+        publisher: new OutcomePublisher(
+          new EventBridgeClient({ region: 'us-east-1' }),
+          'bus',
+          async () => undefined,
+          () => 0,
+        ),
         waterflai: { cancelExecution, getExecution },
         logger,
         now: () => NOW_MS + (GRACE_SECONDS + 60) * 1000,
@@ -396,9 +422,13 @@ describe('JobSweeper: executions whose cancellation is still unconfirmed', () =>
     expect(await store.get('late')).toMatchObject({ upstream_cancel: 'unconfirmed', pending_cancel_finished: true });
   });
 
-  it('a superfluous execution of a job that completed on its own is cancelled without touching the job\'s outcome fields', async () => {
+  it("a superfluous execution of a job that completed on its own is cancelled without touching the job's outcome fields", async () => {
     await job('done', 3600);
-    await store.applyStatus('done', { status: JOB_STATUS.COMPLETED, fields: { final_output: 'ok', finished_at: fromNow(-60) }, now: fromNow(-60) });
+    await store.applyStatus('done', {
+      status: JOB_STATUS.COMPLETED,
+      fields: { final_output: 'ok', finished_at: fromNow(-60) },
+      now: fromNow(-60),
+    });
     await store.addPendingCancels('done', ['wf-duplicate'], 'refused', fromNow(-30));
 
     await sweeper().sweep();

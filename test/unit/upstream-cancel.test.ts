@@ -53,7 +53,10 @@ describe('cancelAndConfirm', () => {
   });
 
   it('transient DELETE failures are retried without a status read', async () => {
-    const { waterflai, outcome } = run([], [new WaterflaiHttpError('cancel', 503), new WaterflaiNetworkError('cancel', 'TIMEOUT', 'slow'), cancelResult(true)]);
+    const { waterflai, outcome } = run(
+      [],
+      [new WaterflaiHttpError('cancel', 503), new WaterflaiNetworkError('cancel', 'TIMEOUT', 'slow'), cancelResult(true)],
+    );
 
     expect(await outcome).toEqual({ kind: 'cancelled' });
     expect(waterflai.cancelled).toHaveLength(3);
@@ -61,16 +64,21 @@ describe('cancelAndConfirm', () => {
   });
 
   it('after the last attempt the outcome is unconfirmed with the last reason; it never throws', async () => {
-    const { waterflai, outcome } = run([execution('RUNNING'), execution('RUNNING'), execution('RUNNING'), execution('RUNNING')], [
-      new WaterflaiHttpError('cancel', 503),
-      new WaterflaiHttpError('cancel', 503),
-      new WaterflaiHttpError('cancel', 503),
-      cancelResult(false, { previous_status: 'RUNNING' }),
-    ]);
+    const { waterflai, outcome } = run(
+      [execution('RUNNING'), execution('RUNNING'), execution('RUNNING'), execution('RUNNING')],
+      [
+        new WaterflaiHttpError('cancel', 503),
+        new WaterflaiHttpError('cancel', 503),
+        new WaterflaiHttpError('cancel', 503),
+        cancelResult(false, { previous_status: 'RUNNING' }),
+      ],
+    );
 
     const result = await outcome;
     expect(result.kind).toBe('unconfirmed');
-    expect(result.kind === 'unconfirmed' && result.reason).toMatch(/did not cancel the execution \(previous status RUNNING\); the execution is still RUNNING/);
+    expect(result.kind === 'unconfirmed' && result.reason).toMatch(
+      /did not cancel the execution \(previous status RUNNING\); the execution is still RUNNING/,
+    );
     expect(waterflai.cancelled).toHaveLength(4);
   });
 
@@ -86,10 +94,17 @@ describe('cancelAndConfirm', () => {
   });
 
   it('waits the given delays between attempts', async () => {
-    const waterflai = new ScriptedWaterflai([], [new WaterflaiHttpError('cancel', 503), new WaterflaiHttpError('cancel', 503), cancelResult(true)]);
+    const waterflai = new ScriptedWaterflai(
+      [],
+      [new WaterflaiHttpError('cancel', 503), new WaterflaiHttpError('cancel', 503), cancelResult(true)],
+    );
     const waits: number[] = [];
 
-    await cancelAndConfirm(waterflai, 'wf-exec', { remainingMs: () => 600_000, delaysMs: [100, 200, 400], sleep: async (ms) => void waits.push(ms) });
+    await cancelAndConfirm(waterflai, 'wf-exec', {
+      remainingMs: () => 600_000,
+      delaysMs: [100, 200, 400],
+      sleep: async (ms) => void waits.push(ms),
+    });
 
     expect(waits).toEqual([100, 200]);
   });

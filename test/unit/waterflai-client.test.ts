@@ -35,7 +35,12 @@ class RecordingServer {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      this.requests.push({
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
       this.responder(req, res);
     });
   });
@@ -832,7 +837,8 @@ describe('HTTP error answers', () => {
 
   it('names the start operation for a rejected start', async () => {
     // Prepare
-    server.responder = (_req, res) => sendJson(res, 422, { detail: [{ loc: ['body', 'input_data'], msg: 'field required', type: 'missing' }] });
+    server.responder = (_req, res) =>
+      sendJson(res, 422, { detail: [{ loc: ['body', 'input_data'], msg: 'field required', type: 'missing' }] });
 
     // Act
     const error = await rejectionOf(makeClient().startExecution('bot', {}));
@@ -1261,7 +1267,11 @@ describe('API key', () => {
     { label: 'a redirect', responder: (_req, res) => sendRaw(res, 302, '', { location: `${redirectTarget.url}/?k=${API_KEY}` }) },
     { label: 'invalid JSON with the key', responder: (_req, res) => sendRaw(res, 200, `{"k":"${API_KEY}"`) },
     { label: 'a schema mismatch with the key', responder: (_req, res) => sendJson(res, 200, { status: 1, execution_id: API_KEY }) },
-    { label: 'an oversized body', responder: (_req, res) => sendJson(res, 200, { k: API_KEY.repeat(100) }), options: { maxResponseBytes: 256 } },
+    {
+      label: 'an oversized body',
+      responder: (_req, res) => sendJson(res, 200, { k: API_KEY.repeat(100) }),
+      options: { maxResponseBytes: 256 },
+    },
     { label: 'a timeout', responder: () => undefined, timeoutMs: 150 },
     { label: 'a reset', responder: (req) => req.socket.destroy() },
   ];
@@ -1324,8 +1334,20 @@ describe('exported schemas', () => {
   it('accept the contract examples and keep unknown fields', () => {
     // Act
     const started = startedExecutionSchema.parse({ execution_id: 'text', status_url: 'https://example.com', extra: 1 });
-    const status = executionStatusSchema.parse({ execution_id: 'text', status: 'PENDING', progress: 1, final_output: { any: 'thing' }, extra: 2 });
-    const cancelled = cancelResultSchema.parse({ execution_id: 'text', cancelled: true, message: 'text', previous_status: 'PENDING', extra: 3 });
+    const status = executionStatusSchema.parse({
+      execution_id: 'text',
+      status: 'PENDING',
+      progress: 1,
+      final_output: { any: 'thing' },
+      extra: 2,
+    });
+    const cancelled = cancelResultSchema.parse({
+      execution_id: 'text',
+      cancelled: true,
+      message: 'text',
+      previous_status: 'PENDING',
+      extra: 3,
+    });
 
     // Assess
     expect(started).toMatchObject({ execution_id: 'text', status_url: 'https://example.com', stream_url: null, extra: 1 });
@@ -1462,13 +1484,18 @@ describe('requestTimeoutFor', () => {
 describe('WaterflaiClient: a refused key is read again (key rotation)', () => {
   const OLD_KEY = 'wf-old-key-1';
   const NEW_KEY = 'wf-new-key-2';
-  const acceptOnly = (key: string): Responder => (req, res) =>
-    req.headers['x-api-key'] === key ? sendJson(res, 200, { status: 'RUNNING' }) : sendJson(res, 401, { message: 'invalid key' });
+  const acceptOnly =
+    (key: string): Responder =>
+    (req, res) =>
+      req.headers['x-api-key'] === key ? sendJson(res, 200, { status: 'RUNNING' }) : sendJson(res, 401, { message: 'invalid key' });
 
   it.each([401, 403])('a %i is sent once more with the freshly read key, and succeeds', async (status) => {
-    server.responder = (req, res) => (req.headers['x-api-key'] === NEW_KEY ? sendJson(res, 200, { status: 'RUNNING' }) : sendJson(res, status, {}));
+    server.responder = (req, res) =>
+      req.headers['x-api-key'] === NEW_KEY ? sendJson(res, 200, { status: 'RUNNING' }) : sendJson(res, status, {});
     let refreshes = 0;
-    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => {
+    const client = makeClient({
+      apiKey: () => OLD_KEY,
+      refreshApiKey: async () => {
         refreshes += 1;
         return NEW_KEY;
       },
@@ -1511,7 +1538,9 @@ describe('WaterflaiClient: a refused key is read again (key rotation)', () => {
   it('other errors never read the key again', async () => {
     server.responder = (_req, res) => sendJson(res, 503, {});
     let refreshes = 0;
-    const client = makeClient({ apiKey: () => OLD_KEY, refreshApiKey: async () => {
+    const client = makeClient({
+      apiKey: () => OLD_KEY,
+      refreshApiKey: async () => {
         refreshes += 1;
         return NEW_KEY;
       },

@@ -44,10 +44,15 @@ import { STARTER_SETTINGS, STATE_MACHINE_ARN } from '../support/starter';
 /** The record apart from the cancel-request marker a cancel leaves before its DELETE (and the bookkeeping of that write). */
 function withoutCancelMarker(record: object | undefined): object | undefined {
   if (record === undefined) return undefined;
-  const { requested_cancel_reason: _reason, cancel_requested_at: _at, version: _version, updated_at: _updated, ...rest } = record as Record<string, unknown>;
+  const {
+    requested_cancel_reason: _reason,
+    cancel_requested_at: _at,
+    version: _version,
+    updated_at: _updated,
+    ...rest
+  } = record as Record<string, unknown>;
   return rest;
 }
-
 
 // ---------------------------------------------------------------------------------------
 // The scripted Waterflai
@@ -82,7 +87,8 @@ const raw =
     response.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)) });
     response.end(text);
   };
-const error = (status: number, headers: Record<string, string> = {}): Answer => json(status, { detail: `scripted HTTP ${status}` }, headers);
+const error = (status: number, headers: Record<string, string> = {}): Answer =>
+  json(status, { detail: `scripted HTTP ${status}` }, headers);
 /** Never answers (until the test ends). */
 const hang: Answer = (request, response) => {
   request.resume();
@@ -140,7 +146,12 @@ function sqsRecord(body: string, receiveCount = 1): SQSRecord {
     messageId: 'msg-1',
     receiptHandle: `receipt-${receiveCount}`,
     body,
-    attributes: { ApproximateReceiveCount: String(receiveCount), SentTimestamp: String(NOW_MS), SenderId: 'sender', ApproximateFirstReceiveTimestamp: String(NOW_MS) },
+    attributes: {
+      ApproximateReceiveCount: String(receiveCount),
+      SentTimestamp: String(NOW_MS),
+      SenderId: 'sender',
+      ApproximateFirstReceiveTimestamp: String(NOW_MS),
+    },
     messageAttributes: {},
     md5OfBody: '',
     eventSource: 'aws:sqs',
@@ -154,14 +165,19 @@ const cancelBody = JSON.stringify({ action: 'cancel', job_id: 'job-1' });
 
 function published(): Array<{ detailType: string; detail: Record<string, unknown> }> {
   return eventsMock.commandCalls(PutEventsCommand).flatMap((call) =>
-    (call.args[0].input.Entries ?? []).map((entry) => ({ detailType: entry.DetailType ?? '', detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown> })),
+    (call.args[0].input.Entries ?? []).map((entry) => ({
+      detailType: entry.DetailType ?? '',
+      detail: JSON.parse(entry.Detail ?? '{}') as Record<string, unknown>,
+    })),
   );
 }
 
 function deadLetters(): Array<Record<string, string | undefined>> {
-  return sqsMock.commandCalls(SendMessageCommand).map((call) =>
-    Object.fromEntries(Object.entries(call.args[0].input.MessageAttributes ?? {}).map(([key, value]) => [key, value.StringValue])),
-  );
+  return sqsMock
+    .commandCalls(SendMessageCommand)
+    .map((call) =>
+      Object.fromEntries(Object.entries(call.args[0].input.MessageAttributes ?? {}).map(([key, value]) => [key, value.StringValue])),
+    );
 }
 
 function visibilityChanges(): Array<number | undefined> {
@@ -220,7 +236,10 @@ beforeEach(async () => {
   sfnMock.reset();
   sqsMock.reset();
   eventsMock.reset();
-  sfnMock.on(StartExecutionCommand).callsFake((input: { name: string }) => ({ executionArn: `${STATE_MACHINE_ARN.replace(':stateMachine:', ':execution:')}:${input.name}`, startDate: new Date() }));
+  sfnMock.on(StartExecutionCommand).callsFake((input: { name: string }) => ({
+    executionArn: `${STATE_MACHINE_ARN.replace(':stateMachine:', ':execution:')}:${input.name}`,
+    startDate: new Date(),
+  }));
   sqsMock.on(SendMessageCommand).resolves({ MessageId: 'dlq-message' });
   sqsMock.on(ChangeMessageVisibilityCommand).resolves({});
   eventsMock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'event-1' }] });
@@ -233,13 +252,25 @@ beforeEach(async () => {
     waterflai,
     sfn: new SFNClient({ region: 'us-east-1' }),
     sqs: new SQSClient({ region: 'us-east-1' }),
-    publisher: new OutcomePublisher(new EventBridgeClient({ region: 'us-east-1' }), 'bus', async () => undefined, () => 0),
+    publisher: new OutcomePublisher(
+      new EventBridgeClient({ region: 'us-east-1' }),
+      'bus',
+      async () => undefined,
+      () => 0,
+    ),
     logger: quietLogger,
     settings,
     now: () => NOW_MS,
     random: () => 0.5,
   });
-  poller = new JobPoller({ store, waterflai, logger: quietLogger, pollSettings: POLL_SETTINGS, maxInlineOutputBytes: 64 * 1024, now: () => NOW_MS });
+  poller = new JobPoller({
+    store,
+    waterflai,
+    logger: quietLogger,
+    pollSettings: POLL_SETTINGS,
+    maxInlineOutputBytes: 64 * 1024,
+    now: () => NOW_MS,
+  });
 });
 
 afterEach(() => {
@@ -248,7 +279,13 @@ afterEach(() => {
 });
 
 const started = { execution_id: EXECUTION_ID, status_url: 'https://waterflai.example/s', stream_url: null, cancel_url: null };
-const status = (overrides: Record<string, unknown> = {}): Record<string, unknown> => ({ execution_id: EXECUTION_ID, status: 'RUNNING', progress: 40, current_node: 'node-2', ...overrides });
+const status = (overrides: Record<string, unknown> = {}): Record<string, unknown> => ({
+  execution_id: EXECUTION_ID,
+  status: 'RUNNING',
+  progress: 40,
+  current_node: 'node-2',
+  ...overrides,
+});
 const cancelled = { execution_id: EXECUTION_ID, cancelled: true, message: 'cancelled', previous_status: 'RUNNING' };
 
 /** The Waterflai error class an answer becomes (what the retry decisions are made on). */
@@ -277,7 +314,10 @@ interface StartRow {
   readonly behaviour: StartBehaviour;
 }
 
-const rejected = (status: number): StartBehaviour => ({ kind: 'rejected: FAILED, Failed event and DLQ (WATERFLAI_REJECTED), not retried', error: HTTP(status) });
+const rejected = (status: number): StartBehaviour => ({
+  kind: 'rejected: FAILED, Failed event and DLQ (WATERFLAI_REJECTED), not retried',
+  error: HTTP(status),
+});
 const backoff = (error: ErrorShape): StartBehaviour => ({ kind: 'retried: deferred with backoff', error });
 
 const START_ROWS: readonly StartRow[] = [
@@ -286,21 +326,53 @@ const START_ROWS: readonly StartRow[] = [
   { response: '403 Forbidden', answer: error(403), behaviour: rejected(403) },
   { response: '404 Not Found (unknown chatbot)', answer: error(404), behaviour: rejected(404) },
   { response: '409 Conflict', answer: error(409), behaviour: rejected(409) },
-  { response: '422 Unprocessable Entity', answer: json(422, { detail: [{ loc: ['body', 'input_data'], msg: 'field required', input: {} }] }), behaviour: rejected(422) },
-  { response: '429 with Retry-After in seconds', answer: error(429, { 'retry-after': String(RETRY_AFTER_SECONDS) }), behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(429), seconds: RETRY_AFTER_SECONDS } },
-  { response: '429 with Retry-After as an HTTP-date', answer: error(429, { 'retry-after': RETRY_AFTER_DATE }), behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(429), seconds: RETRY_AFTER_DATE_SECONDS } },
+  {
+    response: '422 Unprocessable Entity',
+    answer: json(422, { detail: [{ loc: ['body', 'input_data'], msg: 'field required', input: {} }] }),
+    behaviour: rejected(422),
+  },
+  {
+    response: '429 with Retry-After in seconds',
+    answer: error(429, { 'retry-after': String(RETRY_AFTER_SECONDS) }),
+    behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(429), seconds: RETRY_AFTER_SECONDS },
+  },
+  {
+    response: '429 with Retry-After as an HTTP-date',
+    answer: error(429, { 'retry-after': RETRY_AFTER_DATE }),
+    behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(429), seconds: RETRY_AFTER_DATE_SECONDS },
+  },
   { response: '429 without Retry-After', answer: error(429), behaviour: backoff(HTTP(429)) },
   { response: '500 Internal Server Error', answer: error(500), behaviour: backoff(HTTP(500)) },
   { response: '502 Bad Gateway (an HTML page)', answer: raw(502, '<html><body>Bad Gateway</body></html>'), behaviour: backoff(HTTP(502)) },
-  { response: '503 with Retry-After', answer: error(503, { 'retry-after': String(RETRY_AFTER_SECONDS) }), behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(503), seconds: RETRY_AFTER_SECONDS } },
+  {
+    response: '503 with Retry-After',
+    answer: error(503, { 'retry-after': String(RETRY_AFTER_SECONDS) }),
+    behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(503), seconds: RETRY_AFTER_SECONDS },
+  },
   { response: 'no answer (hang until the deadline)', answer: hang, behaviour: backoff(TIMEOUT) },
   { response: 'connection reset', answer: reset, behaviour: backoff(NETWORK) },
-  { response: 'a slow body finishing after the deadline', answer: slowBody(202, started, REQUEST_TIMEOUT_MS * 3), behaviour: backoff(TIMEOUT) },
-  { response: 'a slow body finishing before the deadline', answer: slowBody(202, started, REQUEST_TIMEOUT_MS / 4), behaviour: { kind: 'started' } },
+  {
+    response: 'a slow body finishing after the deadline',
+    answer: slowBody(202, started, REQUEST_TIMEOUT_MS * 3),
+    behaviour: backoff(TIMEOUT),
+  },
+  {
+    response: 'a slow body finishing before the deadline',
+    answer: slowBody(202, started, REQUEST_TIMEOUT_MS / 4),
+    behaviour: { kind: 'started' },
+  },
   { response: '202 with invalid JSON', answer: raw(202, '{"execution_id": "exec_'), behaviour: backoff(INVALID) },
   { response: '202 without execution_id', answer: json(202, { status_url: 'https://waterflai.example/s' }), behaviour: backoff(INVALID) },
-  { response: '202 with an execution_id unsafe for a URL', answer: json(202, { ...started, execution_id: '../admin' }), behaviour: backoff(INVALID) },
-  { response: '302 redirect', answer: json(302, {}, { location: 'https://elsewhere.example/' }), behaviour: { kind: 'rejected: FAILED, Failed event and DLQ (WATERFLAI_REJECTED), not retried', error: REDIRECT } },
+  {
+    response: '202 with an execution_id unsafe for a URL',
+    answer: json(202, { ...started, execution_id: '../admin' }),
+    behaviour: backoff(INVALID),
+  },
+  {
+    response: '302 redirect',
+    answer: json(302, {}, { location: 'https://elsewhere.example/' }),
+    behaviour: { kind: 'rejected: FAILED, Failed event and DLQ (WATERFLAI_REJECTED), not retried', error: REDIRECT },
+  },
   {
     response: '503 on the last receive',
     answer: error(503),
@@ -352,10 +424,23 @@ describe.each(START_ROWS)('start: Waterflai answers $response', (row) => {
         const code = behaviour.kind.startsWith('rejected') ? ERROR_CODE.WATERFLAI_REJECTED : ERROR_CODE.START_RETRIES_EXHAUSTED;
         expect(outcome).toBeUndefined();
         expect(record).toMatchObject({ status: JOB_STATUS.FAILED, error_code: code, rejected_at_intake: true });
-        expect(record?.error_message).toContain(behaviour.error.type === WaterflaiRedirectError ? 'redirect' : behaviour.error.code.replace('HTTP_', 'HTTP '));
+        expect(record?.error_message).toContain(
+          behaviour.error.type === WaterflaiRedirectError ? 'redirect' : behaviour.error.code.replace('HTTP_', 'HTTP '),
+        );
         expect(record?.error_message).not.toContain(API_KEY);
-        expect(published()).toEqual([{ detailType: DETAIL_TYPE.FAILED, detail: expect.objectContaining({ job_id: 'job-1', error: { code, message: record?.error_message } }) }]);
-        expect(deadLetters()).toEqual([expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: code, [DLQ_ATTRIBUTE.JOB_ID]: 'job-1', [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-1' })]);
+        expect(published()).toEqual([
+          {
+            detailType: DETAIL_TYPE.FAILED,
+            detail: expect.objectContaining({ job_id: 'job-1', error: { code, message: record?.error_message } }),
+          },
+        ]);
+        expect(deadLetters()).toEqual([
+          expect.objectContaining({
+            [DLQ_ATTRIBUTE.ERROR_CODE]: code,
+            [DLQ_ATTRIBUTE.JOB_ID]: 'job-1',
+            [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-1',
+          }),
+        ]);
         expect(visibilityChanges()).toEqual([]);
         expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 0);
         return;
@@ -382,7 +467,10 @@ interface PollRow {
   readonly behaviour: PollBehaviour;
 }
 
-const permanent = (error: ErrorShape): PollBehaviour => ({ kind: 'permanent: the Waterflai error goes to the Catch (POLL_FAILED), no retry', error });
+const permanent = (error: ErrorShape): PollBehaviour => ({
+  kind: 'permanent: the Waterflai error goes to the Catch (POLL_FAILED), no retry',
+  error,
+});
 const transient = (error: ErrorShape): PollBehaviour => ({ kind: 'transient: TransientPollError for the Retry', error });
 
 const POLL_ROWS: readonly PollRow[] = [
@@ -398,20 +486,52 @@ const POLL_ROWS: readonly PollRow[] = [
   },
   { response: '409 Conflict', answer: error(409), behaviour: permanent(HTTP(409)) },
   { response: '422 Unprocessable Entity', answer: error(422), behaviour: permanent(HTTP(422)) },
-  { response: '429 with Retry-After in seconds', answer: error(429, { 'retry-after': String(RETRY_AFTER_SECONDS) }), behaviour: { kind: 'wait: the next poll after Retry-After, no error', seconds: RETRY_AFTER_SECONDS } },
-  { response: '429 with Retry-After as an HTTP-date', answer: error(429, { 'retry-after': RETRY_AFTER_DATE }), behaviour: { kind: 'wait: the next poll after Retry-After, no error', seconds: RETRY_AFTER_DATE_SECONDS } },
+  {
+    response: '429 with Retry-After in seconds',
+    answer: error(429, { 'retry-after': String(RETRY_AFTER_SECONDS) }),
+    behaviour: { kind: 'wait: the next poll after Retry-After, no error', seconds: RETRY_AFTER_SECONDS },
+  },
+  {
+    response: '429 with Retry-After as an HTTP-date',
+    answer: error(429, { 'retry-after': RETRY_AFTER_DATE }),
+    behaviour: { kind: 'wait: the next poll after Retry-After, no error', seconds: RETRY_AFTER_DATE_SECONDS },
+  },
   { response: '500 Internal Server Error', answer: error(500), behaviour: transient(HTTP(500)) },
-  { response: '502 Bad Gateway (an HTML page)', answer: raw(502, '<html><body>Bad Gateway</body></html>'), behaviour: transient(HTTP(502)) },
+  {
+    response: '502 Bad Gateway (an HTML page)',
+    answer: raw(502, '<html><body>Bad Gateway</body></html>'),
+    behaviour: transient(HTTP(502)),
+  },
   { response: '503 Service Unavailable', answer: error(503), behaviour: transient(HTTP(503)) },
   { response: 'no answer (hang until the deadline)', answer: hang, behaviour: transient(TIMEOUT) },
   { response: 'connection reset', answer: reset, behaviour: transient(NETWORK) },
-  { response: 'a slow body finishing after the deadline', answer: slowBody(200, status(), REQUEST_TIMEOUT_MS * 3), behaviour: transient(TIMEOUT) },
-  { response: 'a slow body finishing before the deadline', answer: slowBody(200, status(), REQUEST_TIMEOUT_MS / 4), behaviour: { kind: 'recorded', status: JOB_STATUS.RUNNING } },
-  { response: '200 with invalid JSON', answer: raw(200, `{"execution_id": "${EXECUTION_ID}", "status": "RUNN`), behaviour: transient(INVALID) },
-  { response: '200 without execution_id (the requested id is assumed)', answer: json(200, { status: 'RUNNING', progress: 10 }), behaviour: { kind: 'recorded', status: JOB_STATUS.RUNNING } },
+  {
+    response: 'a slow body finishing after the deadline',
+    answer: slowBody(200, status(), REQUEST_TIMEOUT_MS * 3),
+    behaviour: transient(TIMEOUT),
+  },
+  {
+    response: 'a slow body finishing before the deadline',
+    answer: slowBody(200, status(), REQUEST_TIMEOUT_MS / 4),
+    behaviour: { kind: 'recorded', status: JOB_STATUS.RUNNING },
+  },
+  {
+    response: '200 with invalid JSON',
+    answer: raw(200, `{"execution_id": "${EXECUTION_ID}", "status": "RUNN`),
+    behaviour: transient(INVALID),
+  },
+  {
+    response: '200 without execution_id (the requested id is assumed)',
+    answer: json(200, { status: 'RUNNING', progress: 10 }),
+    behaviour: { kind: 'recorded', status: JOB_STATUS.RUNNING },
+  },
   { response: '200 without status', answer: json(200, { execution_id: EXECUTION_ID, progress: 10 }), behaviour: transient(INVALID) },
   { response: "200 with another execution's id", answer: json(200, status({ execution_id: 'exec_other' })), behaviour: transient(INVALID) },
-  { response: '200 with an unknown status', answer: json(200, status({ status: 'QUEUED_FOR_REVIEW' })), behaviour: { kind: 'recorded', status: JOB_STATUS.UNKNOWN } },
+  {
+    response: '200 with an unknown status',
+    answer: json(200, status({ status: 'QUEUED_FOR_REVIEW' })),
+    behaviour: { kind: 'recorded', status: JOB_STATUS.UNKNOWN },
+  },
   { response: '302 redirect', answer: json(302, {}, { location: 'https://elsewhere.example/' }), behaviour: permanent(REDIRECT) },
 ];
 
@@ -504,25 +624,62 @@ const cancelBackoff = (error: ErrorShape): CancelBehaviour => ({ kind: 'retried:
 const CANCEL_ROWS: readonly CancelRow[] = [
   { response: '200 cancelled', answer: json(200, cancelled), behaviour: SETTLED },
   { response: '200 cancelled, without execution_id', answer: json(200, { cancelled: true }), behaviour: SETTLED },
-  { response: '200 not cancelled, previous status COMPLETED', answer: json(200, { ...cancelled, cancelled: false, previous_status: 'COMPLETED' }), behaviour: LEFT_TO_POLL_LOOP },
+  {
+    response: '200 not cancelled, previous status COMPLETED',
+    answer: json(200, { ...cancelled, cancelled: false, previous_status: 'COMPLETED' }),
+    behaviour: LEFT_TO_POLL_LOOP,
+  },
   { response: '401 Unauthorized', answer: error(401), behaviour: cancelRejected },
   { response: '403 Forbidden', answer: error(403), behaviour: cancelRejected },
   { response: '404 Not Found (nothing left to stop)', answer: error(404), behaviour: SETTLED },
-  { response: '409 Conflict (already finished)', answer: json(409, { ...cancelled, cancelled: false, previous_status: 'COMPLETED' }), behaviour: LEFT_TO_POLL_LOOP },
+  {
+    response: '409 Conflict (already finished)',
+    answer: json(409, { ...cancelled, cancelled: false, previous_status: 'COMPLETED' }),
+    behaviour: LEFT_TO_POLL_LOOP,
+  },
   { response: '422 Unprocessable Entity', answer: error(422), behaviour: cancelRejected },
-  { response: '429 with Retry-After in seconds', answer: error(429, { 'retry-after': String(RETRY_AFTER_SECONDS) }), behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(429), seconds: RETRY_AFTER_SECONDS } },
-  { response: '429 with Retry-After as an HTTP-date', answer: error(429, { 'retry-after': RETRY_AFTER_DATE }), behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(429), seconds: RETRY_AFTER_DATE_SECONDS } },
+  {
+    response: '429 with Retry-After in seconds',
+    answer: error(429, { 'retry-after': String(RETRY_AFTER_SECONDS) }),
+    behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(429), seconds: RETRY_AFTER_SECONDS },
+  },
+  {
+    response: '429 with Retry-After as an HTTP-date',
+    answer: error(429, { 'retry-after': RETRY_AFTER_DATE }),
+    behaviour: { kind: 'retried: deferred by Retry-After', error: HTTP(429), seconds: RETRY_AFTER_DATE_SECONDS },
+  },
   { response: '500 Internal Server Error', answer: error(500), behaviour: cancelBackoff(HTTP(500)) },
-  { response: '502 Bad Gateway (an HTML page)', answer: raw(502, '<html><body>Bad Gateway</body></html>'), behaviour: cancelBackoff(HTTP(502)) },
+  {
+    response: '502 Bad Gateway (an HTML page)',
+    answer: raw(502, '<html><body>Bad Gateway</body></html>'),
+    behaviour: cancelBackoff(HTTP(502)),
+  },
   { response: '503 Service Unavailable', answer: error(503), behaviour: cancelBackoff(HTTP(503)) },
   { response: 'no answer (hang until the deadline)', answer: hang, behaviour: cancelBackoff(TIMEOUT) },
   { response: 'connection reset', answer: reset, behaviour: cancelBackoff(NETWORK) },
-  { response: 'a slow body finishing after the deadline', answer: slowBody(200, cancelled, REQUEST_TIMEOUT_MS * 3), behaviour: cancelBackoff(TIMEOUT) },
+  {
+    response: 'a slow body finishing after the deadline',
+    answer: slowBody(200, cancelled, REQUEST_TIMEOUT_MS * 3),
+    behaviour: cancelBackoff(TIMEOUT),
+  },
   { response: 'a slow body finishing before the deadline', answer: slowBody(200, cancelled, REQUEST_TIMEOUT_MS / 4), behaviour: SETTLED },
-  { response: '200 with invalid JSON', answer: raw(200, `{"execution_id": "${EXECUTION_ID}", "cancelled": tr`), behaviour: cancelBackoff(INVALID) },
-  { response: '200 without cancelled', answer: json(200, { execution_id: EXECUTION_ID, message: 'ok' }), behaviour: cancelBackoff(INVALID) },
+  {
+    response: '200 with invalid JSON',
+    answer: raw(200, `{"execution_id": "${EXECUTION_ID}", "cancelled": tr`),
+    behaviour: cancelBackoff(INVALID),
+  },
+  {
+    response: '200 without cancelled',
+    answer: json(200, { execution_id: EXECUTION_ID, message: 'ok' }),
+    behaviour: cancelBackoff(INVALID),
+  },
   { response: '302 redirect', answer: json(302, {}, { location: 'https://elsewhere.example/' }), behaviour: cancelRejected },
-  { response: '503 on the last receive', answer: error(503), receiveCount: settings.maxReceiveCount, behaviour: { kind: 'dead-lettered, the job left running', code: ERROR_CODE.START_RETRIES_EXHAUSTED } },
+  {
+    response: '503 on the last receive',
+    answer: error(503),
+    receiveCount: settings.maxReceiveCount,
+    behaviour: { kind: 'dead-lettered, the job left running', code: ERROR_CODE.START_RETRIES_EXHAUSTED },
+  },
 ];
 
 describe.each(CANCEL_ROWS)('cancel: Waterflai answers $response', (row) => {
@@ -546,7 +703,12 @@ describe.each(CANCEL_ROWS)('cancel: Waterflai answers $response', (row) => {
       case 'settled: CANCELLED (requested) with a Cancelled event':
         expect(outcome).toBeUndefined();
         expect(record).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED });
-        expect(published()).toEqual([{ detailType: DETAIL_TYPE.CANCELLED, detail: expect.objectContaining({ job_id: 'job-1', reason: CANCEL_REASON.REQUESTED, execution_id: EXECUTION_ID }) }]);
+        expect(published()).toEqual([
+          {
+            detailType: DETAIL_TYPE.CANCELLED,
+            detail: expect.objectContaining({ job_id: 'job-1', reason: CANCEL_REASON.REQUESTED, execution_id: EXECUTION_ID }),
+          },
+        ]);
         expect(deadLetters()).toEqual([]);
         expect(visibilityChanges()).toEqual([]);
         return;
@@ -568,7 +730,13 @@ describe.each(CANCEL_ROWS)('cancel: Waterflai answers $response', (row) => {
         return;
       case 'dead-lettered, the job left running':
         expect(outcome).toBeUndefined();
-        expect(deadLetters()).toEqual([expect.objectContaining({ [DLQ_ATTRIBUTE.ERROR_CODE]: behaviour.code, [DLQ_ATTRIBUTE.JOB_ID]: 'job-1', [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-1' })]);
+        expect(deadLetters()).toEqual([
+          expect.objectContaining({
+            [DLQ_ATTRIBUTE.ERROR_CODE]: behaviour.code,
+            [DLQ_ATTRIBUTE.JOB_ID]: 'job-1',
+            [DLQ_ATTRIBUTE.SOURCE_MESSAGE_ID]: 'msg-1',
+          }),
+        ]);
         expect(deadLetters()[0]?.[DLQ_ATTRIBUTE.ERROR_MESSAGE]).not.toContain(API_KEY);
         expect(withoutCancelMarker(record)).toEqual(withoutCancelMarker(before));
         expect(published()).toEqual([]);
