@@ -1,6 +1,7 @@
 /**
  * Reads the orchestrator's deploy-time settings from CDK context (cdk.json or `-c`), with a
- * clear error for every bad value. Pure: no constructs are created here.
+ * clear error for every bad value (each kind of setting has a zod schema; the defaults live in
+ * the one table of `lambdas/contract/settings.ts`). Pure: no constructs are created here.
  *
  * Two spellings, flat keys winning over the object:
  * - an object under `waterflai` in cdk.json: `"waterflai": { "baseUrl": "https://...", "maxJobDurationHours": 6 }`
@@ -8,6 +9,7 @@
  */
 
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import * as z from 'zod';
 
 /** Prefix of the flat context keys, and name of the object key. */
 export const CONTEXT_KEY = 'waterflai';
@@ -47,6 +49,9 @@ type Kind = 'string' | 'arn' | 'positiveNumber' | 'positiveInteger' | 'logRetent
 
 /** CloudWatch Logs retention values, in days (9999 = never expire). */
 const LOG_RETENTION_DAYS: readonly number[] = Object.values(RetentionDays).filter((value): value is number => typeof value === 'number');
+const RETENTION_MESSAGE = `must be one of the CloudWatch Logs retention values ${LOG_RETENTION_DAYS.join(', ')}`;
+const ARN_MESSAGE =
+  'must be the complete ARN of a Secrets Manager secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 chars>)';
 
 const KEYS: Readonly<Record<keyof OrchestratorConfig, Kind>> = {
   stackName: 'string',
@@ -132,46 +137,35 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** Numbers from cdk.json arrive as numbers, from `-c` as strings: read both as numbers. */
+function numeric(message: string) {
+  return z.preprocess((value) => toNumber(value) ?? value, z.number(message));
+}
+
+/** The schema of each kind of setting; a failure's message says what the value must be. */
+const KIND_SCHEMAS: Readonly<Record<Kind, z.ZodType<string | number>>> = {
+  string: z.string('must be a non-empty string').trim().min(1, 'must be a non-empty string'),
+  arn: z
+    .string(ARN_MESSAGE)
+    .trim()
+    .regex(/^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+-[A-Za-z0-9]{6}$/, ARN_MESSAGE),
+  positiveNumber: numeric('must be a positive number').pipe(z.number('must be a positive number').positive('must be a positive number')),
+  positiveInteger: numeric('must be a positive integer').pipe(
+    z.number('must be a positive integer').int('must be a positive integer').positive('must be a positive integer'),
+  ),
+  logRetention: numeric(RETENTION_MESSAGE).pipe(
+    z.number(RETENTION_MESSAGE).refine((days) => LOG_RETENTION_DAYS.includes(days), RETENTION_MESSAGE),
+  ),
+  removalPolicy: z.preprocess(
+    (value) => (typeof value === 'string' ? value.trim().toLowerCase() : value),
+    z.enum(['retain', 'destroy'], 'must be "retain" or "destroy"'),
+  ),
+};
+
 function parseValue(key: string, kind: Kind, value: unknown): string | number {
-  switch (kind) {
-    case 'string': {
-      if (typeof value !== 'string' || value.trim() === '')
-        throw new Error(`context "${key}" must be a non-empty string, got ${JSON.stringify(value)}`);
-      return value.trim();
-    }
-    case 'arn': {
-      if (typeof value !== 'string' || !/^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+-[A-Za-z0-9]{6}$/.test(value.trim())) {
-        throw new Error(
-          `context "${key}" must be the complete ARN of a Secrets Manager secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 chars>), got ${JSON.stringify(value)}`,
-        );
-      }
-      return value.trim();
-    }
-    case 'positiveNumber':
-    case 'positiveInteger': {
-      const number = toNumber(value);
-      const integer = kind === 'positiveInteger';
-      if (number === undefined || number <= 0 || (integer && !Number.isInteger(number))) {
-        throw new Error(`context "${key}" must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(value)}`);
-      }
-      return number;
-    }
-    case 'logRetention': {
-      const days = toNumber(value);
-      if (days === undefined || !LOG_RETENTION_DAYS.includes(days)) {
-        throw new Error(
-          `context "${key}" must be one of the CloudWatch Logs retention values ${LOG_RETENTION_DAYS.join(', ')}, got ${JSON.stringify(value)}`,
-        );
-      }
-      return days;
-    }
-    case 'removalPolicy': {
-      const policy = typeof value === 'string' ? value.trim().toLowerCase() : value;
-      if (policy !== 'retain' && policy !== 'destroy')
-        throw new Error(`context "${key}" must be "retain" or "destroy", got ${JSON.stringify(value)}`);
-      return policy;
-    }
-  }
+  const result = KIND_SCHEMAS[kind].safeParse(value);
+  if (result.success) return result.data;
+  throw new Error(`context "${key}" ${result.error.issues[0]?.message ?? 'is not valid'}, got ${JSON.stringify(value)}`);
 }
 
 /** Numbers from cdk.json arrive as numbers, from `-c` as strings. */

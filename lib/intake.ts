@@ -8,12 +8,13 @@ import { Construct } from 'constructs';
 import { ENV } from '../lambdas/contract/constants';
 import { JOB_REQUEST_LIMITS } from '../lambdas/contract/job-request';
 import { createHandlerFunction, HANDLER_ENTRY, type HandlerFunctionOverrides } from './handler-function';
+import { SETTING_DEFAULTS } from '../lambdas/contract/settings';
 
 /** Defaults of {@link IntakeProps}. */
 export const INTAKE_DEFAULTS = {
   batchSize: 10,
   maxConcurrency: 5,
-  maxReceiveCount: 5,
+  maxReceiveCount: SETTING_DEFAULTS.maxReceiveCount,
   startTimeout: Duration.seconds(60),
   deadLetterRetention: Duration.days(14),
   /** AWS guidance: the queue's visibility timeout is at least 6x the function timeout. */

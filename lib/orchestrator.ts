@@ -9,7 +9,7 @@ import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/contract/constants';
-import { DEFAULT_POLL_SETTINGS, validatePollSettings } from '../lambdas/contract/settings';
+import { SETTING_DEFAULTS, SWEEP_GRACE_SECONDS, validatePollSettings } from '../lambdas/contract/settings';
 import { grantFunctionAccess } from './grants';
 import type { HandlerFunctionOverrides } from './handler-function';
 import { Intake, type IntakeProps } from './intake';
@@ -22,15 +22,15 @@ import { POLL_STATE_MACHINE_DEFAULTS, PollStateMachine } from './poll-state-mach
 /** Defaults of {@link WaterflaiOrchestratorProps}, applied once. */
 export const ORCHESTRATOR_DEFAULTS = {
   waterflaiBaseUrl: 'https://api.waterflai.ai',
-  maxJobDuration: Duration.hours(24),
-  pollIntervalSeconds: DEFAULT_POLL_SETTINGS.intervalSeconds,
-  pollMinSeconds: DEFAULT_POLL_SETTINGS.minSeconds,
-  pollMaxSeconds: DEFAULT_POLL_SETTINGS.maxSeconds,
+  maxJobDuration: Duration.seconds(SETTING_DEFAULTS.maxJobDurationSeconds),
+  pollIntervalSeconds: SETTING_DEFAULTS.pollIntervalSeconds,
+  pollMinSeconds: SETTING_DEFAULTS.pollMinSeconds,
+  pollMaxSeconds: SETTING_DEFAULTS.pollMaxSeconds,
   logRetention: logs.RetentionDays.ONE_MONTH,
   removalPolicy: RemovalPolicy.RETAIN,
-  jobRetention: Duration.days(90),
-  maxInlineOutputBytes: 64 * 1024,
-  authGracePeriod: Duration.hours(1),
+  jobRetention: Duration.days(SETTING_DEFAULTS.jobRetentionDays),
+  maxInlineOutputBytes: SETTING_DEFAULTS.maxInlineOutputBytes,
+  authGracePeriod: Duration.seconds(SETTING_DEFAULTS.authGraceSeconds),
 } as const;
 
 /** Largest `maxInlineOutputBytes`: what still fits an EventBridge entry next to 8 KiB of metadata. */
@@ -272,6 +272,7 @@ export class WaterflaiOrchestrator extends Construct {
       [ENV.MAX_INLINE_OUTPUT_BYTES]: String(maxInlineOutputBytes),
       [ENV.OUTPUT_BUCKET_NAME]: this.outputBucket.bucketName,
       [ENV.AUTH_GRACE_SECONDS]: String(authGracePeriod.toSeconds()),
+      [ENV.SWEEP_GRACE_SECONDS]: String(SWEEP_GRACE_SECONDS),
     };
 
     this.pollLoop = new PollStateMachine(this, 'PollLoop', {

@@ -8,6 +8,7 @@ import { Construct } from 'constructs';
 import { ENV, STATE_NAME, TERMINAL_STATUSES } from '../lambdas/contract/constants';
 import { TransientPollError } from '../lambdas/contract/errors';
 import { createHandlerFunction, HANDLER_ENTRY, type HandlerFunctionOverrides } from './handler-function';
+import { SETTING_DEFAULTS } from '../lambdas/contract/settings';
 
 /**
  * Error name the poll Lambda throws on Waterflai 5xx answers and timeouts. Taken from the
@@ -58,7 +59,7 @@ export const RETRY_POLICY = {
 export const POLL_STATE_MACHINE_DEFAULTS = {
   finishMargin: Duration.hours(1),
   /** 1,500 polls x 9 history events = 13,500, leaving room for retries under the 25,000 limit. */
-  maxPollsPerExecution: 1_500,
+  maxPollsPerExecution: SETTING_DEFAULTS.maxPollsPerExecution,
   /**
    * The poll function may listen on the execution's event stream for most of an
    * invocation (the stream finish); it keeps 20 s free for the status read and the records.

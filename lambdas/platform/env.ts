@@ -1,27 +1,23 @@
 import { ENV } from '../contract/constants';
 import { ConfigurationError } from '../contract/errors';
-import { DEFAULT_POLL_SETTINGS, validatePollSettings, type FixedIntervalSettings } from '../contract/settings';
+import { readSetting, validatePollSettings, type FixedIntervalSettings, type SettingName, type SettingValue } from '../contract/settings';
 
 /**
- * Reads Lambda configuration from environment variables, once per container (call these
- * at module load). Missing or malformed values fail the cold start loudly instead of
- * failing every record later.
+ * Reads Lambda configuration from environment variables, once per container (call these at
+ * module load), with the one schema of `contract/settings.ts`. Missing or malformed values
+ * fail the cold start loudly instead of failing every record later.
  */
 type Env = Readonly<Record<string, string | undefined>>;
 
-export function requireEnv(name: string, env: Env = process.env): string {
-  const value = env[name];
-  if (value === undefined || value.trim() === '') throw new ConfigurationError(`environment variable ${name} is required`);
-  return value;
+/** A variable's value with its default (see `FUNCTION_ENVIRONMENT`). */
+export function setting<Name extends SettingName>(name: Name, env: Env = process.env): SettingValue<Name> {
+  return readSetting(env, name);
 }
 
-export function positiveIntEnv(name: string, fallback: number, env: Env = process.env): number {
-  const raw = env[name];
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const value = /^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new ConfigurationError(`environment variable ${name} must be a positive integer, got "${raw}"`);
-  }
+/** A text variable the function cannot run without. */
+export function requireEnv(name: SettingName, env: Env = process.env): string {
+  const value = readSetting(env, name);
+  if (typeof value !== 'string') throw new ConfigurationError(`environment variable ${name} is required`);
   return value;
 }
 
@@ -38,21 +34,12 @@ export function readWaterflaiSettings(env: Env = process.env): WaterflaiSettings
   };
 }
 
-/** Days job records are kept before DynamoDB's TTL removes them. */
-export const DEFAULT_JOB_RETENTION_DAYS = 90;
-/** Default maximum job duration: 24 hours. */
-export const DEFAULT_MAX_JOB_DURATION_SECONDS = 24 * 3600;
-/** Default largest `final_output` carried inline in records and events. */
-export const DEFAULT_MAX_INLINE_OUTPUT_BYTES = 64 * 1024;
-/** Default SQS maxReceiveCount of the intake queue's redrive policy. */
-export const DEFAULT_MAX_RECEIVE_COUNT = 5;
-
 /** The poll interval settings from the environment, validated. */
 export function readPollSettings(env: Env = process.env): FixedIntervalSettings {
   const settings = {
-    intervalSeconds: positiveIntEnv(ENV.POLL_INTERVAL_SECONDS, DEFAULT_POLL_SETTINGS.intervalSeconds, env),
-    minSeconds: positiveIntEnv(ENV.POLL_MIN_SECONDS, DEFAULT_POLL_SETTINGS.minSeconds, env),
-    maxSeconds: positiveIntEnv(ENV.POLL_MAX_SECONDS, DEFAULT_POLL_SETTINGS.maxSeconds, env),
+    intervalSeconds: setting(ENV.POLL_INTERVAL_SECONDS, env),
+    minSeconds: setting(ENV.POLL_MIN_SECONDS, env),
+    maxSeconds: setting(ENV.POLL_MAX_SECONDS, env),
   };
   try {
     return validatePollSettings(settings);

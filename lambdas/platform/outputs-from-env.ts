@@ -1,5 +1,5 @@
 import { s3 } from '../aws/clients';
-import { DEFAULT_MAX_INLINE_OUTPUT_BYTES, positiveIntEnv } from './env';
+import { setting } from './env';
 import { ENV } from '../contract/constants';
 import { OutputStore, type OutputPlacement } from '../aws/output-store';
 
@@ -11,7 +11,7 @@ import { OutputStore, type OutputPlacement } from '../aws/output-store';
 export function outputPlacementFromEnv(env: Readonly<Record<string, string | undefined>> = process.env): OutputPlacement {
   const bucket = env[ENV.OUTPUT_BUCKET_NAME];
   return {
-    maxInlineOutputBytes: positiveIntEnv(ENV.MAX_INLINE_OUTPUT_BYTES, DEFAULT_MAX_INLINE_OUTPUT_BYTES, env),
+    maxInlineOutputBytes: setting(ENV.MAX_INLINE_OUTPUT_BYTES, env),
     ...(bucket ? { outputs: new OutputStore(s3(), bucket) } : {}),
   };
 }

@@ -3,7 +3,7 @@ import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { cachedApiKey } from '../aws/api-key';
 import { dynamoDocumentClient, secretsManager, stepFunctions } from '../aws/clients';
-import { positiveIntEnv, readPollSettings, readWaterflaiSettings, requireEnv } from '../platform/env';
+import { readPollSettings, readWaterflaiSettings, requireEnv, setting } from '../platform/env';
 import { ENV } from '../contract/constants';
 import { ConfigurationError } from '../contract/errors';
 import { listenToExecution } from '../waterflai/stream';
@@ -14,10 +14,7 @@ import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS } from '../domain/poll-stra
 import { startSuccessorExecution } from '../aws/successor';
 import { waterflaiClientFromEnv } from '../platform/waterflai-from-env';
 import type { FinishInput, PollState } from '../domain/workflow';
-import { DEFAULT_AUTH_GRACE_SECONDS, JobPoller, readTimeScale, type ExecutionStreamListener } from './poll-job';
-
-/** Polls per execution before a hand-over: 1,500 x 9 history events leaves room for retries under 25,000. */
-export const DEFAULT_MAX_POLLS_PER_EXECUTION = 1_500;
+import { JobPoller, readTimeScale, type ExecutionStreamListener } from './poll-job';
 
 /** poll Lambda: one iteration of the state machine's poll loop. Configured once per container. */
 const logger = createLogger();
@@ -49,9 +46,9 @@ const poller = new JobPoller({
   // Ours: pollIntervalSeconds is the first wait, pollMin/MaxSeconds the floor and cap.
   ...(strategyName === 'adaptive' ? { strategy: adaptiveStrategy({ ...DEFAULT_ADAPTIVE_SETTINGS, ...pollSettings }), stream } : {}),
   timeScale: readTimeScale(),
-  authGraceSeconds: positiveIntEnv(ENV.AUTH_GRACE_SECONDS, DEFAULT_AUTH_GRACE_SECONDS),
+  authGraceSeconds: setting(ENV.AUTH_GRACE_SECONDS),
   ...outputPlacementFromEnv(),
-  maxPollsPerExecution: positiveIntEnv(ENV.MAX_POLLS_PER_EXECUTION, DEFAULT_MAX_POLLS_PER_EXECUTION),
+  maxPollsPerExecution: setting(ENV.MAX_POLLS_PER_EXECUTION),
   successor: { start: (name, input) => startSuccessorExecution(stepFunctions(), stateMachineArn, name, input) },
 });
 

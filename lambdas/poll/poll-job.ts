@@ -28,7 +28,13 @@ import {
   type StrategyMemory,
   type StreamState,
 } from '../domain/poll-strategy';
-import { MAX_RETRY_AFTER_SECONDS, type FixedIntervalSettings } from '../contract/settings';
+import {
+  DEADLINE_CANCEL_WINDOW_SECONDS,
+  DEADLINE_ROUND_MAX_WAIT_SECONDS,
+  MAX_RETRY_AFTER_SECONDS,
+  SETTING_DEFAULTS,
+  type FixedIntervalSettings,
+} from '../contract/settings';
 import { inferProgressScale, progressSampleOf, toPercent, type ProgressScale } from '../domain/progress-scale';
 import { mapExecutionStatus } from '../domain/status-mapping';
 import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../domain/upstream-cancel';
@@ -109,18 +115,10 @@ export interface PollerDeps {
 }
 
 /** Default of {@link PollerDeps.authGraceSeconds}: a key rotation has an hour to reach every Lambda. */
-export const DEFAULT_AUTH_GRACE_SECONDS = 3_600;
+export const DEFAULT_AUTH_GRACE_SECONDS = SETTING_DEFAULTS.authGraceSeconds;
 /** First wait after a failed poll during an incident (job time); doubled per failure up to pollMaxSeconds. */
 export const INCIDENT_BACKOFF_BASE_SECONDS = 10;
-/**
- * Past the deadline, how long (job seconds) the loop keeps trying, one round per poll, while
- * neither the status can be read nor the cancel confirmed (an outage at the deadline), before
- * the job ends `TIMED_OUT` with an unconfirmed cancel. Well inside the state machine's hour
- * after the deadline; a result that came in time is still recorded when Waterflai answers.
- */
-export const DEADLINE_CANCEL_WINDOW_SECONDS = 1_800;
-/** Longest wait between two deadline rounds (job seconds): the deadline is past, so no long sleeps. */
-export const DEADLINE_ROUND_MAX_WAIT_SECONDS = 60;
+
 /** Failed status reads answered 404 before a first successful read, before the execution counts as not found. */
 export const NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE = 3;
 

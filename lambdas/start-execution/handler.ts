@@ -4,14 +4,7 @@ import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { dynamoDocumentClient, eventBridge, sqs, stepFunctions } from '../aws/clients';
-import {
-  DEFAULT_MAX_JOB_DURATION_SECONDS,
-  DEFAULT_MAX_RECEIVE_COUNT,
-  DEFAULT_JOB_RETENTION_DAYS,
-  positiveIntEnv,
-  readPollSettings,
-  requireEnv,
-} from '../platform/env';
+import { readPollSettings, requireEnv, setting } from '../platform/env';
 import { ENV } from '../contract/constants';
 import { JobStore } from '../aws/job-store';
 import { createLogger } from '../platform/logger';
@@ -39,9 +32,10 @@ const starter = new JobStarter({
     stateMachineArn: requireEnv(ENV.STATE_MACHINE_ARN),
     intakeQueueUrl: requireEnv(ENV.INTAKE_QUEUE_URL),
     deadLetterQueueUrl: requireEnv(ENV.DLQ_URL),
-    maxJobDurationSeconds: positiveIntEnv(ENV.MAX_JOB_DURATION_SECONDS, DEFAULT_MAX_JOB_DURATION_SECONDS),
-    retentionDays: positiveIntEnv(ENV.JOB_RETENTION_DAYS, DEFAULT_JOB_RETENTION_DAYS),
-    maxReceiveCount: positiveIntEnv(ENV.MAX_RECEIVE_COUNT, DEFAULT_MAX_RECEIVE_COUNT),
+    maxJobDurationSeconds: setting(ENV.MAX_JOB_DURATION_SECONDS),
+    retentionDays: setting(ENV.JOB_RETENTION_DAYS),
+    maxReceiveCount: setting(ENV.MAX_RECEIVE_COUNT),
+    maxInlineOutputBytes: setting(ENV.MAX_INLINE_OUTPUT_BYTES),
     firstPollSeconds: nextPollSeconds(pollSettings),
     claimLeaseMs: 120_000,
   },

@@ -2,7 +2,7 @@ import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { dynamoDocumentClient, eventBridge } from '../aws/clients';
-import { positiveIntEnv, requireEnv } from '../platform/env';
+import { requireEnv, setting } from '../platform/env';
 import { ENV } from '../contract/constants';
 import { JobStore } from '../aws/job-store';
 import { createLogger } from '../platform/logger';
@@ -22,7 +22,7 @@ const sweeper = new JobSweeper(
     // An overdue job whose execution had completed is recorded with its output.
     outputPlacement: outputPlacementFromEnv(),
   },
-  { graceSeconds: positiveIntEnv(ENV.SWEEP_GRACE_SECONDS, 300), maxJobsPerRun: 500 },
+  { graceSeconds: setting(ENV.SWEEP_GRACE_SECONDS), maxJobsPerRun: 500 },
 );
 
 const lambdaHandler = async (_event: unknown, context: Context): Promise<SweepReport> =>

@@ -171,6 +171,7 @@ describe('WaterflaiOrchestratorStack with default settings', () => {
       ENV.MAX_INLINE_OUTPUT_BYTES,
       ENV.OUTPUT_BUCKET_NAME,
       ENV.AUTH_GRACE_SECONDS,
+      ENV.SWEEP_GRACE_SECONDS,
       'NODE_OPTIONS',
       'POWERTOOLS_SERVICE_NAME',
     ];

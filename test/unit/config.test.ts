@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import {
-  DEFAULT_JOB_RETENTION_DAYS,
-  DEFAULT_MAX_INLINE_OUTPUT_BYTES,
-  DEFAULT_MAX_JOB_DURATION_SECONDS,
-  positiveIntEnv,
-  readPollSettings,
-  readWaterflaiSettings,
-  requireEnv,
-} from '../../lambdas/platform/env';
+import { readPollSettings, readWaterflaiSettings, requireEnv, setting } from '../../lambdas/platform/env';
 import { ENV } from '../../lambdas/contract/constants';
 import { ConfigurationError } from '../../lambdas/contract/errors';
-import { DEFAULT_POLL_SETTINGS } from '../../lambdas/contract/settings';
+import {
+  DEFAULT_POLL_SETTINGS,
+  FUNCTION_ENVIRONMENT,
+  SETTING_DEFAULTS,
+  SWEEP_GRACE_SECONDS,
+  DEADLINE_CANCEL_WINDOW_SECONDS,
+} from '../../lambdas/contract/settings';
+import { POLL_STATE_MACHINE_DEFAULTS } from '../../lib/poll-state-machine';
+import { INTAKE_DEFAULTS } from '../../lib/intake';
 import { ORCHESTRATOR_DEFAULTS } from '../../lib/orchestrator';
 
 describe('requireEnv', () => {
@@ -19,7 +19,7 @@ describe('requireEnv', () => {
     const env = { JOB_TABLE_NAME: 'jobs' };
 
     // Act
-    const value = requireEnv('JOB_TABLE_NAME', env);
+    const value = requireEnv(ENV.JOB_TABLE_NAME, env);
 
     // Assess
     expect(value).toBe('jobs');
@@ -32,32 +32,38 @@ describe('requireEnv', () => {
     { name: 'blank', env: { JOB_TABLE_NAME: '  \t ' } },
   ])('throws a ConfigurationError naming the variable when it is $name', ({ env }) => {
     // Act / Assess
-    expect(() => requireEnv('JOB_TABLE_NAME', env)).toThrow(ConfigurationError);
-    expect(() => requireEnv('JOB_TABLE_NAME', env)).toThrow('environment variable JOB_TABLE_NAME is required');
+    expect(() => requireEnv(ENV.JOB_TABLE_NAME, env)).toThrow(ConfigurationError);
+    expect(() => requireEnv(ENV.JOB_TABLE_NAME, env)).toThrow('environment variable JOB_TABLE_NAME is required');
   });
 
   it('reads process.env by default', () => {
-    // Prepare: vitest.config.ts sets AWS_REGION for every test
+    // Prepare
 
     // Act
-    const value = requireEnv('AWS_REGION');
+    process.env[ENV.JOB_TABLE_NAME] = 'jobs-from-process-env';
+    let value: string;
+    try {
+      value = requireEnv(ENV.JOB_TABLE_NAME);
+    } finally {
+      delete process.env[ENV.JOB_TABLE_NAME];
+    }
 
     // Assess
-    expect(value).toBe('us-east-1');
+    expect(value).toBe('jobs-from-process-env');
   });
 });
 
-describe('positiveIntEnv', () => {
+describe('setting (a positive integer variable)', () => {
   it.each([
     { name: 'missing', env: {} },
     { name: 'empty', env: { MAX_RECEIVE_COUNT: '' } },
     { name: 'blank', env: { MAX_RECEIVE_COUNT: '   ' } },
-  ])('returns the fallback when the variable is $name', ({ env }) => {
+  ])('returns the default of the one defaults table when the variable is $name', ({ env }) => {
     // Act
-    const value = positiveIntEnv('MAX_RECEIVE_COUNT', 5, env);
+    const value = setting(ENV.MAX_RECEIVE_COUNT, env);
 
     // Assess
-    expect(value).toBe(5);
+    expect(value).toBe(SETTING_DEFAULTS.maxReceiveCount);
   });
 
   it.each([
@@ -66,7 +72,7 @@ describe('positiveIntEnv', () => {
     { raw: ' 7 ', expected: 7 },
   ])('parses "$raw" as $expected', ({ raw, expected }) => {
     // Act
-    const value = positiveIntEnv('MAX_RECEIVE_COUNT', 5, { MAX_RECEIVE_COUNT: raw });
+    const value = setting(ENV.MAX_RECEIVE_COUNT, { MAX_RECEIVE_COUNT: raw });
 
     // Assess
     expect(value).toBe(expected);
@@ -79,8 +85,8 @@ describe('positiveIntEnv', () => {
       const env = { POLL_INTERVAL_SECONDS: raw };
 
       // Act / Assess
-      expect(() => positiveIntEnv('POLL_INTERVAL_SECONDS', 10, env)).toThrow(ConfigurationError);
-      expect(() => positiveIntEnv('POLL_INTERVAL_SECONDS', 10, env)).toThrow(
+      expect(() => setting(ENV.POLL_INTERVAL_SECONDS, env)).toThrow(ConfigurationError);
+      expect(() => setting(ENV.POLL_INTERVAL_SECONDS, env)).toThrow(
         `environment variable POLL_INTERVAL_SECONDS must be a positive integer, got "${raw}"`,
       );
     },
@@ -148,11 +154,33 @@ describe('readPollSettings', () => {
   });
 });
 
-describe('defaults', () => {
-  it("matches the construct's defaults, so a Lambda without the variable behaves as deployed", () => {
+describe('the one defaults table', () => {
+  it('is what the construct and the functions use, so a Lambda without the variable behaves as deployed', () => {
     // Assess
-    expect(DEFAULT_JOB_RETENTION_DAYS).toBe(ORCHESTRATOR_DEFAULTS.jobRetention.toDays());
-    expect(DEFAULT_MAX_JOB_DURATION_SECONDS).toBe(ORCHESTRATOR_DEFAULTS.maxJobDuration.toSeconds());
-    expect(DEFAULT_MAX_INLINE_OUTPUT_BYTES).toBe(ORCHESTRATOR_DEFAULTS.maxInlineOutputBytes);
+    expect(ORCHESTRATOR_DEFAULTS.jobRetention.toDays()).toBe(SETTING_DEFAULTS.jobRetentionDays);
+    expect(ORCHESTRATOR_DEFAULTS.maxJobDuration.toSeconds()).toBe(SETTING_DEFAULTS.maxJobDurationSeconds);
+    expect(ORCHESTRATOR_DEFAULTS.maxInlineOutputBytes).toBe(SETTING_DEFAULTS.maxInlineOutputBytes);
+    expect(ORCHESTRATOR_DEFAULTS.authGracePeriod.toSeconds()).toBe(SETTING_DEFAULTS.authGraceSeconds);
+    expect(POLL_STATE_MACHINE_DEFAULTS.maxPollsPerExecution).toBe(SETTING_DEFAULTS.maxPollsPerExecution);
+    expect(INTAKE_DEFAULTS.maxReceiveCount).toBe(SETTING_DEFAULTS.maxReceiveCount);
+    expect(readPollSettings({})).toEqual({
+      intervalSeconds: SETTING_DEFAULTS.pollIntervalSeconds,
+      minSeconds: SETTING_DEFAULTS.pollMinSeconds,
+      maxSeconds: SETTING_DEFAULTS.pollMaxSeconds,
+    });
+  });
+
+  it.each(
+    Object.keys(FUNCTION_ENVIRONMENT).filter(
+      (name) => FUNCTION_ENVIRONMENT[name as keyof typeof FUNCTION_ENVIRONMENT].safeParse(undefined).data !== undefined,
+    ),
+  )('gives %s a default that is a positive integer', (name) => {
+    const value = setting(name as keyof typeof FUNCTION_ENVIRONMENT, {});
+    expect(Number.isSafeInteger(value) && (value as number) >= 1).toBe(true);
+  });
+
+  it('leaves the sweeper settling a job only after the poll loop gave up cancelling it past its deadline', () => {
+    expect(SWEEP_GRACE_SECONDS).toBeGreaterThan(DEADLINE_CANCEL_WINDOW_SECONDS);
+    expect(setting(ENV.SWEEP_GRACE_SECONDS, {})).toBe(SWEEP_GRACE_SECONDS);
   });
 });

@@ -4,12 +4,7 @@ import { PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-vitest/extend';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
-import {
-  DEADLINE_CANCEL_WINDOW_SECONDS,
-  DEADLINE_ROUND_MAX_WAIT_SECONDS,
-  JobPoller,
-  type SuccessorStarter,
-} from '../../lambdas/poll/poll-job';
+import { JobPoller, type SuccessorStarter } from '../../lambdas/poll/poll-job';
 import { announceOutcome } from '../../lambdas/lifecycle/announce';
 import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, type JobStatus } from '../../lambdas/contract/constants';
 import { TransientPollError, WaterflaiHttpError, WaterflaiNetworkError } from '../../lambdas/contract/errors';
@@ -19,7 +14,7 @@ import type { AppLogger } from '../../lambdas/platform/logger';
 import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
 import { outcomeDetailSchema } from '../../lambdas/contract/outcome-event';
 import { OutputStore } from '../../lambdas/aws/output-store';
-import type { FixedIntervalSettings } from '../../lambdas/contract/settings';
+import { DEADLINE_CANCEL_WINDOW_SECONDS, DEADLINE_ROUND_MAX_WAIT_SECONDS, type FixedIntervalSettings } from '../../lambdas/contract/settings';
 import type { CancelResult, ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 import type { PollState } from '../../lambdas/domain/workflow';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
