@@ -14,7 +14,8 @@ import { adaptiveStrategy, DEFAULT_ADAPTIVE_SETTINGS } from '../domain/poll-stra
 import { startSuccessorExecution } from '../aws/successor';
 import { waterflaiClientFromEnv } from '../platform/waterflai-from-env';
 import type { FinishInput, PollState } from '../domain/workflow';
-import { JobPoller, readTimeScale, type ExecutionStreamListener } from './poll-job';
+import { hostClock } from '../platform/clock';
+import { JobPoller, type ExecutionStreamListener } from './poll-job';
 
 /** poll Lambda: one iteration of the state machine's poll loop. Configured once per container. */
 const logger = createLogger();
@@ -45,7 +46,7 @@ const poller = new JobPoller({
   pollSettings,
   // Ours: pollIntervalSeconds is the first wait, pollMin/MaxSeconds the floor and cap.
   ...(strategyName === 'adaptive' ? { strategy: adaptiveStrategy({ ...DEFAULT_ADAPTIVE_SETTINGS, ...pollSettings }), stream } : {}),
-  timeScale: readTimeScale(),
+  clock: hostClock(),
   authGraceSeconds: setting(ENV.AUTH_GRACE_SECONDS),
   ...outputPlacementFromEnv(),
   maxPollsPerExecution: setting(ENV.MAX_POLLS_PER_EXECUTION),

@@ -1,14 +1,8 @@
 import { backoffSeconds } from '../domain/backoff';
+import { type Clock, clockAt, systemClock } from '../domain/clock';
 import { describeCaughtError } from '../domain/caught-error';
 import { ERROR_CODE, isTerminalStatus, JOB_STATUS, UPSTREAM_CANCEL, type JobStatus } from '../contract/constants';
-import {
-  ConfigurationError,
-  describeError,
-  isRetryable,
-  isTransientAwsError,
-  TransientPollError,
-  WaterflaiHttpError,
-} from '../contract/errors';
+import { describeError, isRetryable, isTransientAwsError, TransientPollError, WaterflaiHttpError } from '../contract/errors';
 import { executionNameForGeneration } from '../contract/identifiers';
 import { isSettled, type StatusFields } from '../contract/job-record';
 import type { JobStore, UpdateResult } from '../aws/job-store';
@@ -99,11 +93,10 @@ export interface PollerDeps {
    */
   readonly streamReserveMs?: number;
   /**
-   * Local runtime only: the factor its waits are scaled by (0.1 = ten times faster). The
-   * strategy reasons in job time, so clock durations are divided by it and listen windows
-   * multiplied by it. @default 1
+   * The clock: wall time for records, job time for the strategy's reasoning (the same speed in
+   * AWS). @default systemClock, or a clock at `now` when only `now` is given
    */
-  readonly timeScale?: number;
+  readonly clock?: Clock;
   /**
    * How long a loop keeps retrying while Waterflai refuses the API key (401/403, after a
    * fresh read of the secret) before it gives up with POLL_FAILED; never past the deadline.
@@ -121,22 +114,6 @@ export const INCIDENT_BACKOFF_BASE_SECONDS = 10;
 
 /** Failed status reads answered 404 before a first successful read, before the execution counts as not found. */
 export const NOT_FOUND_BEFORE_FIRST_READ_TOLERANCE = 3;
-
-/**
- * Local runtime only: the variable giving the factor the runtime scales waits by (0.1 =
- * ten times faster), so the poll strategy can reason in job time. Unset (1) on AWS.
- */
-export const LOCAL_TIME_SCALE_ENV = 'LOCAL_TIME_SCALE';
-
-/** Reads {@link LOCAL_TIME_SCALE_ENV}: a number from 0.001 to 100, default 1. */
-export function readTimeScale(env: Readonly<Record<string, string | undefined>> = process.env): number {
-  const raw = env[LOCAL_TIME_SCALE_ENV];
-  if (raw === undefined || raw.trim() === '') return 1;
-  const value = /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!(value >= 0.001 && value <= 100))
-    throw new ConfigurationError(`environment variable ${LOCAL_TIME_SCALE_ENV} must be a number from 0.001 to 100, got "${raw}"`);
-  return value;
-}
 
 /** How often a listening poll asks the strategy whether listening is still worth it (job time). */
 const LISTEN_CHECK_MS = 5_000;
@@ -184,8 +161,11 @@ export class JobPoller {
   private readonly now: () => number;
   private readonly fixed: PollStrategy;
 
+  private readonly clock: Clock;
+
   constructor(private readonly deps: PollerDeps) {
-    this.now = deps.now ?? Date.now;
+    this.clock = deps.clock ?? (deps.now === undefined ? systemClock : clockAt(deps.now));
+    this.now = () => this.clock.now();
     this.fixed = fixedIntervalStrategy(deps.pollSettings);
   }
 
@@ -265,7 +245,7 @@ export class JobPoller {
    * it (that poll cancels the execution upstream). `atLeast` is a wait the server asked for.
    */
   private capAtDeadline(state: PollState, waitSeconds: number, atLeast = 1): number {
-    const untilDeadline = Math.ceil((Date.parse(state.deadline_at) - this.now()) / 1000 / this.timeScale);
+    const untilDeadline = Math.ceil(this.clock.jobSeconds(Date.parse(state.deadline_at) - this.now()));
     if (!Number.isFinite(untilDeadline)) return waitSeconds;
     return Math.max(1, Math.ceil(atLeast), Math.min(waitSeconds, Math.max(1, untilDeadline)));
   }
@@ -278,8 +258,9 @@ export class JobPoller {
     return this.deps.random ?? Math.random;
   }
 
+  /** Clock time per job time (1 in AWS): what the stream's listen budget is divided by. */
   private get timeScale(): number {
-    const scale = this.deps.timeScale ?? 1;
+    const scale = this.clock.clockMs(1) / 1000;
     return Number.isFinite(scale) && scale > 0 ? scale : 1;
   }
 
@@ -307,7 +288,7 @@ export class JobPoller {
 
   /** Job time (seconds since acceptance, divided by the time scale) of a clock reading. */
   private jobSeconds(state: PollState, ms: number): number {
-    return (ms - Date.parse(state.accepted_at)) / 1000 / this.timeScale;
+    return this.clock.jobSeconds(ms - Date.parse(state.accepted_at));
   }
 
   private observation(state: PollState, execution: ExecutionStatus, atMs: number, scale: ProgressScale | undefined): JobObservation {
@@ -354,7 +335,7 @@ export class JobPoller {
     let memory = start;
     if (stream === undefined) return { memory, outcome: 'unavailable', progressScale: state.progress_scale };
     const windowMs = Math.min(
-      seconds * 1000 * this.timeScale,
+      this.clock.clockMs(seconds),
       remainingMs() - this.streamReserveMs,
       Date.parse(state.deadline_at) - this.now(),
     );
@@ -362,7 +343,7 @@ export class JobPoller {
     const result = await stream.listen(state.execution_id, {
       windowMs,
       ...(state.progress_scale === undefined ? {} : { progressScale: state.progress_scale }),
-      checkIntervalMs: Math.max(10, LISTEN_CHECK_MS * this.timeScale),
+      checkIntervalMs: Math.max(10, this.clock.clockMs(LISTEN_CHECK_MS / 1000)),
       onEvent: (event) => {
         memory = this.strategy.observe(memory, {
           at: this.jobSeconds(state, event.receivedAtMs),
@@ -537,7 +518,7 @@ export class JobPoller {
       failures: (same ? previous.failures : 0) + 1,
       last_error: describeError(read.error).slice(0, 300),
     };
-    const lastedSeconds = (nowMs - Date.parse(incident.since)) / 1000 / this.timeScale;
+    const lastedSeconds = this.clock.jobSeconds(nowMs - Date.parse(incident.since));
     if (incident.kind === 'auth' && lastedSeconds >= this.authGraceSeconds) {
       logger.error('Waterflai kept refusing the API key for the whole auth grace period; giving up', {
         job_id: counted.job_id,
@@ -673,7 +654,7 @@ export class JobPoller {
       const observed = await this.observe(counted, counted, outcome.execution, this.now());
       if (observed.kind === 'done') return observed.state;
     }
-    const pastDeadlineSeconds = (this.now() - Date.parse(counted.deadline_at)) / 1000 / this.timeScale;
+    const pastDeadlineSeconds = this.clock.jobSeconds(this.now() - Date.parse(counted.deadline_at));
     if (pastDeadlineSeconds < DEADLINE_CANCEL_WINDOW_SECONDS) {
       logger.warn('job passed its deadline but its cancellation is not confirmed yet; trying again', {
         job_id: counted.job_id,

@@ -17,7 +17,7 @@ import {
 import { executionNameForJob } from '../contract/identifiers';
 import { parseIntakeMessage, type IntakeMessage, type JobRequest } from '../contract/job-request';
 import { isSettled, type JobRecord } from '../contract/job-record';
-import type { JobStore, UpdateResult } from '../aws/job-store';
+import type { ClaimResult, JobStore, UpdateResult } from '../aws/job-store';
 import { announceOutcome } from '../lifecycle/announce';
 import type { OutcomePublisher } from '../aws/outcome-publisher';
 import type { AppLogger } from '../platform/logger';
@@ -243,11 +243,23 @@ export class JobStarter {
     logger.info('job cancelled on request', { job_id: jobId, applied: settled.applied });
   }
 
+  /**
+   * Starts a job in steps: claim it, decide what an existing record means, POST to
+   * Waterflai, save the execution id, start the state machine.
+   */
   private async start(request: JobRequest, message: SQSRecord, remainingMs: () => number): Promise<void> {
-    const { store, logger } = this.deps;
     const nowMs = this.now();
     const claimToken = randomUUID();
-    const claim = await store.claim({
+    const claim = await this.claim(request, message, nowMs, claimToken);
+    const job = claim.kind === 'claimed' ? claim.record : await this.resolveExistingClaim(claim.record, message, nowMs, claimToken);
+    if (job === undefined) return;
+    const executionId = await this.postExecution(request, job, remainingMs);
+    await this.recordExecution(job, executionId, remainingMs);
+  }
+
+  /** Creates the job's record with a lease held by `claimToken`, unless a record exists. */
+  private claim(request: JobRequest, message: SQSRecord, nowMs: number, claimToken: string): Promise<ClaimResult> {
+    return this.deps.store.claim({
       job_id: request.job_id,
       chatbot_id: request.chatbot_id,
       metadata: request.metadata,
@@ -260,78 +272,124 @@ export class JobStarter {
       claim_expires_at: nowMs + this.deps.settings.claimLeaseMs,
       claim_token: claimToken,
     });
-    let job = claim.record;
+  }
+
+  /**
+   * What an existing record means for this delivery: the job to start (our own claim whose
+   * answer was lost, or an expired claim taken over), or undefined when there is nothing to
+   * start (a finished job, or one Waterflai already runs: completed here or ignored).
+   * Throws {@link JobBusyError} while another delivery's claim holds.
+   */
+  private async resolveExistingClaim(
+    job: JobRecord,
+    message: SQSRecord,
+    nowMs: number,
+    claimToken: string,
+  ): Promise<JobRecord | undefined> {
+    const { logger } = this.deps;
     // Our own claim, whose answer was lost (the SDK's retry found the record "already there").
-    const ours = claim.kind === 'exists' && job.claim_token === claimToken && job.execution_id === undefined && !isSettled(job);
-    if (ours) logger.info('recognised its own claim (the answer to the claim was lost)', { job_id: job.job_id });
-
-    if (claim.kind === 'exists' && !ours) {
-      if (isSettled(job)) {
-        if (this.isOwnUnfinishedRejection(job, message)) return this.completeRejection(job, message);
-        logger.info('duplicate delivery of a finished job; ignored', { job_id: job.job_id, status: job.status });
-        return;
-      }
-      if (job.execution_id !== undefined) {
-        if (job.state_machine_execution_arn !== undefined) {
-          logger.info('duplicate delivery of a running job; ignored', { job_id: job.job_id });
-          return;
-        }
-        return this.startStateMachine(job);
-      }
-      const claimExpiresAt = job.claim_expires_at ?? 0;
-      // The lease left goes with the error: the last receive waits it out (see deferMessage).
-      if (claimExpiresAt > nowMs) throw new JobBusyError(job.job_id, Math.ceil((claimExpiresAt - nowMs) / 1000));
-      const taken =
-        (await store.takeOverClaim(job.job_id, job.claim_expires_at, nowMs + this.deps.settings.claimLeaseMs, iso(nowMs), claimToken)) ??
-        // A lost answer to our own takeover looks like a lost race: the token tells them apart.
-        (await store
-          .get(job.job_id)
-          .then((current) =>
-            current?.claim_token === claimToken && current.execution_id === undefined && !isSettled(current) ? current : undefined,
-          ));
-      if (!taken) throw new JobBusyError(job.job_id);
-      if (job.claim_expires_at === 0) {
-        logger.info('retrying a start whose previous attempt failed before Waterflai accepted it', { job_id: job.job_id });
-      } else {
-        logger.warn('took over an expired claim; a previous attempt may have started a Waterflai execution', { job_id: job.job_id });
-      }
-      job = taken;
+    if (job.claim_token === claimToken && job.execution_id === undefined && !isSettled(job)) {
+      logger.info('recognised its own claim (the answer to the claim was lost)', { job_id: job.job_id });
+      return job;
     }
+    if (isSettled(job)) {
+      if (this.isOwnUnfinishedRejection(job, message)) await this.completeRejection(job, message);
+      else logger.info('duplicate delivery of a finished job; ignored', { job_id: job.job_id, status: job.status });
+      return undefined;
+    }
+    if (job.execution_id !== undefined) {
+      if (job.state_machine_execution_arn === undefined) await this.startStateMachine(job);
+      else logger.info('duplicate delivery of a running job; ignored', { job_id: job.job_id });
+      return undefined;
+    }
+    return this.takeOverExpiredClaim(job, nowMs, claimToken);
+  }
 
-    let executionId: string;
+  /** Takes over a claim whose lease ran out (or was given back); throws {@link JobBusyError} while it holds. */
+  private async takeOverExpiredClaim(job: JobRecord, nowMs: number, claimToken: string): Promise<JobRecord> {
+    const { store, logger } = this.deps;
+    const claimExpiresAt = job.claim_expires_at ?? 0;
+    // The lease left goes with the error: the last receive waits it out (see deferMessage).
+    if (claimExpiresAt > nowMs) throw new JobBusyError(job.job_id, Math.ceil((claimExpiresAt - nowMs) / 1000));
+    const taken =
+      (await store.takeOverClaim(job.job_id, job.claim_expires_at, nowMs + this.deps.settings.claimLeaseMs, iso(nowMs), claimToken)) ??
+      // A lost answer to our own takeover looks like a lost race: the token tells them apart.
+      (await store
+        .get(job.job_id)
+        .then((current) =>
+          current?.claim_token === claimToken && current.execution_id === undefined && !isSettled(current) ? current : undefined,
+        ));
+    if (!taken) throw new JobBusyError(job.job_id);
+    if (job.claim_expires_at === 0) {
+      logger.info('retrying a start whose previous attempt failed before Waterflai accepted it', { job_id: job.job_id });
+    } else {
+      logger.warn('took over an expired claim; a previous attempt may have started a Waterflai execution', { job_id: job.job_id });
+    }
+    return taken;
+  }
+
+  /**
+   * POSTs the execution to Waterflai; a failure that will be retried (transient, or a refused
+   * key) gives the claim back first, so the next receive may start at once instead of waiting
+   * out the lease (busy retries must not use up a job's receives during a key rotation).
+   */
+  private async postExecution(request: JobRequest, job: JobRecord, remainingMs: () => number): Promise<string> {
     try {
       const started = await this.deps.waterflai.startExecution(request.chatbot_id, request.input_data, {
         timeoutMs: requestTimeoutFor(remainingMs()),
       });
-      executionId = started.execution_id;
+      return started.execution_id;
     } catch (error) {
-      if (isRetryable(error)) await this.releaseClaim(job);
+      if (!isPermanentStartError(error)) await this.releaseClaim(job);
       throw error;
     }
+  }
 
+  /**
+   * Saves the accepted execution's id, then starts the state machine. A refused save is
+   * decided by the record: our own save answered late (the execution is this job's), or
+   * another delivery's execution or a settled job (ours is superfluous).
+   */
+  private async recordExecution(job: JobRecord, executionId: string, remainingMs: () => number): Promise<void> {
+    const { logger } = this.deps;
     const saved = await this.saveExecutionId(job, executionId, remainingMs);
-    if (!saved.applied && saved.record?.execution_id === executionId && !isSettled(saved.record)) {
+    if (saved.applied) {
+      logger.info('Waterflai execution started', { job_id: job.job_id, execution_id: executionId });
+      return this.startStateMachine(saved.record);
+    }
+    const current = saved.record;
+    if (current?.execution_id === executionId && !isSettled(current)) {
       // Our own save was applied but its answer was lost (the SDK's retry then failed the
       // condition): the execution is this job's, not a superfluous one.
       logger.info('Waterflai execution started (its save was answered late)', { job_id: job.job_id, execution_id: executionId });
-      return this.startStateMachine(saved.record);
-    }
-    if (!saved.applied) {
-      const current = saved.record;
-      if (current?.execution_id !== undefined && current.execution_id !== executionId) {
-        logger.error('another delivery saved a different execution id; cancelling ours', { job_id: job.job_id, execution_id: executionId });
-      } else {
-        logger.warn('job settled while it was being started; cancelling the new execution', {
-          job_id: job.job_id,
-          execution_id: executionId,
-        });
-      }
-      await this.cancelTracked(job.job_id, executionId, remainingMs);
-      if (!current || isSettled(current) || current.state_machine_execution_arn !== undefined) return;
       return this.startStateMachine(current);
     }
-    logger.info('Waterflai execution started', { job_id: job.job_id, execution_id: executionId });
-    await this.startStateMachine(saved.record);
+    return this.discardExecution(job, executionId, current, remainingMs);
+  }
+
+  /**
+   * An execution whose id could not be saved for the job (another delivery's is saved, or
+   * the job settled): cancels it, then starts the state machine of a job neither settled
+   * nor tracked yet.
+   */
+  private async discardExecution(
+    job: JobRecord,
+    executionId: string,
+    current: JobRecord | undefined,
+    remainingMs: () => number,
+  ): Promise<void> {
+    const { logger } = this.deps;
+    if (current?.execution_id !== undefined && current.execution_id !== executionId) {
+      logger.error('another delivery saved a different execution id; cancelling ours', { job_id: job.job_id, execution_id: executionId });
+    } else {
+      logger.warn('job settled while it was being started; cancelling the new execution', {
+        job_id: job.job_id,
+        execution_id: executionId,
+      });
+    }
+    await this.cancelTracked(job.job_id, executionId, remainingMs);
+    if (!current || isSettled(current) || current.state_machine_execution_arn !== undefined) return;
+    return this.startStateMachine(current);
   }
 
   /**

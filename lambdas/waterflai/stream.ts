@@ -10,19 +10,22 @@
  *   bounded; the connection is always closed before {@link listenToExecution} returns;
  * - redirects are never followed; a non-200 answer, a wrong content type or a transport
  *   error is reported as `unavailable` (never thrown);
- * - payloads are parsed defensively: lines and events have byte limits, JSON that does not
- *   parse or fields of the wrong type are ignored, unknown event types are ignored;
+ * - payloads are parsed defensively: lines and events have byte limits, counted on the bytes
+ *   fed to the SSE parser (so an endless line or event cannot grow memory), JSON that does
+ *   not parse or fields of the wrong type are ignored, unknown event types are ignored;
  * - nothing here logs, and results carry no body text (only counts and our own reasons).
  *
- * The SSE parser is a small implementation of the WHATWG event-stream format: `data:`,
- * `event:`, `id:` and `retry:` fields, comment lines (`:`), CR, LF and CRLF line ends, a
- * leading BOM, multi-line data joined with `\n`.
+ * The SSE framing (the WHATWG event-stream format: `data:`, `event:`, `id:` and `retry:`
+ * fields, comment lines, CR, LF and CRLF line ends, multi-line data joined with `\n`) is
+ * done by eventsource-parser; {@link SseParser} wraps it with the byte limits. Reading a
+ * Waterflai event from an SSE event ({@link parseStreamEvent}) is ours.
  *
  * Progress may come as a fraction (0..1) or a percent (0..100, as in the contract's
  * `{"type": "progress_update", "progress": 50.0}`): events report it as a percent, read
  * with the scale decided so far ({@link ListenOptions.progressScale}, then each event's
  * evidence, see progress-scale.ts), and the listen reports the scale it ends with.
  */
+import { createParser, type EventSourceMessage, type EventSourceParser } from 'eventsource-parser';
 import { inferProgressScale, toPercent, type ProgressScale } from '../domain/progress-scale';
 
 /** Keeps this much of the invocation free after a listen (the status read and records that follow). */
@@ -31,9 +34,12 @@ export const DEFAULT_STREAM_RESERVE_MS = 20_000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 /** Default longest silence (no byte at all, heartbeats included) before giving up on a stream. */
 export const DEFAULT_SILENCE_MS = 45_000;
-/** Longest line accepted (longer lines are dropped with the event they belong to). */
+/** Longest line accepted, in UTF-8 bytes (longer lines are dropped with the event they belong to). */
 export const DEFAULT_MAX_LINE_BYTES = 64 * 1024;
-/** Largest event data accepted; a larger event counts as a wake-up (the caller reads the status). */
+/**
+ * Largest event accepted, in UTF-8 bytes of its lines (comments excepted); a larger event
+ * counts as a wake-up (the caller reads the status).
+ */
 export const DEFAULT_MAX_EVENT_BYTES = 256 * 1024;
 /** Largest delay a timer accepts. */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -49,7 +55,7 @@ export function listenBudgetSeconds(remainingMs: number, reserveMs: number = DEF
 }
 
 // ---------------------------------------------------------------------------------------
-// SSE parsing
+// SSE framing: eventsource-parser, with our byte limits around it
 // ---------------------------------------------------------------------------------------
 
 /** One dispatched server-sent event. */
@@ -58,7 +64,7 @@ export interface SseEvent {
   readonly event: string;
   /** The `data:` lines joined with `\n`. */
   readonly data: string;
-  /** The last `id:` seen (per the spec it persists across events). */
+  /** The last `id:` of a dispatched event (it persists across events; one in an event without data is not seen). */
   readonly id: string;
 }
 
@@ -72,124 +78,147 @@ export interface SseSink {
   event(event: SseEvent): void;
   /** A comment line (`:` ...), e.g. a keep-alive. */
   comment?(): void;
-  /** An event dropped because a line or its data was too long. */
+  /** An event dropped because a line of it or the event passed its byte limit (heard where the event ends). */
   oversized?(): void;
+}
+
+const LF = 10;
+const CR = 13;
+const COLON = 58;
+const LINE_END = /[\r\n]/g;
+
+/** The index of the first CR or LF at or after `from`, or the text's length. */
+function lineEndAt(text: string, from: number): number {
+  LINE_END.lastIndex = from;
+  return LINE_END.exec(text)?.index ?? text.length;
+}
+
+/** UTF-8 bytes of `text` from `start` to `end` (a surrogate is half of a 4-byte character). */
+function utf8Length(text: string, start: number, end: number): number {
+  let bytes = 0;
+  for (let i = start; i < end; i += 1) {
+    const code = text.charCodeAt(i);
+    bytes += code < 0x80 ? 1 : code < 0x800 || (code >= 0xd800 && code <= 0xdfff) ? 2 : 3;
+  }
+  return bytes;
 }
 
 /**
  * Incremental SSE parser: feed it decoded text chunks in order (split anywhere, even
  * inside a CRLF); it calls the sink for each complete event.
+ *
+ * The framing is eventsource-parser's. Around it, this class counts the UTF-8 bytes fed to
+ * it per line and per event (comment lines count for their line only, since the library
+ * keeps nothing of them), before the library buffers them: once a line passes
+ * `maxLineBytes` or an event passes `maxEventBytes`, the library's partial state is dropped
+ * (`reset`), nothing more of that event reaches it, and the sink hears `oversized` where
+ * the event ends (its blank line). A server that never ends a line or an event therefore
+ * cannot grow memory past the limits.
  */
 export class SseParser {
+  readonly #sink: SseSink;
+  readonly #parser: EventSourceParser;
   readonly #maxLine: number;
   readonly #maxEvent: number;
-  #buffer = '';
-  #data: string[] = [];
-  #dataLength = 0;
-  #eventType = '';
-  #lastId = '';
+  #lineBytes = 0;
+  #eventBytes = 0;
+  #inComment = false;
+  /** The last character was a CR: an LF right after it belongs to the same line end. */
+  #afterCr = false;
+  /** The current event passed a limit: the rest of it is not fed to the library. */
   #dropping = false;
-  /** The current line passed the limit: the rest of it is discarded up to its end. */
-  #skippingLine = false;
-  #sawCr = false;
   #started = false;
+  /** The library reports each event's own `id:`; the format keeps the last one seen. */
+  #lastId = '';
 
-  constructor(
-    private readonly sink: SseSink,
-    options: SseParserOptions = {},
-  ) {
+  constructor(sink: SseSink, options: SseParserOptions = {}) {
+    this.#sink = sink;
     this.#maxLine = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
     this.#maxEvent = options.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES;
+    this.#parser = createParser({ onEvent: (message) => this.#event(message), onComment: () => this.#sink.comment?.() });
   }
 
   push(chunk: string): void {
-    let text = chunk;
-    if (!this.#started && text.length > 0) {
-      this.#started = true;
-      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-    }
-    let start = 0;
-    for (let i = 0; i < text.length; i += 1) {
-      const code = text.charCodeAt(i);
-      if (code !== 10 && code !== 13) continue;
-      if (code === 10 && this.#sawCr && i === start && this.#buffer === '') {
-        // The LF of a CRLF split across chunks (or right after a CR): already ended the line.
-        this.#sawCr = false;
-        start = i + 1;
+    const text = this.#withoutBom(chunk);
+    let from = 0; // the start of what is neither fed nor skipped yet
+    let at = 0;
+    while (at < text.length) {
+      const end = lineEndAt(text, at);
+      if (end > at) {
+        if (this.#count(text, at, end)) {
+          this.#feed(text.slice(from, at));
+          this.#drop();
+        }
+        at = end;
         continue;
       }
-      if (this.#skippingLine) this.#skippingLine = false;
-      else this.#line(this.#buffer + text.slice(start, i));
-      this.#buffer = '';
-      this.#sawCr = code === 13;
-      if (code === 13 && text.charCodeAt(i + 1) === 10) {
-        i += 1;
-        this.#sawCr = false;
+      const code = text.charCodeAt(at);
+      at += 1;
+      if (code === LF && this.#afterCr) {
+        this.#afterCr = false;
+        if (at - 1 === from) from = at; // its CR went over completed as a CRLF (see below): skip it
+        continue;
       }
-      start = i + 1;
+      this.#afterCr = code === CR;
+      if (this.#endLine()) from = at; // a dropped event ended: feeding resumes after it
     }
-    if (start < text.length) {
-      this.#sawCr = false;
-      if (!this.#skippingLine) this.#buffer += text.slice(start);
-      if (this.#buffer.length > this.#maxLine) {
-        // A runaway line: drop it (up to its end) and the event it belongs to.
-        this.#buffer = '';
-        this.#skippingLine = true;
-        this.#dropping = true;
-      }
-    }
+    if (this.#dropping) return;
+    // A CR ending the chunk goes over completed as a CRLF (the LF, if it comes, is skipped
+    // above): the library would hold the line back until it saw whether an LF follows.
+    const rest = text.slice(from);
+    this.#feed(rest.charCodeAt(rest.length - 1) === CR ? `${rest}\n` : rest);
   }
 
-  #line(line: string): void {
-    if (line.length > this.#maxLine) {
-      this.#dropping = true;
-      return;
-    }
-    if (line === '') {
-      this.#dispatch();
-      return;
-    }
-    if (line.charCodeAt(0) === 58 /* : */) {
-      this.sink.comment?.();
-      return;
-    }
-    const colon = line.indexOf(':');
-    const field = colon === -1 ? line : line.slice(0, colon);
-    let value = colon === -1 ? '' : line.slice(colon + 1);
-    if (value.charCodeAt(0) === 32) value = value.slice(1);
-    switch (field) {
-      case 'data':
-        this.#dataLength += value.length + 1;
-        if (this.#dataLength > this.#maxEvent) this.#dropping = true;
-        else this.#data.push(value);
-        break;
-      case 'event':
-        this.#eventType = value;
-        break;
-      case 'id':
-        if (!value.includes('\u0000')) this.#lastId = value;
-        break;
-      default:
-        // `retry` (reconnection is not used here) and unknown fields are ignored.
-        break;
-    }
+  /** TextDecoder drops a leading BOM already; the library only knows the undecoded one. */
+  #withoutBom(chunk: string): string {
+    if (this.#started || chunk.length === 0) return chunk;
+    this.#started = true;
+    return chunk.charCodeAt(0) === 0xfeff ? chunk.slice(1) : chunk;
   }
 
-  #dispatch(): void {
-    const dropped = this.#dropping;
-    const data = this.#data.join('\n');
-    const hadData = this.#data.length > 0;
-    const type = this.#eventType === '' ? 'message' : this.#eventType;
-    this.#data = [];
-    this.#dataLength = 0;
-    this.#eventType = '';
+  /**
+   * Counts a run of line content; true when it takes the line or the event over its limit
+   * (a dropped event is not counted: only whether its lines are blank matters).
+   */
+  #count(text: string, start: number, end: number): boolean {
+    this.#afterCr = false;
+    if (this.#lineBytes === 0 && text.charCodeAt(start) === COLON) this.#inComment = true;
+    if (this.#dropping) {
+      this.#lineBytes += end - start;
+      return false;
+    }
+    const bytes = utf8Length(text, start, end);
+    this.#lineBytes += bytes;
+    if (!this.#inComment) this.#eventBytes += bytes;
+    return this.#lineBytes > this.#maxLine || this.#eventBytes > this.#maxEvent;
+  }
+
+  /** A line ended; a blank one ends the event. True when that ended a dropped event. */
+  #endLine(): boolean {
+    const blank = this.#lineBytes === 0;
+    this.#lineBytes = 0;
+    this.#inComment = false;
+    if (!blank) return false;
+    this.#eventBytes = 0;
+    if (!this.#dropping) return false;
     this.#dropping = false;
-    if (dropped) {
-      this.sink.oversized?.();
-      return;
-    }
-    if (!hadData) return;
-    this.sink.event({ event: type, data, id: this.#lastId });
+    this.#sink.oversized?.();
+    return true;
+  }
+
+  /** Forgets what the library holds of the current event; the rest of it is skipped. */
+  #drop(): void {
+    this.#parser.reset();
+    this.#dropping = true;
+  }
+
+  #feed(text: string): void {
+    if (text !== '') this.#parser.feed(text);
+  }
+
+  #event(message: EventSourceMessage): void {
+    if (message.id !== undefined) this.#lastId = message.id;
+    this.#sink.event({ event: message.event ?? 'message', data: message.data, id: this.#lastId });
   }
 }
 
@@ -368,178 +397,282 @@ function describeFailure(error: unknown): string {
   return 'connection failed';
 }
 
+/** Why a listen stopped (the first reason wins). */
+interface Stop {
+  readonly outcome: ListenOutcome;
+  readonly reason?: string;
+}
+
+/** The listen's time limits, with the defaults applied and capped to what a timer accepts. */
+interface ListenTimes {
+  readonly windowMs: number;
+  readonly silenceMs: number;
+  readonly connectMs: number;
+  readonly checkMs: number;
+}
+
+function listenTimes(options: ListenOptions): ListenTimes {
+  const windowMs = Math.max(0, Math.min(options.windowMs, MAX_TIMER_MS));
+  return {
+    windowMs,
+    silenceMs: Math.max(1, Math.min(options.silenceMs ?? DEFAULT_SILENCE_MS, MAX_TIMER_MS)),
+    connectMs: Math.max(1, Math.min(options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, windowMs, MAX_TIMER_MS)),
+    checkMs: Math.max(10, Math.min(options.checkIntervalMs ?? 5_000, MAX_TIMER_MS)),
+  };
+}
+
+/** The checked API key, or why the listen cannot start. */
+async function readApiKey(apiKey: ListenOptions['apiKey']): Promise<string | Stop> {
+  try {
+    return checkApiKey(await apiKey()) ?? { outcome: 'unavailable', reason: 'invalid API key' };
+  } catch {
+    return { outcome: 'unavailable', reason: 'no API key' };
+  }
+}
+
+/**
+ * The answer's body when it is an event stream; otherwise why not (the body is cancelled
+ * unread: its text never reaches the result).
+ */
+function eventStreamBody(response: Response): ReadableStream<Uint8Array> | Stop {
+  const contentType = response.headers.get('content-type') ?? '';
+  const isStream = /^text\/event-stream\b/i.test(contentType.trim());
+  if (response.status === 200 && isStream && response.body !== null) return response.body;
+  response.body?.cancel().catch(() => undefined);
+  return { outcome: 'unavailable', reason: response.status === 200 ? 'not an event stream' : `HTTP ${response.status}` };
+}
+
+/**
+ * Decides when a listen stops: the window, the wait for the headers, the silence between
+ * bytes, the caller's abort and `keepListening`, and what the other steps conclude. The
+ * first reason wins. Stopping aborts the request and cancels the reader, which settles a
+ * pending read: the read loop needs no race (a race per read against a long-pending
+ * promise would keep every chunk alive until the end of the listen).
+ */
+class ListenStopper {
+  readonly controller = new AbortController();
+  /** Settles once the listen is stopped. */
+  readonly stopped: Promise<void>;
+  reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #stop: Stop | undefined;
+  #wake: () => void = () => undefined;
+  readonly #times: ListenTimes;
+  readonly #signal: AbortSignal | undefined;
+  readonly #keepListening: (() => boolean) | undefined;
+  readonly #onCallerAbort = (): void => this.halt({ outcome: 'aborted' });
+  readonly #windowTimer: NodeJS.Timeout;
+  readonly #connectTimer: NodeJS.Timeout;
+  readonly #checkTimer: NodeJS.Timeout | undefined;
+  #silenceTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: ListenOptions, times: ListenTimes) {
+    this.#times = times;
+    this.#signal = options.signal;
+    this.#keepListening = options.keepListening;
+    this.stopped = new Promise<void>((resolve) => {
+      this.#wake = resolve;
+    });
+    this.#signal?.addEventListener('abort', this.#onCallerAbort, { once: true });
+    this.#windowTimer = setTimeout(() => this.halt({ outcome: 'window' }), times.windowMs);
+    const noAnswer = { outcome: 'unavailable', reason: `no answer within ${times.connectMs} ms` } as const;
+    this.#connectTimer = setTimeout(() => this.halt(noAnswer), times.connectMs);
+    this.#checkTimer = this.#keepListening === undefined ? undefined : setInterval(() => this.checkWanted(), times.checkMs);
+  }
+
+  /** Why the listen stopped, once it did. */
+  get stop(): Stop | undefined {
+    return this.#stop;
+  }
+
+  halt(why: Stop): void {
+    if (this.#stop !== undefined) return;
+    this.#stop = why;
+    this.controller.abort();
+    this.reader?.cancel().catch(() => undefined);
+    this.#wake();
+  }
+
+  /** The headers came (or the request ended): the connect timeout is over. */
+  answered(): void {
+    clearTimeout(this.#connectTimer);
+  }
+
+  /** A byte arrived (keep-alives included): the silence starts again. */
+  heard(): void {
+    if (this.#silenceTimer !== undefined) clearTimeout(this.#silenceTimer);
+    this.#silenceTimer = setTimeout(() => this.halt({ outcome: 'silent' }), this.#times.silenceMs);
+  }
+
+  /** Stops when the caller no longer wants to listen (a `keepListening` that throws means no). */
+  checkWanted(): void {
+    let wanted: boolean;
+    try {
+      wanted = this.#keepListening?.() ?? true;
+    } catch {
+      wanted = false;
+    }
+    if (!wanted) this.halt({ outcome: 'stopped' });
+  }
+
+  /** Clears every timer and listener and closes the connection. */
+  dispose(): void {
+    clearTimeout(this.#windowTimer);
+    clearTimeout(this.#connectTimer);
+    if (this.#checkTimer !== undefined) clearInterval(this.#checkTimer);
+    if (this.#silenceTimer !== undefined) clearTimeout(this.#silenceTimer);
+    this.#signal?.removeEventListener('abort', this.#onCallerAbort);
+    this.controller.abort();
+    this.reader?.cancel().catch(() => undefined);
+  }
+}
+
+/** One listen: what it heard so far, and the steps from the request to the result. */
+class Listen {
+  readonly #options: ListenOptions;
+  readonly #now: () => number;
+  readonly #startedAt: number;
+  readonly #times: ListenTimes;
+  readonly #progress: StreamProgress[] = [];
+  #events = 0;
+  #malformed = 0;
+  #scale: ProgressScale | undefined;
+  #completedStatus: string | undefined;
+
+  constructor(options: ListenOptions) {
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+    this.#startedAt = this.#now();
+    this.#times = listenTimes(options);
+    this.#scale = options.progressScale;
+  }
+
+  async run(): Promise<ListenResult> {
+    if (this.#options.signal?.aborted) return this.#result({ outcome: 'aborted' });
+    if (this.#times.windowMs <= 0) return this.#result({ outcome: 'window' });
+    const apiKey = await readApiKey(this.#options.apiKey);
+    if (typeof apiKey !== 'string') return this.#result(apiKey);
+    const stopper = new ListenStopper(this.#options, this.#times);
+    let stop: Stop;
+    try {
+      stop = await this.#listen(apiKey, stopper);
+    } finally {
+      stopper.dispose();
+    }
+    return this.#result(stop);
+  }
+
+  /** Opens the stream, checks the answer and reads it until the listen stops; returns why it stopped. */
+  async #listen(apiKey: string, stopper: ListenStopper): Promise<Stop> {
+    try {
+      const response = await this.#open(apiKey, stopper);
+      stopper.answered();
+      if (response === undefined) return stopper.stop ?? { outcome: 'aborted' };
+      const body = eventStreamBody(response);
+      if ('outcome' in body) return body;
+      await this.#read(body, stopper);
+    } catch (error) {
+      stopper.halt({ outcome: stopper.reader === undefined ? 'unavailable' : 'failed', reason: describeFailure(error) });
+    }
+    return stopper.stop ?? { outcome: 'closed' };
+  }
+
+  /** Sends the GET (redirects are not followed); undefined when the listen stopped before the headers came. */
+  #open(apiKey: string, stopper: ListenStopper): Promise<Response | undefined> {
+    const doFetch = this.#options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    const response = doFetch(this.#options.url, {
+      method: 'GET',
+      headers: { 'X-API-Key': apiKey, Accept: 'text/event-stream', 'Cache-Control': 'no-cache' },
+      redirect: 'manual',
+      signal: stopper.controller.signal,
+    });
+    response.catch(() => undefined);
+    return Promise.race([response, stopper.stopped.then(() => undefined)]);
+  }
+
+  /** Reads the body, decoding UTF-8 across chunks, and frames it into events until it ends or the listen stops. */
+  async #read(body: ReadableStream<Uint8Array>, stopper: ListenStopper): Promise<void> {
+    const parser = new SseParser(
+      { event: (event) => this.#dispatch(event, stopper), oversized: () => this.#oversized(stopper) },
+      {
+        maxEventBytes: this.#options.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES,
+        maxLineBytes: this.#options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES,
+      },
+    );
+    const decoder = new TextDecoder('utf-8');
+    stopper.heard();
+    const reader = body.getReader();
+    stopper.reader = reader;
+    while (stopper.stop === undefined) {
+      const chunk = await reader.read();
+      if (stopper.stop !== undefined) return;
+      if (chunk.done) {
+        // An unterminated last event is discarded, as the SSE format requires.
+        parser.push(decoder.decode());
+        stopper.halt({ outcome: 'closed' });
+        return;
+      }
+      stopper.heard();
+      parser.push(decoder.decode(chunk.value, { stream: true }));
+    }
+  }
+
+  /** One SSE event: read as a Waterflai event, counted, passed on; it may end the listen. */
+  #dispatch(event: SseEvent, stopper: ListenStopper): void {
+    const parsed = parseStreamEvent(event, this.#now(), this.#scale);
+    if (parsed === undefined) {
+      this.#malformed += 1;
+      return;
+    }
+    this.#events += 1;
+    this.#scale = parsed.progressScale;
+    try {
+      this.#options.onEvent?.(parsed);
+    } catch {
+      // The caller's bookkeeping must not break the listen.
+    }
+    if (parsed.type === STREAM_EVENT_TYPE.EXECUTION_COMPLETED) {
+      this.#completedStatus = parsed.status ?? undefined;
+      stopper.halt({ outcome: 'completed' });
+      return;
+    }
+    this.#keepProgress(parsed);
+    stopper.checkWanted();
+  }
+
+  /** Only execution_completed carries a large payload (final_output): an oversized event is the wake-up. */
+  #oversized(stopper: ListenStopper): void {
+    this.#malformed += 1;
+    stopper.halt({ outcome: 'completed' });
+  }
+
+  /** Keeps a progress-bearing event (the latest `maxProgressEvents`). */
+  #keepProgress(event: StreamProgress): void {
+    if (event.progress === null && event.completedNodes === null && event.status === null && event.nodeId === null) return;
+    this.#progress.push(event);
+    if (this.#progress.length > (this.#options.maxProgressEvents ?? 200)) this.#progress.shift();
+  }
+
+  #result(stop: Stop): ListenResult {
+    const status = stop.outcome === 'completed' ? this.#completedStatus : undefined;
+    const reason = stop.outcome === 'completed' ? undefined : stop.reason;
+    return {
+      outcome: stop.outcome,
+      ...(status === undefined ? {} : { status }),
+      ...(reason === undefined ? {} : { reason }),
+      events: this.#events,
+      malformed: this.#malformed,
+      progress: this.#progress,
+      elapsedMs: Math.max(0, this.#now() - this.#startedAt),
+      ...(this.#scale === undefined ? {} : { progressScale: this.#scale }),
+    };
+  }
+}
+
 /**
  * Opens the stream and listens until `execution_completed`, the end of the stream, the
  * window, a silence, a failure or the caller's abort, whichever comes first. Never throws
  * for anything the server or the network does; the connection is closed on return.
  */
 export async function listenToExecution(options: ListenOptions): Promise<ListenResult> {
-  const now = options.now ?? Date.now;
-  const doFetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
-  const startedAt = now();
-  const windowMs = Math.max(0, Math.min(options.windowMs, MAX_TIMER_MS));
-  const silenceMs = Math.max(1, Math.min(options.silenceMs ?? DEFAULT_SILENCE_MS, MAX_TIMER_MS));
-  const connectMs = Math.max(1, Math.min(options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, windowMs, MAX_TIMER_MS));
-  const keep = options.maxProgressEvents ?? 200;
-  const progress: StreamProgress[] = [];
-  let events = 0;
-  let malformed = 0;
-  let scale = options.progressScale;
-
-  const result = (outcome: ListenOutcome, extra: { status?: string; reason?: string } = {}): ListenResult => ({
-    outcome,
-    ...extra,
-    events,
-    malformed,
-    progress,
-    elapsedMs: Math.max(0, now() - startedAt),
-    ...(scale === undefined ? {} : { progressScale: scale }),
-  });
-
-  if (options.signal?.aborted) return result('aborted');
-  if (windowMs <= 0) return result('window');
-
-  let apiKey: string | undefined;
-  try {
-    apiKey = checkApiKey(await options.apiKey());
-  } catch {
-    return result('unavailable', { reason: 'no API key' });
-  }
-  if (apiKey === undefined) return result('unavailable', { reason: 'invalid API key' });
-
-  const controller = new AbortController();
-  type Stop = { outcome: ListenOutcome; reason?: string };
-  let stop: Stop | undefined;
-  let wake: () => void = () => undefined;
-  const stopped = new Promise<void>((resolve) => {
-    wake = resolve;
-  });
-  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  // Stopping aborts the request and cancels the reader, which settles a pending read: the
-  // read loop needs no race (a race per read against a long-pending promise would keep
-  // every chunk alive until the end of the listen).
-  const halt = (why: Stop): void => {
-    if (stop !== undefined) return;
-    stop = why;
-    controller.abort();
-    reader?.cancel().catch(() => undefined);
-    wake();
-  };
-  const onCallerAbort = (): void => halt({ outcome: 'aborted' });
-  options.signal?.addEventListener('abort', onCallerAbort, { once: true });
-
-  const windowTimer = setTimeout(() => halt({ outcome: 'window' }), windowMs);
-  let silenceTimer: NodeJS.Timeout | undefined;
-  const heard = (): void => {
-    if (silenceTimer !== undefined) clearTimeout(silenceTimer);
-    silenceTimer = setTimeout(() => halt({ outcome: 'silent' }), silenceMs);
-  };
-  const connectTimer = setTimeout(() => halt({ outcome: 'unavailable', reason: `no answer within ${connectMs} ms` }), connectMs);
-  const stillWanted = (): boolean => {
-    try {
-      return options.keepListening?.() ?? true;
-    } catch {
-      return false;
-    }
-  };
-  const checkTimer =
-    options.keepListening === undefined
-      ? undefined
-      : setInterval(
-          () => {
-            if (!stillWanted()) halt({ outcome: 'stopped' });
-          },
-          Math.max(10, Math.min(options.checkIntervalMs ?? 5_000, MAX_TIMER_MS)),
-        );
-
-  let completedStatus: string | undefined;
-  const parser = new SseParser(
-    {
-      event(event) {
-        const parsed = parseStreamEvent(event, now(), scale);
-        if (parsed === undefined) {
-          malformed += 1;
-          return;
-        }
-        events += 1;
-        scale = parsed.progressScale;
-        try {
-          options.onEvent?.(parsed);
-        } catch {
-          // The caller's bookkeeping must not break the listen.
-        }
-        if (parsed.type === STREAM_EVENT_TYPE.EXECUTION_COMPLETED) {
-          completedStatus = parsed.status ?? undefined;
-          halt({ outcome: 'completed' });
-          return;
-        }
-        if (parsed.progress !== null || parsed.completedNodes !== null || parsed.status !== null || parsed.nodeId !== null) {
-          progress.push(parsed);
-          if (progress.length > keep) progress.shift();
-        }
-        if (!stillWanted()) halt({ outcome: 'stopped' });
-      },
-      oversized() {
-        // Only execution_completed carries a large payload (final_output): treat it as the wake-up.
-        malformed += 1;
-        halt({ outcome: 'completed' });
-      },
-    },
-    { maxEventBytes: options.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES, maxLineBytes: options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES },
-  );
-
-  try {
-    const responsePromise = doFetch(options.url, {
-      method: 'GET',
-      headers: { 'X-API-Key': apiKey, Accept: 'text/event-stream', 'Cache-Control': 'no-cache' },
-      redirect: 'manual',
-      signal: controller.signal,
-    });
-    responsePromise.catch(() => undefined);
-    const response = await Promise.race([responsePromise, stopped.then(() => undefined)]);
-    clearTimeout(connectTimer);
-    if (response === undefined) return result(stop?.outcome ?? 'aborted', stop?.reason === undefined ? {} : { reason: stop.reason });
-    if (response.status !== 200) {
-      response.body?.cancel().catch(() => undefined);
-      return result('unavailable', { reason: `HTTP ${response.status}` });
-    }
-    const contentType = response.headers.get('content-type') ?? '';
-    if (!/^text\/event-stream\b/i.test(contentType.trim()) || response.body === null) {
-      response.body?.cancel().catch(() => undefined);
-      return result('unavailable', { reason: 'not an event stream' });
-    }
-    heard();
-    reader = response.body.getReader();
-    const decoder = new TextDecoder('utf-8');
-    for (;;) {
-      if (stop !== undefined) break;
-      const chunk = await reader.read();
-      if (stop !== undefined) break;
-      if (chunk.done) {
-        // An unterminated last event is discarded, as the SSE format requires.
-        parser.push(decoder.decode());
-        if (stop === undefined) halt({ outcome: 'closed' });
-        break;
-      }
-      heard();
-      parser.push(decoder.decode(chunk.value, { stream: true }));
-      if (stop !== undefined) break;
-    }
-  } catch (error) {
-    if (stop === undefined) {
-      const opened = reader !== undefined;
-      halt({ outcome: opened ? 'failed' : 'unavailable', reason: describeFailure(error) });
-    }
-  } finally {
-    clearTimeout(windowTimer);
-    clearTimeout(connectTimer);
-    if (checkTimer !== undefined) clearInterval(checkTimer);
-    if (silenceTimer !== undefined) clearTimeout(silenceTimer);
-    options.signal?.removeEventListener('abort', onCallerAbort);
-    controller.abort();
-    reader?.cancel().catch(() => undefined);
-  }
-  const final = stop ?? { outcome: 'closed' as const };
-  if (final.outcome === 'completed') return result('completed', completedStatus === undefined ? {} : { status: completedStatus });
-  return result(final.outcome, final.reason === undefined ? {} : { reason: final.reason });
+  return new Listen(options).run();
 }

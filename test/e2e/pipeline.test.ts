@@ -27,7 +27,7 @@ import {
   processSockets,
   type NetworkGuard,
 } from '../../local/runtime/net-guard';
-import { LOCAL_TIME_SCALE_ENV } from '../../lambdas/poll/poll-job';
+import { hostClock } from '../../lambdas/platform/clock';
 import { startLocalRuntime, type LocalRuntime } from '../../local/runtime/runtime';
 import { drainQueue, eventsFor, jobBody, waitFor } from './support';
 
@@ -107,8 +107,9 @@ describe('the local runtime', () => {
     );
     expect(runtime.intakeQueueUrl.startsWith('http://127.0.0.1:')).toBe(true);
     for (const url of Object.values(runtime.endpoints)) expect(new URL(url).hostname).toBe('127.0.0.1');
-    // The poll function plans in job time, as deployed: it is told the runtime's time scale.
-    expect(process.env[LOCAL_TIME_SCALE_ENV]).toBe(String(TIME_SCALE));
+    // The poll function plans in job time, as deployed: the runtime injected its clock, whose
+    // job time runs 1 / TIME_SCALE times faster (no environment variable tells product code).
+    expect(hostClock().jobSeconds(1_000)).toBeCloseTo(1 / TIME_SCALE, 9);
   });
 
   it('runs 60 jobs mixing outcomes and durations to exactly one terminal record and one outcome event each', async () => {

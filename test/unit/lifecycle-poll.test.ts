@@ -14,7 +14,11 @@ import type { AppLogger } from '../../lambdas/platform/logger';
 import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
 import { outcomeDetailSchema } from '../../lambdas/contract/outcome-event';
 import { OutputStore } from '../../lambdas/aws/output-store';
-import { DEADLINE_CANCEL_WINDOW_SECONDS, DEADLINE_ROUND_MAX_WAIT_SECONDS, type FixedIntervalSettings } from '../../lambdas/contract/settings';
+import {
+  DEADLINE_CANCEL_WINDOW_SECONDS,
+  DEADLINE_ROUND_MAX_WAIT_SECONDS,
+  type FixedIntervalSettings,
+} from '../../lambdas/contract/settings';
 import type { CancelResult, ExecutionStatus } from '../../lambdas/contract/waterflai-api';
 import type { PollState } from '../../lambdas/domain/workflow';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';

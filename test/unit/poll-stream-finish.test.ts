@@ -1,9 +1,10 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { JobPoller, readTimeScale, type ExecutionStreamListener } from '../../lambdas/poll/poll-job';
+import { JobPoller, type ExecutionStreamListener } from '../../lambdas/poll/poll-job';
+import type { Clock } from '../../lambdas/domain/clock';
 import { JOB_STATUS, WATERFLAI_STATUS, type WaterflaiStatus } from '../../lambdas/contract/constants';
-import { ConfigurationError, WaterflaiHttpError } from '../../lambdas/contract/errors';
+import { WaterflaiHttpError } from '../../lambdas/contract/errors';
 import { listenToExecution, type ListenResult, type StreamProgress } from '../../lambdas/waterflai/stream';
 import { JobStore } from '../../lambdas/aws/job-store';
 import type { AppLogger } from '../../lambdas/platform/logger';
@@ -142,6 +143,11 @@ async function nearTheEnd(): Promise<PollState> {
   };
 }
 
+/** The test's clock; job time runs 1/scale times faster than it (a host's time-scaled clock). */
+function scaledClock(clock: { ms: number }, scale: number): Clock {
+  return { now: () => clock.ms, jobSeconds: (clockMs) => clockMs / 1000 / scale, clockMs: (jobSeconds) => jobSeconds * 1000 * scale };
+}
+
 function poller(
   script: Array<ExecutionStatus | Error>,
   options: { stream?: ExecutionStreamListener; clock: { ms: number }; timeScale?: number; log?: AppLogger },
@@ -155,9 +161,8 @@ function poller(
     strategy: adaptiveStrategy({ ...DEFAULT_ADAPTIVE_SETTINGS, ...POLL_SETTINGS }),
     maxInlineOutputBytes: 4096,
     random: () => 0.5,
-    now: () => options.clock.ms,
+    clock: scaledClock(options.clock, options.timeScale ?? 1),
     ...(options.stream ? { stream: options.stream } : {}),
-    ...(options.timeScale === undefined ? {} : { timeScale: options.timeScale }),
   });
   return { instance, waterflai };
 }
@@ -374,19 +379,5 @@ describe('JobPoller: the stream finish', () => {
     } finally {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
-  });
-});
-
-describe('readTimeScale', () => {
-  it.each([
-    [{}, 1],
-    [{ LOCAL_TIME_SCALE: '0.05' }, 0.05],
-    [{ LOCAL_TIME_SCALE: ' 2 ' }, 2],
-  ])('reads %j as %s', (env, expected) => {
-    expect(readTimeScale(env)).toBe(expected);
-  });
-
-  it.each(['0', '-1', 'fast', '1e3', '1000'])('refuses %s', (value) => {
-    expect(() => readTimeScale({ LOCAL_TIME_SCALE: value })).toThrow(ConfigurationError);
   });
 });
