@@ -1,5 +1,6 @@
 import { PutEventsCommand, type EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import type { OutcomeEvent } from '../contract/outcome-event';
+import { backoffDelay } from '../domain/backoff';
 
 /** Attempts of PutEvents for an entry that EventBridge reported as failed. */
 const MAX_PUT_ATTEMPTS = 5;
@@ -33,7 +34,8 @@ export class OutcomePublisher {
       const first = result.Entries?.[0];
       if (failed === 0 && first?.EventId) return;
       lastError = first?.ErrorCode ? `${first.ErrorCode}: ${first.ErrorMessage ?? ''}` : 'no event id returned';
-      if (attempt < MAX_PUT_ATTEMPTS) await this.sleep(this.random() * BASE_DELAY_MS * 2 ** attempt);
+      if (attempt < MAX_PUT_ATTEMPTS)
+        await this.sleep(backoffDelay(attempt + 1, { base: BASE_DELAY_MS, jitter: 'full', random: this.random }));
     }
     throw new Error(`PutEvents failed for outcome ${event.detail.event_id} after ${MAX_PUT_ATTEMPTS} attempts: ${lastError}`);
   }

@@ -26,6 +26,7 @@ import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, typ
 import { DEFAULT_REQUEST_MARGIN_MS, DEFAULT_REQUEST_TIMEOUT_MS, requestTimeoutFor } from '../domain/request-timeout';
 import { executionArnFor } from '../aws/successor';
 import type { PollState } from '../domain/workflow';
+import { backoffDelay } from '../domain/backoff';
 
 /** The Waterflai calls the starter needs (a subset of the client, so tests can fake it). */
 export interface WaterflaiStarter extends UpstreamExecutions {
@@ -624,8 +625,9 @@ export class JobStarter {
    */
   private async deferMessage(message: SQSRecord, error: unknown, receiveCount: number): Promise<void> {
     const retryAfter = error instanceof WaterflaiHttpError ? error.retryAfterSeconds : undefined;
-    const backoff = Math.min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** Math.max(0, receiveCount - 1));
-    let delay = retryAfter ?? this.random() * backoff;
+    let delay =
+      retryAfter ??
+      backoffDelay(receiveCount, { base: BACKOFF_BASE_SECONDS, cap: BACKOFF_CAP_SECONDS, jitter: 'full', random: this.random });
     if (error instanceof JobBusyError && error.leaseSeconds !== undefined && receiveCount + 1 >= this.deps.settings.maxReceiveCount) {
       // The next receive is the last: it must not find the claim still held (a live holder
       // is done long before; a dead one's lease has run out by then).

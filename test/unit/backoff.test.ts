@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffSeconds } from '../../lambdas/domain/backoff';
+import { backoffDelay, backoffSeconds } from '../../lambdas/domain/backoff';
 
 describe('backoffSeconds', () => {
   it.each([
@@ -27,5 +27,17 @@ describe('backoffSeconds', () => {
   it('a random number outside [0, 1) cannot push the wait past the cap', () => {
     expect(backoffSeconds(20, { baseSeconds: 10, capSeconds: 60, random: () => 7 })).toBe(60);
     expect(backoffSeconds(20, { baseSeconds: 10, capSeconds: 60, random: () => -3 })).toBe(30);
+  });
+});
+
+describe('backoffDelay', () => {
+  it.each([
+    ['full jitter at random 0', { base: 100, jitter: 'full' as const, random: () => 0 }, 3, 0],
+    ['full jitter at random 0.5', { base: 100, jitter: 'full' as const, random: () => 0.5 }, 3, 200],
+    ['equal jitter at random 0', { base: 100, jitter: 'equal' as const, random: () => 0 }, 3, 200],
+    ['a cap', { base: 5, cap: 900, jitter: 'full' as const, random: () => 1 }, 20, 900],
+    ['no cap given', { base: 5, jitter: 'full' as const, random: () => 1 }, 11, 5 * 1024],
+  ])('%s', (_name, settings, attempt, expected) => {
+    expect(backoffDelay(attempt, settings)).toBe(expected);
   });
 });
