@@ -9,7 +9,7 @@ import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/contract/constants';
-import { SETTING_DEFAULTS, SWEEP_GRACE_SECONDS, validatePollSettings } from '../lambdas/contract/settings';
+import { type FixedIntervalSettings, SETTING_DEFAULTS, SWEEP_GRACE_SECONDS, validatePollSettings } from '../lambdas/contract/settings';
 import { grantFunctionAccess } from './grants';
 import type { HandlerFunctionOverrides } from './handler-function';
 import { Intake, type IntakeProps } from './intake';
@@ -218,66 +218,20 @@ export class WaterflaiOrchestrator extends Construct {
 
   constructor(scope: Construct, id: string, props: WaterflaiOrchestratorProps = {}) {
     super(scope, id);
-    const waterflaiBaseUrl = validateWaterflaiBaseUrl(props.waterflaiBaseUrl ?? ORCHESTRATOR_DEFAULTS.waterflaiBaseUrl);
-    const maxJobDuration = props.maxJobDuration ?? ORCHESTRATOR_DEFAULTS.maxJobDuration;
-    const jobRetention = props.jobRetention ?? ORCHESTRATOR_DEFAULTS.jobRetention;
-    const logRetention = props.logRetention ?? ORCHESTRATOR_DEFAULTS.logRetention;
-    const removalPolicy = props.removalPolicy ?? ORCHESTRATOR_DEFAULTS.removalPolicy;
-    const pollSettings = validatePollSettings({
-      intervalSeconds: props.pollIntervalSeconds ?? ORCHESTRATOR_DEFAULTS.pollIntervalSeconds,
-      minSeconds: props.pollMinSeconds ?? ORCHESTRATOR_DEFAULTS.pollMinSeconds,
-      maxSeconds: props.pollMaxSeconds ?? ORCHESTRATOR_DEFAULTS.pollMaxSeconds,
-    });
-    validateMaxJobDuration(maxJobDuration);
-    const jobRetentionDays = validateJobRetention(jobRetention, maxJobDuration);
-    const authGracePeriod = props.authGracePeriod ?? ORCHESTRATOR_DEFAULTS.authGracePeriod;
-    if (
-      !Token.isUnresolved(authGracePeriod.toSeconds()) &&
-      (authGracePeriod.toSeconds() < 60 || authGracePeriod.toSeconds() > maxJobDuration.toSeconds())
-    ) {
-      throw new Error(
-        `authGracePeriod must be from 1 minute to maxJobDuration (${maxJobDuration.toHumanString()}), got ${authGracePeriod.toHumanString()}`,
-      );
-    }
-    const maxInlineOutputBytes = props.maxInlineOutputBytes ?? ORCHESTRATOR_DEFAULTS.maxInlineOutputBytes;
-    if (!Number.isInteger(maxInlineOutputBytes) || maxInlineOutputBytes < 1 || maxInlineOutputBytes > MAX_INLINE_OUTPUT_BYTES_LIMIT) {
-      throw new Error(`maxInlineOutputBytes must be an integer from 1 to ${MAX_INLINE_OUTPUT_BYTES_LIMIT}, got ${maxInlineOutputBytes}`);
-    }
+    const settings = resolveSettings(props);
+    const { logRetention, removalPolicy } = settings;
 
-    this.apiKeySecret =
-      props.apiKeySecret ??
-      new secretsmanager.Secret(this, 'ApiKeySecret', {
-        description:
-          'Waterflai API key of the orchestrator. Holds a random placeholder until the operator runs: ' +
-          'aws secretsmanager put-secret-value --secret-id <arn of this secret, stack output ApiKeySecretArn> --secret-string <key>',
-        generateSecretString: { passwordLength: 32, excludePunctuation: true },
-        removalPolicy,
-      });
+    this.apiKeySecret = props.apiKeySecret ?? placeholderApiKeySecret(this, removalPolicy);
     this.jobTable = new JobTable(this, 'JobTable', { removalPolicy, tableProps: props.tableProps });
     this.table = this.jobTable.table;
     this.outcomeEvents = new OutcomeEvents(this, 'OutcomeEvents', { eventBus: props.eventBus, eventBusProps: props.eventBusProps });
     this.eventBus = this.outcomeEvents.eventBus;
-    this.outputBucket = new OutputBucket(this, 'Outputs', { expiration: Duration.days(jobRetentionDays), removalPolicy }).bucket;
-
-    const environment: Record<string, string> = {
-      [ENV.WATERFLAI_BASE_URL]: waterflaiBaseUrl,
-      [ENV.WATERFLAI_API_KEY_SECRET_ID]: this.apiKeySecret.secretArn,
-      [ENV.JOB_TABLE_NAME]: this.table.tableName,
-      [ENV.EVENT_BUS_NAME]: this.eventBus.eventBusName,
-      [ENV.MAX_JOB_DURATION_SECONDS]: String(maxJobDuration.toSeconds()),
-      [ENV.POLL_INTERVAL_SECONDS]: String(pollSettings.intervalSeconds),
-      [ENV.POLL_MIN_SECONDS]: String(pollSettings.minSeconds),
-      [ENV.POLL_MAX_SECONDS]: String(pollSettings.maxSeconds),
-      [ENV.JOB_RETENTION_DAYS]: String(jobRetentionDays),
-      [ENV.MAX_INLINE_OUTPUT_BYTES]: String(maxInlineOutputBytes),
-      [ENV.OUTPUT_BUCKET_NAME]: this.outputBucket.bucketName,
-      [ENV.AUTH_GRACE_SECONDS]: String(authGracePeriod.toSeconds()),
-      [ENV.SWEEP_GRACE_SECONDS]: String(SWEEP_GRACE_SECONDS),
-    };
+    this.outputBucket = new OutputBucket(this, 'Outputs', { expiration: Duration.days(settings.jobRetentionDays), removalPolicy }).bucket;
+    const environment = functionEnvironment(settings, this);
 
     this.pollLoop = new PollStateMachine(this, 'PollLoop', {
       environment,
-      maxJobDuration,
+      maxJobDuration: settings.maxJobDuration,
       maxPollsPerExecution: props.maxPollsPerExecution,
       logRetention,
       removalPolicy,
@@ -313,6 +267,7 @@ export class WaterflaiOrchestrator extends Construct {
     });
     this.reconcileFunction = this.lifecycle.reconcileFunction;
     this.sweepFunction = this.lifecycle.sweepFunction;
+
     // Least privilege: each role gets only the actions its code sends (see lib/grants.ts).
     grantFunctionAccess({
       functions: {
@@ -330,6 +285,84 @@ export class WaterflaiOrchestrator extends Construct {
       outputBucket: this.outputBucket,
     });
   }
+}
+
+/** The props with every default applied (from the one defaults table) and checked. */
+interface ResolvedSettings {
+  readonly waterflaiBaseUrl: string;
+  readonly maxJobDuration: Duration;
+  readonly jobRetentionDays: number;
+  readonly logRetention: logs.RetentionDays;
+  readonly removalPolicy: RemovalPolicy;
+  readonly pollSettings: FixedIntervalSettings;
+  readonly authGracePeriod: Duration;
+  readonly maxInlineOutputBytes: number;
+}
+
+/** Applies the defaults to the props once, and says what is wrong with a bad value. */
+function resolveSettings(props: WaterflaiOrchestratorProps): ResolvedSettings {
+  const maxJobDuration = props.maxJobDuration ?? ORCHESTRATOR_DEFAULTS.maxJobDuration;
+  validateMaxJobDuration(maxJobDuration);
+  const authGracePeriod = props.authGracePeriod ?? ORCHESTRATOR_DEFAULTS.authGracePeriod;
+  if (
+    !Token.isUnresolved(authGracePeriod.toSeconds()) &&
+    (authGracePeriod.toSeconds() < 60 || authGracePeriod.toSeconds() > maxJobDuration.toSeconds())
+  ) {
+    throw new Error(
+      `authGracePeriod must be from 1 minute to maxJobDuration (${maxJobDuration.toHumanString()}), got ${authGracePeriod.toHumanString()}`,
+    );
+  }
+  const maxInlineOutputBytes = props.maxInlineOutputBytes ?? ORCHESTRATOR_DEFAULTS.maxInlineOutputBytes;
+  if (!Number.isInteger(maxInlineOutputBytes) || maxInlineOutputBytes < 1 || maxInlineOutputBytes > MAX_INLINE_OUTPUT_BYTES_LIMIT) {
+    throw new Error(`maxInlineOutputBytes must be an integer from 1 to ${MAX_INLINE_OUTPUT_BYTES_LIMIT}, got ${maxInlineOutputBytes}`);
+  }
+  return {
+    waterflaiBaseUrl: validateWaterflaiBaseUrl(props.waterflaiBaseUrl ?? ORCHESTRATOR_DEFAULTS.waterflaiBaseUrl),
+    maxJobDuration,
+    jobRetentionDays: validateJobRetention(props.jobRetention ?? ORCHESTRATOR_DEFAULTS.jobRetention, maxJobDuration),
+    logRetention: props.logRetention ?? ORCHESTRATOR_DEFAULTS.logRetention,
+    removalPolicy: props.removalPolicy ?? ORCHESTRATOR_DEFAULTS.removalPolicy,
+    pollSettings: validatePollSettings({
+      intervalSeconds: props.pollIntervalSeconds ?? ORCHESTRATOR_DEFAULTS.pollIntervalSeconds,
+      minSeconds: props.pollMinSeconds ?? ORCHESTRATOR_DEFAULTS.pollMinSeconds,
+      maxSeconds: props.pollMaxSeconds ?? ORCHESTRATOR_DEFAULTS.pollMaxSeconds,
+    }),
+    authGracePeriod,
+    maxInlineOutputBytes,
+  };
+}
+
+/** The secret created when none is given: a random placeholder the operator replaces. */
+function placeholderApiKeySecret(scope: Construct, removalPolicy: RemovalPolicy): secretsmanager.Secret {
+  return new secretsmanager.Secret(scope, 'ApiKeySecret', {
+    description:
+      'Waterflai API key of the orchestrator. Holds a random placeholder until the operator runs: ' +
+      'aws secretsmanager put-secret-value --secret-id <arn of this secret, stack output ApiKeySecretArn> --secret-string <key>',
+    generateSecretString: { passwordLength: 32, excludePunctuation: true },
+    removalPolicy,
+  });
+}
+
+/** The environment every function gets (the schema the handlers read: contract/settings.ts). */
+function functionEnvironment(
+  settings: ResolvedSettings,
+  resources: { apiKeySecret: secretsmanager.ISecret; table: dynamodb.ITable; eventBus: events.IEventBus; outputBucket: s3.IBucket },
+): Record<string, string> {
+  return {
+    [ENV.WATERFLAI_BASE_URL]: settings.waterflaiBaseUrl,
+    [ENV.WATERFLAI_API_KEY_SECRET_ID]: resources.apiKeySecret.secretArn,
+    [ENV.JOB_TABLE_NAME]: resources.table.tableName,
+    [ENV.EVENT_BUS_NAME]: resources.eventBus.eventBusName,
+    [ENV.MAX_JOB_DURATION_SECONDS]: String(settings.maxJobDuration.toSeconds()),
+    [ENV.POLL_INTERVAL_SECONDS]: String(settings.pollSettings.intervalSeconds),
+    [ENV.POLL_MIN_SECONDS]: String(settings.pollSettings.minSeconds),
+    [ENV.POLL_MAX_SECONDS]: String(settings.pollSettings.maxSeconds),
+    [ENV.JOB_RETENTION_DAYS]: String(settings.jobRetentionDays),
+    [ENV.MAX_INLINE_OUTPUT_BYTES]: String(settings.maxInlineOutputBytes),
+    [ENV.OUTPUT_BUCKET_NAME]: resources.outputBucket.bucketName,
+    [ENV.AUTH_GRACE_SECONDS]: String(settings.authGracePeriod.toSeconds()),
+    [ENV.SWEEP_GRACE_SECONDS]: String(SWEEP_GRACE_SECONDS),
+  };
 }
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelay, backoffSeconds } from '../../lambdas/domain/backoff';
+import { type BackoffDelaySettings, backoffDelay, backoffSeconds } from '../../lambdas/domain/backoff';
 
 describe('backoffSeconds', () => {
   it.each([
@@ -31,12 +31,12 @@ describe('backoffSeconds', () => {
 });
 
 describe('backoffDelay', () => {
-  it.each([
-    ['full jitter at random 0', { base: 100, jitter: 'full' as const, random: () => 0 }, 3, 0],
-    ['full jitter at random 0.5', { base: 100, jitter: 'full' as const, random: () => 0.5 }, 3, 200],
-    ['equal jitter at random 0', { base: 100, jitter: 'equal' as const, random: () => 0 }, 3, 200],
-    ['a cap', { base: 5, cap: 900, jitter: 'full' as const, random: () => 1 }, 20, 900],
-    ['no cap given', { base: 5, jitter: 'full' as const, random: () => 1 }, 11, 5 * 1024],
+  it.each<[string, BackoffDelaySettings, number, number]>([
+    ['full jitter at random 0', { base: 100, jitter: 'full', random: () => 0 }, 3, 0],
+    ['full jitter at random 0.5', { base: 100, jitter: 'full', random: () => 0.5 }, 3, 200],
+    ['equal jitter at random 0', { base: 100, jitter: 'equal', random: () => 0 }, 3, 200],
+    ['a cap', { base: 5, cap: 900, jitter: 'full', random: () => 1 }, 20, 900],
+    ['no cap given', { base: 5, jitter: 'full', random: () => 1 }, 11, 5 * 1024],
   ])('%s', (_name, settings, attempt, expected) => {
     expect(backoffDelay(attempt, settings)).toBe(expected);
   });
