@@ -5,7 +5,7 @@
  * `--jobs FILE`) and shows them run. `npm start -- --help` lists the options and exit codes.
  */
 import './polyfills';
-import { runCli } from './runtime/cli';
+import { runCli } from './cli/cli';
 
 const interrupted = new Promise<NodeJS.Signals>((resolve) => {
   const onSignal = (signal: NodeJS.Signals): void => {

@@ -1,6 +1,7 @@
 /**
- * The chaos run's fault mix and the hooks that inject it into the local runtime, below the
- * handlers (see `local/runtime/runtime.ts`, `LocalRuntimeFaults`):
+ * The chaos run's fault mix and the policy that injects it into the local runtime, below the
+ * handlers, through the hooks of `local/faults/` (`LocalRuntimeFaults`, with its keyed dice,
+ * bursts and ledger):
  *
  * - Waterflai: the simulator's own seeded faults (`SimulatorOptions.faults`), refused cancels
  *   (`refuseCancel`), the answer to a DELETE of a finished execution (`finishedCancelAnswer`),
@@ -20,12 +21,13 @@
  * (or the outcome publisher's), so the handlers' own retry paths run as well.
  */
 import type { SQSRecord } from 'aws-lambda';
-import { AwsServiceError, type AwsFault } from '../runtime/aws-json-server';
-import type { DynamoDbErrorCode, DynamoDbFault } from '../runtime/dynamodb-fault-proxy';
-import type { PutEventsEntry, PutEventsEntryFault } from '../runtime/eventbridge';
-import type { LocalRuntimeFaults } from '../runtime/runtime';
+import { AwsServiceError } from '../emulators/aws-json-server';
+import { Bursts } from '../faults/bursts';
+import { Dice } from '../faults/dice';
+import type { AwsFault, DynamoDbFault, LocalRuntimeFaults, PutEventsEntry, PutEventsEntryFault } from '../faults/hooks';
+import { FaultLedger } from '../faults/ledger';
+import { describeDynamoRequest, dynamoJobId, eventIdOfEntry, isDynamoDbWrite, jobIdOfBody, startExecutionJobId } from '../faults/requests';
 import { FAULT_KINDS, type FaultSettings, type OutageAnswer, type RouteName } from '../simulator/server';
-import { Dice } from './dice';
 
 /**
  * An outage of Waterflai: every request to `routes` fails for `durationMs` (real ms), with
@@ -195,35 +197,6 @@ export const ALL_FAULT_KINDS = [
   ...PLANNED_FAULT_KINDS,
 ] as const;
 
-const WRITE_OPERATIONS = new Set(['PutItem', 'UpdateItem', 'DeleteItem']);
-
-interface Burst {
-  remaining: number;
-  error: DynamoDbErrorCode | 'ThrottlingException' | 'InternalFailure';
-}
-
-/** The job id a DynamoDB request is about (`Key` or `Item` `job_id`), if any. */
-export function dynamoJobId(input: Record<string, unknown>): string | undefined {
-  for (const field of ['Key', 'Item'] as const) {
-    const value = (input[field] as { job_id?: { S?: unknown } } | undefined)?.job_id?.S;
-    if (typeof value === 'string') return value;
-  }
-  return undefined;
-}
-
-/** The job id of a StartExecution request (from its input document), if any. */
-function startExecutionJobId(input: Record<string, unknown>): string {
-  if (typeof input.input === 'string') {
-    try {
-      const state = JSON.parse(input.input) as { job_id?: unknown };
-      if (typeof state.job_id === 'string') return state.job_id;
-    } catch {
-      // not JSON: keyed by name
-    }
-  }
-  return typeof input.name === 'string' ? input.name : '-';
-}
-
 /**
  * Injects the AWS-side faults of a mix, counts what it injected, and watches DynamoDB's own
  * answers (conditional-check failures are the races duplicates cause).
@@ -231,18 +204,13 @@ function startExecutionJobId(input: Record<string, unknown>): string {
 export class ChaosFaults {
   readonly #dice: Dice;
   readonly #rates: AwsFaultRates;
-  readonly #counts = new Map<string, number>();
-  readonly #bursts = new Map<string, Burst>();
-  readonly #observed = new Map<string, number>();
-  readonly #trace = new Map<string, string[]>();
-  readonly #struck = new Map<string, number>();
-  readonly #startedAt = Date.now();
+  readonly #bursts = new Bursts();
+  readonly #ledger = new FaultLedger<AwsFaultKind>(AWS_FAULT_KINDS);
   #enabled = true;
 
   constructor(mix: FaultMix, seed: number) {
     this.#rates = mix.aws;
     this.#dice = new Dice(seed);
-    for (const kind of AWS_FAULT_KINDS) this.#counts.set(kind, 0);
   }
 
   /**
@@ -251,31 +219,22 @@ export class ChaosFaults {
    * created (`+12.345s DynamoDB UpdateItem[execution_id,status] lost response (reset)`).
    */
   trace(jobId: string): readonly string[] {
-    const at = (line: string): number => Number(/^\+([\d.]+)s/.exec(line)?.[1] ?? 0);
-    return [...(this.#trace.get(jobId) ?? [])].sort((a, b) => at(a) - at(b));
+    return this.#ledger.trace(jobId);
   }
 
   /** Adds a line to a job's trace (the run adds the simulator's lines). */
   note(jobId: string, line: string, atMs: number = Date.now()): void {
-    const lines = this.#trace.get(jobId);
-    const entry = `+${((atMs - this.#startedAt) / 1000).toFixed(3)}s ${line}`;
-    if (lines === undefined) this.#trace.set(jobId, [entry]);
-    else lines.push(entry);
+    this.#ledger.note(jobId, line, atMs);
   }
 
   /** Seconds from the creation of the faults (the origin of the traces) to `atMs`. */
   since(atMs: number): number {
-    return Math.round((atMs - this.#startedAt) / 10) / 100;
+    return this.#ledger.since(atMs);
   }
 
   /** AWS-side faults injected into each job's requests so far (by job id). */
   struckByJob(): Record<string, number> {
-    return Object.fromEntries(this.#struck);
-  }
-
-  #strike(jobId: string | undefined): void {
-    if (jobId === undefined || jobId === '-' || jobId === '') return;
-    this.#struck.set(jobId, (this.#struck.get(jobId) ?? 0) + 1);
+    return this.#ledger.struckByJob();
   }
 
   /** Stops injecting (the run is over; the checks read state without faults). */
@@ -285,12 +244,12 @@ export class ChaosFaults {
 
   /** Faults injected so far, by kind. */
   counts(): Record<AwsFaultKind, number> {
-    return Object.fromEntries(AWS_FAULT_KINDS.map((kind) => [kind, this.#counts.get(kind) ?? 0])) as Record<AwsFaultKind, number>;
+    return this.#ledger.counts();
   }
 
   /** DynamoDB error answers that were not injected, by error code (e.g. `ConditionalCheckFailedException`). */
   observed(): Record<string, number> {
-    return Object.fromEntries(this.#observed);
+    return this.#ledger.observed();
   }
 
   /** The runtime hooks. */
@@ -300,7 +259,7 @@ export class ChaosFaults {
       dynamodbResponses: (operation, _status, errorCode, injected, input) => {
         if (errorCode === undefined) return;
         const jobId = dynamoJobId(input);
-        if (!injected) this.#observed.set(errorCode, (this.#observed.get(errorCode) ?? 0) + 1);
+        if (!injected) this.#ledger.observe(errorCode);
         if (jobId !== undefined)
           this.note(jobId, `DynamoDB ${describeDynamoRequest(operation, input)} -> ${errorCode}${injected ? ' (injected)' : ''}`);
       },
@@ -310,33 +269,19 @@ export class ChaosFaults {
     };
   }
 
-  #count(kind: AwsFaultKind): void {
-    this.#counts.set(kind, (this.#counts.get(kind) ?? 0) + 1);
-  }
-
-  /** Continues a running burst for `key`, if any. */
-  #burst(key: string): Burst | undefined {
-    const burst = this.#bursts.get(key);
-    if (burst === undefined) return undefined;
-    burst.remaining -= 1;
-    if (burst.remaining <= 0) this.#bursts.delete(key);
-    return burst;
-  }
-
   #dynamodb(operation: string, input: Record<string, unknown>): DynamoDbFault | undefined {
     if (!this.#enabled) return undefined;
     const jobId = dynamoJobId(input) ?? '-';
     const burstKey = `dynamodb|${operation}|${jobId}`;
-    const running = this.#burst(burstKey);
-    if (running !== undefined) {
-      this.#count('dynamodb.throughputExceeded');
-      this.#strike(jobId);
+    if (this.#bursts.next(burstKey) !== undefined) {
+      this.#ledger.count('dynamodb.throughputExceeded');
+      this.#ledger.strike(jobId);
       return { error: 'ProvisionedThroughputExceededException' };
     }
     const n = this.#dice.occurrence(burstKey);
     const r = this.#dice.roll('dynamodb', `${burstKey}|${n}`);
     const fault = this.#dynamodbRoll(operation, input, jobId, burstKey, n, r);
-    if (fault !== undefined) this.#strike(jobId);
+    if (fault !== undefined) this.#ledger.strike(jobId);
     return fault;
   }
 
@@ -351,25 +296,25 @@ export class ChaosFaults {
     const rates = this.#rates.dynamodb;
     let edge = rates.burst;
     if (r < edge) {
-      this.#count('dynamodb.burst');
-      this.#count('dynamodb.throughputExceeded');
-      this.#bursts.set(burstKey, { remaining: BURST_ATTEMPTS.dynamodb - 1, error: 'ProvisionedThroughputExceededException' });
+      this.#ledger.count('dynamodb.burst');
+      this.#ledger.count('dynamodb.throughputExceeded');
+      this.#bursts.start(burstKey, BURST_ATTEMPTS.dynamodb, 'ProvisionedThroughputExceededException');
       return { error: 'ProvisionedThroughputExceededException' };
     }
     if (r < (edge += rates.throughputExceeded)) {
-      this.#count('dynamodb.throughputExceeded');
+      this.#ledger.count('dynamodb.throughputExceeded');
       return { error: 'ProvisionedThroughputExceededException' };
     }
     if (r < (edge += rates.throttling)) {
-      this.#count('dynamodb.throttling');
+      this.#ledger.count('dynamodb.throttling');
       return { error: 'ThrottlingException' };
     }
     if (r < (edge += rates.internalError)) {
-      this.#count('dynamodb.internalError');
+      this.#ledger.count('dynamodb.internalError');
       return { error: 'InternalServerError' };
     }
-    if (WRITE_OPERATIONS.has(operation) && r < edge + rates.lostResponse) {
-      this.#count('dynamodb.lostResponse');
+    if (isDynamoDbWrite(operation) && r < edge + rates.lostResponse) {
+      this.#ledger.count('dynamodb.lostResponse');
       const reset = this.#dice.roll('dynamodb-lost-mode', `${burstKey}|${n}`) < 0.5;
       if (jobId !== '-') this.note(jobId, `DynamoDB ${describeDynamoRequest(operation, input)} applied, then its answer lost (injected)`);
       return { error: reset ? 'reset' : 'InternalServerError', afterApplying: true };
@@ -384,38 +329,38 @@ export class ChaosFaults {
       const jobId = startExecutionJobId(input);
       const key = `sfn|${jobId}|${typeof input.name === 'string' ? input.name : ''}`;
       const throttled = (): AwsFault => {
-        this.#strike(jobId);
+        this.#ledger.strike(jobId);
         this.note(jobId, `StartExecution ${String(input.name)} -> ThrottlingException (injected)`);
         return { error: new AwsServiceError('ThrottlingException', 'Rate exceeded') };
       };
-      if (this.#burst(key) !== undefined) {
-        this.#count('stepFunctions.throttling');
+      if (this.#bursts.next(key) !== undefined) {
+        this.#ledger.count('stepFunctions.throttling');
         return throttled();
       }
       const n = this.#dice.occurrence(key);
       const r = this.#dice.roll('stepFunctions', `${key}|${n}`);
       if (r < rates.burst) {
-        this.#count('stepFunctions.burst');
-        this.#count('stepFunctions.throttling');
-        this.#bursts.set(key, { remaining: BURST_ATTEMPTS.stepFunctions - 1, error: 'ThrottlingException' });
+        this.#ledger.count('stepFunctions.burst');
+        this.#ledger.count('stepFunctions.throttling');
+        this.#bursts.start(key, BURST_ATTEMPTS.stepFunctions, 'ThrottlingException');
         return throttled();
       }
       if (r < rates.burst + rates.throttling) {
-        this.#count('stepFunctions.throttling');
+        this.#ledger.count('stepFunctions.throttling');
         return throttled();
       }
       return undefined;
     }
     if (operation === 'AWSEvents.PutEvents') {
       const entries = Array.isArray(input.Entries) ? input.Entries : [];
-      const key = `events|${entries.map((entry) => jobIdOfEntry(entry)).join(',')}`;
+      const key = `events|${entries.map((entry) => eventIdOfEntry(entry)).join(',')}`;
       const n = this.#dice.occurrence(key);
       if (this.#dice.roll('eventBridge-request', `${key}|${n}`) < this.#rates.eventBridge.throttling) {
-        this.#count('eventBridge.throttling');
+        this.#ledger.count('eventBridge.throttling');
         for (const eventId of key.slice('events|'.length).split(',')) {
           const jobId = eventId.slice(0, eventId.lastIndexOf(':'));
           if (jobId !== '') this.note(jobId, `PutEvents ${eventId} -> ThrottlingException (injected)`);
-          this.#strike(jobId);
+          this.#ledger.strike(jobId);
         }
         return { error: new AwsServiceError('ThrottlingException', 'Rate exceeded') };
       }
@@ -431,28 +376,28 @@ export class ChaosFaults {
     const jobId = typeof entry.detail.job_id === 'string' ? entry.detail.job_id : undefined;
     const failure = (code: string): PutEventsEntryFault => {
       if (jobId !== undefined) this.note(jobId, `PutEvents entry ${eventId} -> ${code} (injected)`);
-      this.#strike(jobId);
+      this.#ledger.strike(jobId);
       return {
         ErrorCode: code,
         ErrorMessage: code === 'ThrottlingException' ? 'Rate exceeded.' : 'An internal error occurred while processing the entry.',
       };
     };
-    const running = this.#burst(key);
+    const running = this.#bursts.next(key);
     if (running !== undefined) {
-      this.#count('eventBridge.failedEntry');
-      return failure(running.error);
+      this.#ledger.count('eventBridge.failedEntry');
+      return failure(running);
     }
     const n = this.#dice.occurrence(key);
     const r = this.#dice.roll('eventBridge-entry', `${key}|${n}`);
     const code = this.#dice.roll('eventBridge-entry-code', `${key}|${n}`) < 0.5 ? 'InternalFailure' : 'ThrottlingException';
     if (r < rates.burst) {
-      this.#count('eventBridge.burst');
-      this.#count('eventBridge.failedEntry');
-      this.#bursts.set(key, { remaining: BURST_ATTEMPTS.eventBridge - 1, error: code });
+      this.#ledger.count('eventBridge.burst');
+      this.#ledger.count('eventBridge.failedEntry');
+      this.#bursts.start(key, BURST_ATTEMPTS.eventBridge, code);
       return failure(code);
     }
     if (r < rates.burst + rates.failedEntry) {
-      this.#count('eventBridge.failedEntry');
+      this.#ledger.count('eventBridge.failedEntry');
       return failure(code);
     }
     return undefined;
@@ -465,8 +410,8 @@ export class ChaosFaults {
       this.note(deliveredJob, `SQS message ${record.messageId} delivered (receive ${record.attributes.ApproximateReceiveCount})`);
     const key = `${record.messageId}|${record.attributes.ApproximateReceiveCount}`;
     if (this.#dice.roll('sqs-redelivery', key) >= this.#rates.sqs.redelivery) return undefined;
-    this.#count('sqs.redelivery');
-    this.#strike(deliveredJob);
+    this.#ledger.count('sqs.redelivery');
+    this.#ledger.strike(deliveredJob);
     const delay = Math.floor(this.#dice.roll('sqs-redelivery-delay', key) * 300);
     if (deliveredJob !== undefined)
       this.note(
@@ -474,43 +419,6 @@ export class ChaosFaults {
         `SQS message ${record.messageId} (receive ${record.attributes.ApproximateReceiveCount}) delivered again after ${delay} ms (injected)`,
       );
     return delay;
-  }
-}
-
-/** A DynamoDB request, for traces: the operation and the attributes it sets (`UpdateItem[execution_id,status]`). */
-export function describeDynamoRequest(operation: string, input: Record<string, unknown>): string {
-  if (operation === 'UpdateItem') {
-    const values = Object.keys((input.ExpressionAttributeValues as Record<string, unknown> | undefined) ?? {});
-    const set = values.filter((name) => name.startsWith(':set_')).map((name) => name.slice(5));
-    return `UpdateItem[${set.join(',')}]`;
-  }
-  if (operation === 'PutItem') {
-    const status = (input.Item as { status?: { S?: unknown } } | undefined)?.status?.S;
-    return `PutItem[${typeof status === 'string' ? status : '?'}]`;
-  }
-  return operation;
-}
-
-/** The job id of an intake message body (direct or in an EventBridge envelope), if any. */
-export function jobIdOfBody(body: string): string | undefined {
-  try {
-    const parsed = JSON.parse(body) as { job_id?: unknown; detail?: { job_id?: unknown } };
-    const jobId = parsed.job_id ?? parsed.detail?.job_id;
-    return typeof jobId === 'string' ? jobId : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function jobIdOfEntry(entry: unknown): string {
-  if (typeof entry !== 'object' || entry === null) return '-';
-  const detail = (entry as { Detail?: unknown }).Detail;
-  if (typeof detail !== 'string') return '-';
-  try {
-    const parsed = JSON.parse(detail) as { event_id?: unknown };
-    return typeof parsed.event_id === 'string' ? parsed.event_id : '-';
-  } catch {
-    return '-';
   }
 }
 

@@ -35,12 +35,12 @@
  * them still running, duplicate publications of the same event, give-ups the faults explain,
  * cancels announced as unconfirmed, executions no record points at.
  */
-import { DEADLINE_ROUND_MAX_WAIT_SECONDS } from '../../lambdas/poll/poll-job';
+import { DEADLINE_ROUND_MAX_WAIT_SECONDS } from '../../lambdas/contract/settings';
 import { DLQ_ATTRIBUTE, EVENT_SOURCE, isTerminalStatus, UPSTREAM_CANCEL } from '../../lambdas/contract/constants';
 import type { JobRecord } from '../../lambdas/contract/job-record';
-import type { PublishedEvent } from '../runtime/eventbridge';
-import type { QueuedMessage } from '../runtime/sqs';
-import type { ExecutionView } from '../runtime/step-functions';
+import type { PublishedEvent } from '../emulators/eventbridge';
+import type { QueuedMessage } from '../emulators/sqs';
+import type { ExecutionView } from '../emulators/step-functions';
 import type { SimulatedExecutionView } from '../simulator/server';
 import {
   EXPLAINABLE_GIVE_UPS,

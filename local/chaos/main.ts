@@ -5,9 +5,9 @@
 import '../polyfills';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { DynamoDbEngineChoice } from '../runtime/dynamodb';
+import type { DynamoDbEngineChoice } from '../emulators/dynamodb';
 import { RuntimeBootError } from '../runtime/runtime';
-import { parseTimeScale } from '../runtime/time-scale';
+import { parseTimeScale } from '../emulators/time-scale';
 import { FINISHED_CANCEL_ANSWERS, type FinishedCancelAnswer } from '../simulator/server';
 import { DEFAULT_FAULT_MIX, DEFAULT_INCIDENTS, DEFAULT_OUTAGE, NO_FAULTS, NO_INCIDENTS, type FaultMix } from './faults';
 import { chaosJson, chaosTable, reportedLines, violationLines } from './report';

@@ -7,7 +7,7 @@
  */
 import { randomHex } from '../simulator/prng';
 import { DEFAULT_SCENARIO, type OutageAnswer, type RouteName } from '../simulator/server';
-import { Dice, intBetween, pick } from './dice';
+import { Dice, intBetween, pick } from '../faults/dice';
 import { NO_INCIDENTS, type IncidentMix } from './faults';
 
 /** What a job is meant to do (the mix is in {@link JOB_KIND_SHARES}). */

@@ -10,11 +10,12 @@
 import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
 import { DLQ_ATTRIBUTE, isTerminalStatus } from '../../lambdas/contract/constants';
 import type { JobRecord } from '../../lambdas/contract/job-record';
-import type { DynamoDbEngine, DynamoDbEngineChoice } from '../runtime/dynamodb';
+import type { DynamoDbEngine, DynamoDbEngineChoice } from '../emulators/dynamodb';
 import type { NetworkGuard, NetworkGuardOptions } from '../runtime/net-guard';
 import { startLocalRuntime, type LocalRuntime } from '../runtime/runtime';
 import { FAULT_KINDS, type OutageAnswer, type SimulatedExecutionView, type Simulator } from '../simulator/server';
-import { ChaosFaults, DEFAULT_FAULT_MIX, jobIdOfBody, type FaultMix } from './faults';
+import { jobIdOfBody } from '../faults/requests';
+import { ChaosFaults, DEFAULT_FAULT_MIX, type FaultMix } from './faults';
 import { cancelFields, checkInvariants, violationCount, type ChaosFindings, type ObservedOutage, type SentMessage } from './invariants';
 import { buildPlan, type ChaosPlan, type PlannedMessage } from './plan';
 

@@ -6,11 +6,11 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ENV } from '../../lambdas/contract/constants';
 import { Display, formatSummary } from './display';
-import type { DynamoDbEngineChoice } from './dynamodb';
-import type { PublishedEvent } from './eventbridge';
+import type { DynamoDbEngineChoice } from '../emulators/dynamodb';
+import type { PublishedEvent } from '../emulators/eventbridge';
 import { JobInputError, loadJobLines, loadSampleJobs, SAMPLE_JOBS_DIR, type JobInput } from './jobs';
-import { RuntimeBootError, startLocalRuntime, type LocalRuntime } from './runtime';
-import { parseTimeScale } from './time-scale';
+import { RuntimeBootError, startLocalRuntime, type LocalRuntime } from '../runtime/runtime';
+import { parseTimeScale } from '../emulators/time-scale';
 import { JobTracker } from './tracker';
 
 /** Exit codes (part of the interface other tools script against). */

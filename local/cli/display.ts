@@ -5,7 +5,7 @@
  * - otherwise plain log lines: one per job change, one per outcome event;
  * - at the end, a summary table (job, outcome, duration, polls, detail).
  */
-import type { PublishedEvent } from './eventbridge';
+import type { PublishedEvent } from '../emulators/eventbridge';
 import type { JobView } from './tracker';
 
 export interface DisplayOptions {

@@ -12,8 +12,8 @@ import { DLQ_ATTRIBUTE, isTerminalStatus } from '../../lambdas/contract/constant
 import { InvalidMessageError } from '../../lambdas/contract/errors';
 import { parseJobMessage } from '../../lambdas/contract/job-request';
 import type { JobRecord } from '../../lambdas/contract/job-record';
-import type { PublishedEvent } from './eventbridge';
-import type { QueuedMessage } from './sqs';
+import type { PublishedEvent } from '../emulators/eventbridge';
+import type { QueuedMessage } from '../emulators/sqs';
 
 /** What the tracker reads. A {@link LocalRuntime} fits. */
 export interface TrackerSource {

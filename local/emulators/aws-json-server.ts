@@ -12,6 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { AwsErrorAnswer, AwsFaultHook } from '../faults/hooks';
 
 /** An error answered in the AWS JSON error shape. */
 export class AwsServiceError extends Error {
@@ -27,24 +28,6 @@ export class AwsServiceError extends Error {
 }
 
 export type AwsJsonOperation = (input: Record<string, unknown>) => unknown;
-
-/**
- * A fault the endpoint answers instead of the operation's result (fault injection for
- * chaos runs). With `afterApplying` the operation runs first and its result is thrown
- * away: the caller gets an error although the request took effect (a lost response).
- */
-export interface AwsFault {
-  readonly error: AwsServiceError;
-  /** Run the operation, then answer the error. @default false */
-  readonly afterApplying?: boolean;
-}
-
-/**
- * Decides, per request, whether a fault strikes it. `operation` is `<prefix>.<Operation>`
- * (e.g. `AWSStepFunctions.StartExecution`), `input` the parsed request body. Called only for
- * requests the endpoint would serve (known service and operation, valid JSON).
- */
-export type AwsFaultHook = (operation: string, input: Record<string, unknown>) => AwsFault | undefined;
 
 export interface AwsJsonService {
   /** Human-readable name, for logs. */
@@ -63,7 +46,7 @@ export interface AwsJsonServerOptions {
   readonly maxBodyBytes?: number;
   /** One line per request. @default silent */
   readonly log?: (line: string) => void;
-  /** Fault injection (see {@link AwsFaultHook}); replaceable with `setFaultHook`. @default none */
+  /** Fault injection (`local/faults/hooks.ts`, {@link AwsFaultHook}); replaceable with `setFaultHook`. @default none */
   readonly faultHook?: AwsFaultHook;
 }
 
@@ -103,7 +86,7 @@ export async function startAwsJsonServer(options: AwsJsonServerOptions): Promise
     });
     res.end(text);
   };
-  const sendError = (res: ServerResponse, contentType: string, error: AwsServiceError): void => {
+  const sendError = (res: ServerResponse, contentType: string, error: AwsErrorAnswer): void => {
     send(res, error.statusCode, contentType, { __type: error.code, message: error.message }, { 'x-amzn-ErrorType': error.code });
   };
 

@@ -24,7 +24,21 @@ import {
   UpdateTimeToLiveCommand,
   type CreateTableCommandInput,
 } from '@aws-sdk/client-dynamodb';
-import type { TableModel } from './template';
+
+/** A table to create: the shape the template declares (the runtime's `TableModel` is one). */
+export interface TableSpec {
+  readonly name: string;
+  readonly keySchema: ReadonlyArray<{ AttributeName: string; KeyType: 'HASH' | 'RANGE' }>;
+  readonly attributeDefinitions: ReadonlyArray<{ AttributeName: string; AttributeType: 'S' | 'N' | 'B' }>;
+  readonly globalSecondaryIndexes: ReadonlyArray<{
+    IndexName: string;
+    KeySchema: Array<{ AttributeName: string; KeyType: 'HASH' | 'RANGE' }>;
+    Projection: { ProjectionType?: 'ALL' | 'KEYS_ONLY' | 'INCLUDE'; NonKeyAttributes?: string[] };
+  }>;
+  readonly billingMode: 'PAY_PER_REQUEST' | 'PROVISIONED';
+  /** The TTL attribute when TTL is enabled. */
+  readonly ttlAttribute?: string;
+}
 
 export type DynamoDbEngine = 'dynamodb-local' | 'dynalite';
 export type DynamoDbEngineChoice = DynamoDbEngine | 'auto';
@@ -49,7 +63,7 @@ export interface LocalDynamoDb {
   /** A client for the runtime's own calls (explicit endpoint, region and dummy credentials). */
   readonly client: DynamoDBClient;
   /** Creates a table from the template's shape; returns whether TTL could be enabled. */
-  createTable(table: TableModel): Promise<{ ttl: 'enabled' | 'unsupported' | 'not configured' }>;
+  createTable(table: TableSpec): Promise<{ ttl: 'enabled' | 'unsupported' | 'not configured' }>;
   close(): Promise<void>;
 }
 
@@ -219,7 +233,7 @@ async function startDynamoDbLocal(timeoutMs: number): Promise<StartedEngine> {
   }
 }
 
-async function createTable(client: DynamoDBClient, table: TableModel): Promise<{ ttl: 'enabled' | 'unsupported' | 'not configured' }> {
+async function createTable(client: DynamoDBClient, table: TableSpec): Promise<{ ttl: 'enabled' | 'unsupported' | 'not configured' }> {
   const onDemand = table.billingMode === 'PAY_PER_REQUEST';
   const throughput = { ReadCapacityUnits: 5, WriteCapacityUnits: 5 };
   const input: CreateTableCommandInput = {

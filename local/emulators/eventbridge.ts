@@ -7,6 +7,7 @@
  * bus) get every matching event delivered, as EventBridge would to their targets.
  */
 import { randomUUID } from 'node:crypto';
+import type { PutEventsEntryFaultHook } from '../faults/hooks';
 import { AwsServiceError, type AwsJsonService } from './aws-json-server';
 import { matchesPattern, validatePattern } from './event-pattern';
 
@@ -45,35 +46,12 @@ export interface ServiceEvent {
   readonly resources?: readonly string[];
 }
 
-/** A valid `PutEvents` entry, as the entry fault hook sees it. */
-export interface PutEventsEntry {
-  readonly source: string;
-  readonly detailType: string;
-  /** The parsed `Detail` (a JSON object). */
-  readonly detail: Record<string, unknown>;
-  readonly busName: string;
-}
-
-/** An entry-level PutEvents failure: the entry is not accepted and is reported with these codes. */
-export interface PutEventsEntryFault {
-  /** e.g. `InternalFailure`, `ThrottlingException`. */
-  readonly ErrorCode: string;
-  readonly ErrorMessage: string;
-}
-
-/**
- * Decides, per valid entry of a `PutEvents` call, whether it fails (fault injection for chaos
- * runs: a partial failure with `FailedEntryCount` > 0). Not called for events the runtime
- * publishes itself (`publish`).
- */
-export type PutEventsEntryFaultHook = (entry: PutEventsEntry) => PutEventsEntryFault | undefined;
-
 export interface LocalEventBridgeOptions {
   readonly region: string;
   readonly account: string;
   /** Buses that exist besides `default`. */
   readonly busNames: readonly string[];
-  /** Entry-level faults of `PutEvents`; replaceable with `setEntryFaultHook`. @default none */
+  /** Entry-level faults of `PutEvents` (`local/faults/hooks.ts`); replaceable with `setEntryFaultHook`. @default none */
   readonly entryFaultHook?: PutEventsEntryFaultHook;
 }
 

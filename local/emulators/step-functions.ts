@@ -21,7 +21,6 @@ import { randomUUID } from 'node:crypto';
 import { ExecutionAbortedError, ExecutionError, ExecutionTimeoutError, StateMachine } from 'aws-local-stepfunctions';
 import { assertEveryTaskRouted, withLocalTimeoutLimit, type AslDefinition, type AslState } from '../asl';
 import { AwsServiceError, awsTimestamp, optionalString, requireString, type AwsJsonService } from './aws-json-server';
-import { LambdaFunctionError } from './lambda';
 import { nextDocument, scaledRetryOverrides, scaledWaitOverrides } from './time-scale';
 
 type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
@@ -379,9 +378,26 @@ export class LocalStepFunctions {
   }
 }
 
+/**
+ * A Task failure that names the error Retry/Catch see (`errorType`) and its `Cause`: the
+ * runtime's `LambdaFunctionError` (a handler failure as Lambda reports it) is one.
+ */
+export interface TaskFailure {
+  readonly errorType: string;
+  stepFunctionsCause(): string;
+}
+
+function isTaskFailure(error: unknown): error is TaskFailure {
+  return (
+    error instanceof Error &&
+    typeof (error as Partial<TaskFailure>).errorType === 'string' &&
+    typeof (error as Partial<TaskFailure>).stepFunctionsCause === 'function'
+  );
+}
+
 /** The error a failed Lambda Task shows to Retry/Catch: Error = errorType, Cause = Lambda's JSON. */
 function toTaskError(error: unknown): Error {
-  if (error instanceof LambdaFunctionError) {
+  if (isTaskFailure(error)) {
     const taskError = new Error(error.stepFunctionsCause());
     taskError.name = error.errorType;
     return taskError;

@@ -12,6 +12,7 @@
  * jitter of a scaled retrier are not applied.
  */
 import type { AslDefinition, AslState } from '../asl';
+import type { Clock } from '../../lambdas/domain/clock';
 
 /** Smallest and largest accepted scale. */
 export const TIME_SCALE_LIMITS = { min: 0.001, max: 100 } as const;
@@ -134,4 +135,17 @@ function pathKeys(path: string): string[] {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * The clock the local runtime injects into the handlers (`injectHostClock`): wall time as
+ * usual, job time `1 / timeScale` times faster (0.1: a second of wall time is ten seconds of
+ * job time), so the poll strategy reasons in job time as it would on AWS.
+ */
+export function scaledClock(timeScale: number): Clock {
+  return {
+    now: () => Date.now(),
+    jobSeconds: (clockMs) => clockMs / 1000 / timeScale,
+    clockMs: (jobSeconds) => jobSeconds * 1000 * timeScale,
+  };
 }

@@ -1,5 +1,6 @@
 /**
- * Seeded randomness for the chaos run that does not depend on the order of events.
+ * Keyed, seeded randomness that does not depend on the order of events: how fault injection
+ * decides reproducibly (the chaos run's fault mix and its plan use it).
  *
  * A sequential generator gives a different fault to a request as soon as two concurrent
  * requests arrive in another order. Here every decision is a pure function of the seed, a

@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { crc32 } from 'node:zlib';
+import type { DynamoDbErrorCode, DynamoDbFaultHook, DynamoDbResponseObserver } from './hooks';
 
 /** The DynamoDB errors the proxy can answer, with DynamoDB's status code and message. */
 export const DYNAMODB_ERRORS = {
@@ -41,34 +42,7 @@ export const DYNAMODB_ERRORS = {
     type: 'com.amazonaws.dynamodb.v20120810#InternalServerError',
     message: 'Internal server error',
   },
-} as const;
-export type DynamoDbErrorCode = keyof typeof DYNAMODB_ERRORS;
-
-/** What the hook decides for one request. */
-export interface DynamoDbFault {
-  /** Answer this DynamoDB error, or `reset` the connection without an answer. */
-  readonly error: DynamoDbErrorCode | 'reset';
-  /** Forward the request first (it takes effect), then answer the error. @default false */
-  readonly afterApplying?: boolean;
-}
-
-/**
- * Decides, per request, whether a fault strikes it. `operation` is the DynamoDB operation
- * (`PutItem`, `UpdateItem`, `GetItem`, `Query`, ...), `input` the parsed request body.
- */
-export type DynamoDbFaultHook = (operation: string, input: Record<string, unknown>) => DynamoDbFault | undefined;
-
-/**
- * Told about every answer the caller got: DynamoDB's own errors (e.g.
- * `ConditionalCheckFailedException`) and injected ones (`reset` for a dropped connection).
- */
-export type DynamoDbResponseObserver = (
-  operation: string,
-  status: number,
-  errorCode: string | undefined,
-  injected: boolean,
-  input: Record<string, unknown>,
-) => void;
+} as const satisfies Record<DynamoDbErrorCode, { status: number; type: string; message: string }>;
 
 export interface DynamoDbFaultProxyOptions {
   /** The DynamoDB endpoint to forward to, e.g. `http://127.0.0.1:8000`. */

@@ -16,6 +16,7 @@ import {
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSMessageAttributes, SQSRecord } from 'aws-lambda';
+import type { DuplicateDeliveryHook } from '../faults/hooks';
 
 export interface SqsEventSourceOptions {
   readonly client: SQSClient;
@@ -35,12 +36,13 @@ export interface SqsEventSourceOptions {
   /** Invokes the function; throws when the invocation failed (error or timeout). */
   readonly invoke: (event: SQSEvent) => Promise<SQSBatchResponse | undefined | null | undefined>;
   /**
-   * Duplicate deliveries (fault injection for chaos runs; SQS and the event source mapping
-   * deliver at least once): called for each received record; a number (ms) delivers that
-   * record a second time, in a separate invocation started after that delay and running
-   * concurrently with the first. Either invocation may delete the message. @default none
+   * Duplicate deliveries (fault injection for chaos runs, `local/faults/hooks.ts`; SQS and
+   * the event source mapping deliver at least once): called for each received record; a
+   * number (ms) delivers that record a second time, in a separate invocation started after
+   * that delay and running concurrently with the first. Either invocation may delete the
+   * message. @default none
    */
-  readonly duplicateDelivery?: (record: SQSRecord) => number | undefined;
+  readonly duplicateDelivery?: DuplicateDeliveryHook;
   /** Told about invocation failures and poller errors. @default silent */
   readonly onError?: (
     error: unknown,

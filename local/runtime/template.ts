@@ -19,6 +19,7 @@ import {
   type CloudFormationResource,
   type CloudFormationTemplate,
 } from '../asl';
+import type { TableSpec } from '../emulators/dynamodb';
 
 /**
  * Which handler code a function of the template runs, inferred from how the template uses
@@ -103,19 +104,9 @@ export interface EventSourceModel {
   readonly reportBatchItemFailures: boolean;
 }
 
-export interface TableModel {
+/** The job table: its shape as DynamoDB creates it, and its logical id in the template. */
+export interface TableModel extends TableSpec {
   readonly logicalId: string;
-  readonly name: string;
-  readonly keySchema: ReadonlyArray<{ AttributeName: string; KeyType: 'HASH' | 'RANGE' }>;
-  readonly attributeDefinitions: ReadonlyArray<{ AttributeName: string; AttributeType: 'S' | 'N' | 'B' }>;
-  readonly globalSecondaryIndexes: ReadonlyArray<{
-    IndexName: string;
-    KeySchema: Array<{ AttributeName: string; KeyType: 'HASH' | 'RANGE' }>;
-    Projection: { ProjectionType?: 'ALL' | 'KEYS_ONLY' | 'INCLUDE'; NonKeyAttributes?: string[] };
-  }>;
-  readonly billingMode: 'PAY_PER_REQUEST' | 'PROVISIONED';
-  /** The TTL attribute when TTL is enabled. */
-  readonly ttlAttribute?: string;
 }
 
 export interface StateMachineModel {

@@ -14,9 +14,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { CreateQueueCommand, GetQueueAttributesCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import type { LocalEventBridge, ServiceEvent } from './eventbridge';
+import type { LocalEventBridge, ServiceEvent } from '../emulators/eventbridge';
 import { invokeFunction, type LocalFunction } from './lambda';
-import type { ExecutionView, LocalStepFunctions } from './step-functions';
+import type { ExecutionView, LocalStepFunctions } from '../emulators/step-functions';
 import { resolveTokens, type FunctionRole, type LocalResourceValues, type QueueModel, type RuleModel, type RuntimeModel } from './template';
 
 /** Lambda's retry delays for a failed asynchronous invocation. */

@@ -12,16 +12,13 @@
  * });
  * await sim.close();
  */
-import { createHash, randomInt, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { randomInt } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { WATERFLAI_STATUS } from '../../lambdas/contract/constants';
+import { ApiKeys } from './api-keys';
 import {
-  FAULT_KINDS,
   FaultInjector,
-  OUTAGE_ANSWERS,
   type FaultDecision,
-  type FaultKind,
   type FaultSettings,
   type FinishedCancelAnswer,
   type OutageAnswer,
@@ -29,10 +26,10 @@ import {
   type RouteName,
   type ScheduledOutage,
 } from './faults';
-import { deriveSeed, mulberry32, randomHex } from './prng';
+import { isPlainObject, malformedBody, matchRoute, readBody, sendJson, sendRaw, type RouteMatch } from './http';
+import { deriveSeed, mulberry32, randomHex, type RandomSource } from './prng';
 import {
   buildFinalOutput,
-  nodeName,
   parseScenario,
   resolveScenario,
   ScenarioValidationError,
@@ -40,8 +37,9 @@ import {
   type ExecutionStatusBody,
   type Scenario,
   type SimulatedExecutionView,
-  type TimelineEvent,
 } from './scenario';
+import { emptyStats, increment, type SimulatorStats } from './stats';
+import { ExecutionStreams } from './streams';
 
 export type {
   ExecutionStatusBody,
@@ -65,6 +63,7 @@ export type {
   ScheduledOutage,
 } from './faults';
 export { FAULT_KINDS, FAULT_ROUTES, FINISHED_CANCEL_ANSWERS, OUTAGE_ANSWERS, ROUTE_NAMES } from './faults';
+export type { SimulatorStats } from './stats';
 
 /** The API key the simulator accepts unless told otherwise. */
 export const DEFAULT_SIMULATOR_API_KEY = 'local-dev-key';
@@ -96,40 +95,6 @@ export interface SimulatorOptions {
   sseHeartbeatMs?: number;
   /** Largest accepted request body (413 above). @default 5 MiB */
   maxBodyBytes?: number;
-}
-
-/** Request counters. Every field is a plain copy: safe to keep and compare. */
-export interface SimulatorStats {
-  /** Every request received (any path, any method, faulted or not). */
-  total_requests: number;
-  /** Requests matching a route and method; `other` = unknown path (404) or wrong method (405). */
-  by_route: Record<RouteName | 'other', number>;
-  /** Requests by HTTP method, e.g. `{ GET: 3, POST: 1 }`. */
-  by_method: Record<string, number>;
-  /** Answers by HTTP status code, e.g. `{ 202: 1, 200: 3 }` (counted when the head is sent). */
-  by_status: Record<number, number>;
-  /** Requests closed without any answer (`reset`, `hang`, client gone during `slow`). */
-  no_response: number;
-  /** 401 answers (missing or wrong `X-API-Key`, revoked keys included). */
-  unauthorized: number;
-  /** Of those, 401 answers to a key that was accepted before and has been revoked (a rotation). */
-  revoked_key: number;
-  /** Requests failed by an outage window. */
-  outage_requests: number;
-  /** The same, by how they failed. */
-  outage_by_answer: Record<OutageAnswer, number>;
-  /** DELETEs of finished executions, by the answer given (`409`, `400`, `404`, `200`). */
-  finished_cancel_answers: Record<string, number>;
-  /** Faults that really struck, by kind. */
-  faults: Record<FaultKind, number>;
-  faults_total: number;
-  /** POST requests to `/v1/executions/{chatbot_id}/async` by chatbot id, whatever their answer. */
-  starts_by_chatbot: Record<string, number>;
-  /** Executions created (accepted), by chatbot id. */
-  executions_by_chatbot: Record<string, number>;
-  executions_created: number;
-  /** SSE streams currently open. */
-  open_streams: number;
 }
 
 export interface Simulator {
@@ -171,198 +136,321 @@ export interface Simulator {
   close(): Promise<void>;
 }
 
-type RouteMatch = { kind: 'route'; route: RouteName; param: string } | { kind: 'wrong_method'; allow: string } | { kind: 'not_found' };
-
-const EXECUTIONS_PREFIX = '/v1/executions/';
-
-function matchRoute(method: string, pathname: string): RouteMatch {
-  if (!pathname.startsWith(EXECUTIONS_PREFIX)) return { kind: 'not_found' };
-  const segments = pathname.slice(EXECUTIONS_PREFIX.length).split('/');
-  let decoded: string[];
-  try {
-    decoded = segments.map((s) => decodeURIComponent(s));
-  } catch {
-    return { kind: 'not_found' };
-  }
-  const [first, second, ...rest] = decoded;
-  if (first === undefined || first === '' || rest.length > 0) return { kind: 'not_found' };
-  if (second === undefined) {
-    if (method === 'GET') return { kind: 'route', route: 'get', param: first };
-    if (method === 'DELETE') return { kind: 'route', route: 'cancel', param: first };
-    return { kind: 'wrong_method', allow: 'GET, DELETE' };
-  }
-  if (second === 'async') {
-    return method === 'POST' ? { kind: 'route', route: 'start', param: first } : { kind: 'wrong_method', allow: 'POST' };
-  }
-  if (second === 'stream') {
-    return method === 'GET' ? { kind: 'route', route: 'stream', param: first } : { kind: 'wrong_method', allow: 'GET' };
-  }
-  return { kind: 'not_found' };
-}
-
-function emptyStats(): SimulatorStats {
-  return {
-    total_requests: 0,
-    by_route: { start: 0, get: 0, cancel: 0, stream: 0, other: 0 },
-    by_method: {},
-    by_status: {},
-    no_response: 0,
-    unauthorized: 0,
-    revoked_key: 0,
-    outage_requests: 0,
-    outage_by_answer: Object.fromEntries(OUTAGE_ANSWERS.map((answer) => [answer, 0])) as Record<OutageAnswer, number>,
-    finished_cancel_answers: {},
-    faults: Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as Record<FaultKind, number>,
-    faults_total: 0,
-    starts_by_chatbot: {},
-    executions_by_chatbot: {},
-    executions_created: 0,
-    open_streams: 0,
-  };
-}
-
-function increment(record: Record<string | number, number>, key: string | number): void {
-  record[key] = (record[key] ?? 0) + 1;
-}
-
-function digest(value: string): Buffer {
-  return createHash('sha256').update(value).digest();
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** Truncated JSON bodies served by the `malformedJson` fault. */
-function malformedBody(route: RouteName, param: string): string {
-  switch (route) {
-    case 'start':
-      return '{"execution_id": "exec_';
-    case 'get':
-      return `{"execution_id": ${JSON.stringify(param)}, "status": "RUNN`;
-    case 'cancel':
-      return `{"execution_id": ${JSON.stringify(param)}, "cancelled": tr`;
-    case 'stream':
-      return 'data: {"type": "progress_update", "progress": 5\n\n';
-  }
-}
-
 /** Starts a simulator on 127.0.0.1. Resolves once it listens. */
 export async function startSimulator(options: SimulatorOptions = {}): Promise<Simulator> {
+  const server = new SimulatorServer(simulatorSettings(options), options.faults);
+  await server.listen(options.port ?? 0);
+  server.cutStreamsAtOutages();
+  return server.api();
+}
+
+/** The options, checked, with their defaults. */
+interface SimulatorSettings {
+  readonly apiKey: string;
+  readonly apiKeys: readonly string[];
+  readonly timeScale: number;
+  readonly seed: number;
+  readonly defaults: Partial<Scenario>;
+  readonly retentionMs: number;
+  readonly heartbeatMs: number;
+  readonly maxBodyBytes: number;
+  readonly knownChatbots: ReadonlySet<string> | undefined;
+  readonly log: (line: string) => void;
+}
+
+/** @throws on an empty key, a bad time scale or invalid scenario defaults */
+function simulatorSettings(options: SimulatorOptions): SimulatorSettings {
   const apiKey = options.apiKey ?? DEFAULT_SIMULATOR_API_KEY;
   if (apiKey === '') throw new Error('apiKey must not be empty');
   if ((options.apiKeys ?? []).some((key) => key === '')) throw new Error('apiKeys must not contain an empty key');
   const timeScale = options.timeScale ?? 1;
   if (!Number.isFinite(timeScale) || timeScale < 0) throw new Error(`timeScale must be a finite number >= 0, got ${timeScale}`);
   const seed = (options.seed ?? randomInt(0, 2 ** 32)) >>> 0;
-  const defaults = options.defaults === undefined ? {} : parseScenario(options.defaults, 'defaults');
-  const retentionMs = options.retentionMs ?? 24 * 3600 * 1000;
-  const heartbeatMs = options.sseHeartbeatMs ?? 15_000;
-  const maxBodyBytes = options.maxBodyBytes ?? 5 * 1024 * 1024;
-  const knownChatbots = options.knownChatbots === undefined ? undefined : new Set(options.knownChatbots);
-  const log = options.log ?? (() => undefined);
-  /** Accepted keys by their digest (never the key itself), and keys refused after a rotation. */
-  const acceptedKeys: Buffer[] = [digest(apiKey), ...(options.apiKeys ?? []).map(digest)];
-  const revokedKeys: Buffer[] = [];
-  let currentKey = apiKey;
-
-  let stats = emptyStats();
-  const executions = new Map<string, SimulatedExecution>();
-  const idRandom = mulberry32(deriveSeed(seed, 'ids'));
-  const faults = new FaultInjector(
-    mulberry32(deriveSeed(seed, 'faults')),
-    (kind) => {
-      stats.faults[kind] += 1;
-      stats.faults_total += 1;
-    },
-    options.faults,
-    { behaviourRandom: mulberry32(deriveSeed(seed, 'behaviour')) },
-  );
-  const timers = new Set<NodeJS.Timeout>();
-  const streamClosers = new Set<() => void>();
-  /** Open streams, to cut (destroy, no clean end) when an outage begins. */
-  const streamCutters = new Set<() => void>();
-  /** Notes added to a request's log line while it is handled (a finished-cancel variant, ...). */
-  const requestNotes = new WeakMap<ServerResponse, string>();
-  const addNote = (res: ServerResponse, note: string): void => {
-    requestNotes.set(res, `${requestNotes.get(res) ?? ''} ${note}`);
+  return {
+    apiKey,
+    apiKeys: options.apiKeys ?? [],
+    timeScale,
+    seed,
+    defaults: options.defaults === undefined ? {} : parseScenario(options.defaults, 'defaults'),
+    retentionMs: options.retentionMs ?? 24 * 3600 * 1000,
+    heartbeatMs: options.sseHeartbeatMs ?? 15_000,
+    maxBodyBytes: options.maxBodyBytes ?? 5 * 1024 * 1024,
+    knownChatbots: options.knownChatbots === undefined ? undefined : new Set(options.knownChatbots),
+    log: options.log ?? (() => undefined),
   };
-  let closing = false;
-  let baseUrl = '';
+}
 
-  const now = (): number => Date.now();
+const now = (): number => Date.now();
 
-  function newExecutionId(): string {
-    for (;;) {
-      const id = `exec_${randomHex(idRandom, 24)}`;
-      if (!executions.has(id)) return id;
-    }
-  }
+/** Timers the simulator owns (cleared on close). */
+class Timers {
+  readonly #timers = new Set<NodeJS.Timeout>();
 
-  function later(ms: number, fn: () => void): void {
+  /** Runs `fn` after `ms` (clamped to what `setTimeout` accepts). */
+  later(ms: number, fn: () => void): void {
     const timer = setTimeout(
       () => {
-        timers.delete(timer);
+        this.#timers.delete(timer);
         fn();
       },
       Math.min(Math.max(0, ms), 2 ** 31 - 1),
     );
-    timers.add(timer);
+    this.#timers.add(timer);
   }
 
-  /** Sends a JSON answer; false when it could not be sent (the client is gone, or an answer went out already). */
-  function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): boolean {
-    if (res.headersSent || res.destroyed) return false;
-    const text = JSON.stringify(body);
-    increment(stats.by_status, status);
-    res.writeHead(status, {
-      'Content-Type': 'application/json',
-      'Content-Length': String(Buffer.byteLength(text)),
-      ...headers,
+  clear(): void {
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+  }
+}
+
+/** One request while it is handled: what its log line needs. */
+interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly receivedAt: number;
+  readonly method: string;
+  readonly pathname: string;
+  /** ` fault=<kind>` once a fault really struck (the log line names only those). */
+  faultNote: string;
+}
+
+/**
+ * The simulator: its executions, keys, faults and counters, and the request pipeline
+ * (count, route, outage, key, fault, then the route's handler).
+ */
+class SimulatorServer {
+  #stats = emptyStats();
+  readonly #executions = new Map<string, SimulatedExecution>();
+  readonly #idRandom: RandomSource;
+  readonly #faults: FaultInjector;
+  readonly #keys: ApiKeys;
+  readonly #timers = new Timers();
+  readonly #streams: ExecutionStreams;
+  /** Notes added to a request's log line while it is handled (a finished-cancel variant, ...). */
+  readonly #notes = new WeakMap<ServerResponse, string>();
+  readonly #server: Server;
+  #closing = false;
+  #baseUrl = '';
+  #address: AddressInfo | undefined;
+
+  constructor(
+    private readonly settings: SimulatorSettings,
+    faults: FaultSettings | undefined,
+  ) {
+    this.#keys = new ApiKeys(settings.apiKey, settings.apiKeys);
+    this.#idRandom = mulberry32(deriveSeed(settings.seed, 'ids'));
+    this.#faults = new FaultInjector(
+      mulberry32(deriveSeed(settings.seed, 'faults')),
+      (kind) => {
+        this.#stats.faults[kind] += 1;
+        this.#stats.faults_total += 1;
+      },
+      faults,
+      { behaviourRandom: mulberry32(deriveSeed(settings.seed, 'behaviour')) },
+    );
+    this.#streams = new ExecutionStreams({ heartbeatMs: settings.heartbeatMs, stats: () => this.#stats, now });
+    this.#server = createServer((req, res) => this.#handle(req, res));
+  }
+
+  async listen(port: number): Promise<void> {
+    const server = this.#server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, SIMULATOR_HOST, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-    res.end(text);
+    this.#address = server.address() as AddressInfo; // listen() on a TCP port always yields AddressInfo
+    this.#baseUrl = `http://${SIMULATOR_HOST}:${this.#address.port}`;
+  }
+
+  /** Cuts the open streams when each outage covering the stream route begins. */
+  cutStreamsAtOutages(): void {
+    for (const outage of this.#faults.outages()) this.#cutStreamsAt(outage);
+  }
+
+  /** The simulator as its users hold it. */
+  api(): Simulator {
+    const server = this;
+    const executions = this.#executions;
+    return {
+      url: this.#baseUrl,
+      get apiKey() {
+        return server.#keys.current;
+      },
+      seed: this.settings.seed,
+      address: { ...(this.#address as AddressInfo) },
+      stats: () => structuredClone(this.#stats),
+      resetStats: () => this.#resetStats(),
+      execution: (id) => {
+        const execution = executions.get(id);
+        return execution === undefined ? undefined : view(execution);
+      },
+      executions: () => [...executions.values()].map(view),
+      setFaults: (settings) => {
+        this.#faults.set(settings);
+        this.cutStreamsAtOutages();
+      },
+      cancelRemotely: (id) => executions.get(id)?.cancel(now(), 'remote').cancelled ?? false,
+      scheduleOutage: (window) => {
+        const outage = this.#faults.scheduleOutage(window);
+        this.#cutStreamsAt(outage);
+        return outage;
+      },
+      outages: () => this.#faults.outages(),
+      acceptApiKey: (key) => this.#keys.accept(key),
+      revokeApiKey: (key) => this.#keys.revoke(key),
+      rotateApiKey: (newKey, rotation = {}) => {
+        const revokeOld = this.#keys.rotate(newKey);
+        const after = rotation.revokeOldAfterMs ?? 0;
+        if (after <= 0) revokeOld();
+        else this.#timers.later(after, revokeOld);
+      },
+      close: () => this.#close(),
+    };
+  }
+
+  #resetStats(): void {
+    const openStreams = this.#stats.open_streams;
+    this.#stats = emptyStats();
+    this.#stats.open_streams = openStreams;
+  }
+
+  async #close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#streams.closeAll();
+    this.#timers.clear();
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#server.closeAllConnections();
+    await closed;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The request pipeline
+  // -------------------------------------------------------------------------------------
+
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    const exchange = this.#receive(req, res);
+    const match = matchRoute(exchange.method, exchange.pathname);
+    if (match.kind !== 'route') {
+      this.#answerUnrouted(match, res);
+      return;
+    }
+    const { route, param } = match;
+    this.#stats.by_route[route] += 1;
+    if (route === 'start') increment(this.#stats.starts_by_chatbot, param);
+    // An outage comes before the key check: nothing behind it answers.
+    if (this.#failedByOutage(exchange, route) || !this.#authorized(exchange)) return;
+    const fault = this.#drawFault(exchange, route);
+    if (fault !== undefined && this.#applyEarlyFault(fault, route, param, req, res)) return;
+    if (fault?.kind === 'slow') {
+      this.#delay(exchange, fault, () => this.#run(route, param, fault, exchange));
+      return;
+    }
+    this.#run(route, param, fault, exchange);
+  }
+
+  /** Counts the request, and logs one line for it once it is closed. */
+  #receive(req: IncomingMessage, res: ServerResponse): Exchange {
+    const exchange: Exchange = {
+      req,
+      res,
+      receivedAt: now(),
+      method: req.method ?? 'GET',
+      pathname: new URL(req.url ?? '/', 'http://localhost').pathname,
+      faultNote: '',
+    };
+    this.#stats.total_requests += 1;
+    increment(this.#stats.by_method, exchange.method);
+    res.on('close', () => {
+      if (!res.headersSent) this.#stats.no_response += 1;
+      const outcome = res.headersSent ? String(res.statusCode) : 'no response';
+      this.settings.log(
+        `${exchange.method} ${exchange.pathname} -> ${outcome} ${now() - exchange.receivedAt}ms${exchange.faultNote}${this.#notes.get(res) ?? ''}`,
+      );
+    });
+    return exchange;
+  }
+
+  /** 404 for an unknown path, 405 with `Allow` for a known path with the wrong method. */
+  #answerUnrouted(match: Exclude<RouteMatch, { kind: 'route' }>, res: ServerResponse): void {
+    this.#stats.by_route.other += 1;
+    if (match.kind === 'not_found') sendJson(res, this.#stats, 404, { detail: 'Not Found' });
+    else sendJson(res, this.#stats, 405, { detail: 'Method Not Allowed' }, { Allow: match.allow });
+  }
+
+  /** True when an outage window answered the request. */
+  #failedByOutage(exchange: Exchange, route: RouteName): boolean {
+    const outage = this.#faults.outageAt(route, exchange.receivedAt);
+    if (outage === undefined) return false;
+    exchange.faultNote = ` fault=outage:${outage}`;
+    this.#failForOutage(outage, exchange.req, exchange.res);
     return true;
   }
 
-  function sendRaw(res: ServerResponse, status: number, contentType: string, text: string): void {
-    if (res.headersSent || res.destroyed) return;
-    increment(stats.by_status, status);
-    res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': String(Buffer.byteLength(text)) });
-    res.end(text);
+  /** Applies an outage answer to a request. */
+  #failForOutage(answer: OutageAnswer, req: IncomingMessage, res: ServerResponse): void {
+    this.#stats.outage_requests += 1;
+    this.#stats.outage_by_answer[answer] += 1;
+    switch (answer) {
+      case 'error5xx':
+        sendJson(res, this.#stats, 503, { detail: 'Service temporarily unavailable' });
+        return;
+      case 'reset':
+        req.socket.destroy();
+        return;
+      case 'hang':
+        // Never answered: the client times out, or close() destroys the connection.
+        return;
+    }
   }
 
-  function readBody(req: IncomingMessage): Promise<Buffer | 'too_large' | 'aborted'> {
-    return new Promise((resolve) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let tooLarge = false;
-      req.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > maxBodyBytes) tooLarge = true;
-        else chunks.push(chunk);
-      });
-      req.on('end', () => resolve(tooLarge ? 'too_large' : Buffer.concat(chunks)));
-      req.on('error', () => resolve('aborted'));
-      req.on('close', () => {
-        if (!req.complete) resolve('aborted');
-      });
+  /** True when the request carries an accepted key; otherwise it is answered 401. */
+  #authorized(exchange: Exchange): boolean {
+    const auth = this.#keys.authorize(exchange.req.headers['x-api-key']);
+    if (auth === 'ok') return true;
+    this.#stats.unauthorized += 1;
+    if (auth === 'revoked') {
+      this.#stats.revoked_key += 1;
+      this.#addNote(exchange.res, 'auth=revoked-key');
+    }
+    sendJson(exchange.res, this.#stats, 401, {
+      detail: auth === 'revoked' ? 'Invalid X-API-Key: the key has been revoked' : 'Missing or invalid X-API-Key',
     });
+    return false;
+  }
+
+  /** The fault drawn for the request, if any; the log line names it only once it really strikes (commit). */
+  #drawFault(exchange: Exchange, route: RouteName): FaultDecision | undefined {
+    const drawn = this.#faults.decide(route);
+    if (drawn === undefined) return undefined;
+    return {
+      ...drawn,
+      commit: () => {
+        exchange.faultNote = ` fault=${drawn.kind}`;
+        drawn.commit();
+      },
+    };
   }
 
   /** Applies a fault that strikes before processing. Returns true when the request is done. */
-  function applyEarlyFault(fault: FaultDecision, route: RouteName, param: string, req: IncomingMessage, res: ServerResponse): boolean {
+  #applyEarlyFault(fault: FaultDecision, route: RouteName, param: string, req: IncomingMessage, res: ServerResponse): boolean {
     switch (fault.kind) {
       case 'error5xx': {
         fault.commit();
         const status = fault.status ?? 500;
-        sendJson(res, status, { detail: `Simulated server error (${status})` });
+        sendJson(res, this.#stats, status, { detail: `Simulated server error (${status})` });
         return true;
       }
       case 'rateLimit': {
         fault.commit();
-        const seconds = faults.retryAfterSeconds();
-        const retryAfter = faults.retryAfterFormat() === 'http-date' ? new Date(now() + seconds * 1000).toUTCString() : String(seconds);
-        sendJson(res, 429, { detail: 'Rate limit exceeded' }, { 'Retry-After': retryAfter });
+        const seconds = this.#faults.retryAfterSeconds();
+        const retryAfter =
+          this.#faults.retryAfterFormat() === 'http-date' ? new Date(now() + seconds * 1000).toUTCString() : String(seconds);
+        sendJson(res, this.#stats, 429, { detail: 'Rate limit exceeded' }, { 'Retry-After': retryAfter });
         return true;
       }
       case 'reset':
@@ -375,7 +463,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
         return true;
       case 'malformedJson':
         fault.commit();
-        sendRaw(res, 200, route === 'stream' ? 'text/event-stream' : 'application/json', malformedBody(route, param));
+        sendRaw(res, this.#stats, 200, route === 'stream' ? 'text/event-stream' : 'application/json', malformedBody(route, param));
         return true;
       case 'slow':
       case 'unknownStatus':
@@ -386,46 +474,123 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     }
   }
 
-  async function handleStart(
-    chatbotId: string,
+  /** The `slow` fault: handled after `slowMs`, unless the client gave up meanwhile. */
+  #delay(exchange: Exchange, fault: FaultDecision, run: () => void): void {
+    fault.commit();
+    const { req, res } = exchange;
+    this.#timers.later(this.#faults.slowMs(), () => {
+      // A client that gave up during the delay gets nothing, and nothing is processed.
+      if (!this.#closing && !res.destroyed && !req.socket.destroyed) run();
+    });
+  }
+
+  #run(route: RouteName, param: string, fault: FaultDecision | undefined, exchange: Exchange): void {
+    const { req, res } = exchange;
+    this.#dispatch(route, param, fault, req, res).catch((error: unknown) => {
+      this.settings.log(`internal error: ${error instanceof Error ? error.message : String(error)}`);
+      sendJson(res, this.#stats, 500, { detail: 'Simulator internal error' });
+    });
+  }
+
+  async #dispatch(
+    route: RouteName,
+    param: string,
     fault: FaultDecision | undefined,
     req: IncomingMessage,
     res: ServerResponse,
   ): Promise<void> {
-    if (knownChatbots !== undefined && !knownChatbots.has(chatbotId)) {
-      sendJson(res, 404, { detail: `Chatbot ${JSON.stringify(chatbotId)} not found` });
+    if (route === 'start') {
+      await this.#handleStart(param, fault, req, res);
       return;
     }
-    const body = await readBody(req);
-    if (body === 'aborted') return;
-    if (body === 'too_large') {
-      sendJson(res, 413, { detail: `Request body larger than ${maxBodyBytes} bytes` }, { Connection: 'close' });
+    const execution = this.#executions.get(param);
+    if (execution === undefined || execution.isCleanedUpAt(now())) {
+      sendJson(res, this.#stats, 404, { detail: `Execution ${JSON.stringify(param)} not found` });
       return;
+    }
+    if (route === 'get') this.#handleGet(execution, fault, res);
+    else if (route === 'cancel') this.#handleCancel(execution, fault, res);
+    else this.#streams.open(execution, res);
+  }
+
+  #addNote(res: ServerResponse, note: string): void {
+    this.#notes.set(res, `${this.#notes.get(res) ?? ''} ${note}`);
+  }
+
+  /** Cuts the open streams when an outage covering the stream route begins. */
+  #cutStreamsAt(outage: ScheduledOutage): void {
+    if (!outage.routes.includes('stream') || outage.until <= outage.from) return;
+    this.#timers.later(outage.from - now(), () => this.#streams.cutAll());
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The routes
+  // -------------------------------------------------------------------------------------
+
+  /** `POST /v1/executions/{chatbot_id}/async`. */
+  async #handleStart(chatbotId: string, fault: FaultDecision | undefined, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { knownChatbots } = this.settings;
+    if (knownChatbots !== undefined && !knownChatbots.has(chatbotId)) {
+      sendJson(res, this.#stats, 404, { detail: `Chatbot ${JSON.stringify(chatbotId)} not found` });
+      return;
+    }
+    const request = await this.#readStartRequest(req, res);
+    if (request === undefined) return;
+    const execution = this.#createExecution(chatbotId, request.inputData, request.scenario);
+    if (fault?.kind === 'acceptThenFail') {
+      fault.commit();
+      if (fault.mode === 'reset') req.socket.destroy();
+      else sendJson(res, this.#stats, fault.status ?? 500, { detail: 'Internal Server Error' });
+      return;
+    }
+    const statusUrl = `${this.#baseUrl}/v1/executions/${encodeURIComponent(execution.id)}`;
+    execution.startAcknowledged = sendJson(res, this.#stats, 202, {
+      execution_id: execution.id,
+      status_url: statusUrl,
+      stream_url: `${statusUrl}/stream`,
+      cancel_url: statusUrl,
+    });
+  }
+
+  /** The body of a start request and its scenario; undefined when the request was answered (413, 422) or aborted. */
+  async #readStartRequest(
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<{ inputData: Record<string, unknown>; scenario: Scenario } | undefined> {
+    const body = await readBody(req, this.settings.maxBodyBytes);
+    if (body === 'aborted') return undefined;
+    if (body === 'too_large') {
+      sendJson(res, this.#stats, 413, { detail: `Request body larger than ${this.settings.maxBodyBytes} bytes` }, { Connection: 'close' });
+      return undefined;
     }
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8'));
     } catch {
-      sendJson(res, 422, { detail: 'Request body is not valid JSON' });
-      return;
+      sendJson(res, this.#stats, 422, { detail: 'Request body is not valid JSON' });
+      return undefined;
     }
     if (!isPlainObject(parsed) || !isPlainObject(parsed.input_data)) {
-      sendJson(res, 422, { detail: 'input_data is required and must be a JSON object' });
-      return;
+      sendJson(res, this.#stats, 422, { detail: 'input_data is required and must be a JSON object' });
+      return undefined;
     }
     const inputData = parsed.input_data;
-    let scenario: Scenario;
     try {
       const own = inputData.simulate === undefined ? {} : parseScenario(inputData.simulate, 'input_data.simulate');
-      scenario = resolveScenario(defaults, own);
+      return { inputData, scenario: resolveScenario(this.settings.defaults, own) };
     } catch (error) {
       if (error instanceof ScenarioValidationError) {
-        sendJson(res, 422, { detail: error.message });
-        return;
+        sendJson(res, this.#stats, 422, { detail: error.message });
+        return undefined;
       }
       throw error;
     }
-    const id = newExecutionId();
+  }
+
+  /** A new execution on the simulator's clock, every duration scaled by the time scale. */
+  #createExecution(chatbotId: string, inputData: Record<string, unknown>, scenario: Scenario): SimulatedExecution {
+    const { timeScale, retentionMs } = this.settings;
+    const id = this.#newExecutionId();
     const createdAt = now();
     const execution = new SimulatedExecution(
       id,
@@ -442,32 +607,27 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       buildFinalOutput(scenario, id, chatbotId),
       scenario.retention_ms === undefined ? retentionMs : scenario.retention_ms * timeScale,
     );
-    executions.set(id, execution);
-    stats.executions_created += 1;
-    increment(stats.executions_by_chatbot, chatbotId);
-
-    if (fault?.kind === 'acceptThenFail') {
-      fault.commit();
-      if (fault.mode === 'reset') req.socket.destroy();
-      else sendJson(res, fault.status ?? 500, { detail: 'Internal Server Error' });
-      return;
-    }
-    const statusUrl = `${baseUrl}/v1/executions/${encodeURIComponent(id)}`;
-    execution.startAcknowledged = sendJson(res, 202, {
-      execution_id: id,
-      status_url: statusUrl,
-      stream_url: `${statusUrl}/stream`,
-      cancel_url: statusUrl,
-    });
+    this.#executions.set(id, execution);
+    this.#stats.executions_created += 1;
+    increment(this.#stats.executions_by_chatbot, chatbotId);
+    return execution;
   }
 
-  function handleGet(execution: SimulatedExecution, fault: FaultDecision | undefined, res: ServerResponse): void {
+  #newExecutionId(): string {
+    for (;;) {
+      const id = `exec_${randomHex(this.#idRandom, 24)}`;
+      if (!this.#executions.has(id)) return id;
+    }
+  }
+
+  /** `GET /v1/executions/{execution_id}`. */
+  #handleGet(execution: SimulatedExecution, fault: FaultDecision | undefined, res: ServerResponse): void {
     const t = now();
     let body: ExecutionStatusBody = execution.bodyAt(t);
     if (fault?.kind === 'unknownStatus') {
       fault.commit();
       // The wire value is deliberately outside WaterflaiStatus: that is the point of the fault.
-      body = { ...body, status: faults.unknownStatusValue() as ExecutionStatusBody['status'] };
+      body = { ...body, status: this.#faults.unknownStatusValue() as ExecutionStatusBody['status'] };
     } else if (fault?.kind === 'statusRegression') {
       const stale = execution.staleBodyAt(t);
       if (stale !== undefined) {
@@ -475,15 +635,16 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
         body = stale;
       }
     }
-    sendJson(res, 200, body);
+    sendJson(res, this.#stats, 200, body);
   }
 
-  function handleCancel(execution: SimulatedExecution, fault: FaultDecision | undefined, res: ServerResponse): void {
+  /** `DELETE /v1/executions/{execution_id}`. */
+  #handleCancel(execution: SimulatedExecution, fault: FaultDecision | undefined, res: ServerResponse): void {
     const t = now();
     if (fault?.kind === 'refuseCancel' && !execution.isTerminalAt(t)) {
       // Answered like a success, but nothing is cancelled: the execution goes on.
       fault.commit();
-      sendJson(res, 200, {
+      sendJson(res, this.#stats, 200, {
         execution_id: execution.id,
         cancelled: false,
         message: `Execution ${execution.id} could not be cancelled`,
@@ -493,7 +654,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     }
     const { cancelled, previousStatus } = execution.cancel(t, 'api');
     if (cancelled) {
-      sendJson(res, 200, {
+      sendJson(res, this.#stats, 200, {
         execution_id: execution.id,
         cancelled: true,
         message: `Execution ${execution.id} cancelled`,
@@ -501,359 +662,31 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       });
       return;
     }
-    const answer: FinishedCancelAnswer = faults.finishedCancelAnswer();
-    increment(stats.finished_cancel_answers, String(answer));
-    addNote(res, `finished-cancel=${answer}`);
+    this.#answerFinishedCancel(execution, previousStatus, res);
+  }
+
+  /** A DELETE of a finished execution: 409 by default, or another reading (`finishedCancelAnswer`). */
+  #answerFinishedCancel(execution: SimulatedExecution, previousStatus: string, res: ServerResponse): void {
+    const answer: FinishedCancelAnswer = this.#faults.finishedCancelAnswer();
+    increment(this.#stats.finished_cancel_answers, String(answer));
+    this.#addNote(res, `finished-cancel=${answer}`);
     const message = `Execution ${execution.id} is ${previousStatus} and cannot be cancelled`;
     switch (answer) {
       case 409:
       case 200:
-        sendJson(res, answer, { execution_id: execution.id, cancelled: false, message, previous_status: previousStatus });
+        sendJson(res, this.#stats, answer, { execution_id: execution.id, cancelled: false, message, previous_status: previousStatus });
         return;
       case 400:
-        sendJson(res, 400, { detail: message });
+        sendJson(res, this.#stats, 400, { detail: message });
         return;
       case 404:
-        sendJson(res, 404, { detail: `No cancellable execution ${JSON.stringify(execution.id)} found` });
+        sendJson(res, this.#stats, 404, { detail: `No cancellable execution ${JSON.stringify(execution.id)} found` });
         return;
     }
   }
+}
 
-  function eventPayload(execution: SimulatedExecution, event: TimelineEvent): Record<string, unknown> {
-    const reportsProgress = execution.scenario.progress !== 'none';
-    const total = reportsProgress ? execution.scenario.nodes : null;
-    const base = { execution_id: execution.id, timestamp: new Date(Math.floor(event.at)).toISOString() };
-    switch (event.type) {
-      case 'node_started':
-        return { type: 'node_started', ...base, node_id: nodeName(event.node), total_nodes: total };
-      case 'node_completed':
-        return {
-          type: 'node_completed',
-          ...base,
-          node_id: nodeName(event.node),
-          completed_nodes: reportsProgress ? event.completed : null,
-          total_nodes: total,
-        };
-      case 'progress_update':
-        return {
-          type: 'progress_update',
-          ...base,
-          status: WATERFLAI_STATUS.RUNNING,
-          progress: Math.round((event.completed / execution.scenario.nodes) * 10_000) / 100,
-          completed_nodes: event.completed,
-          total_nodes: total,
-        };
-    }
-  }
-
-  function completedPayload(execution: SimulatedExecution, t: number): Record<string, unknown> {
-    const body = execution.bodyAt(t);
-    return {
-      type: 'execution_completed',
-      execution_id: execution.id,
-      timestamp: body.completed_at,
-      status: body.status,
-      progress: body.progress,
-      completed_nodes: body.completed_nodes,
-      total_nodes: body.total_nodes,
-      final_output: body.final_output,
-      error_message: body.error_message,
-      completed_at: body.completed_at,
-    };
-  }
-
-  function handleStream(execution: SimulatedExecution, res: ServerResponse): void {
-    increment(stats.by_status, 200);
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-cache',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-    });
-    stats.open_streams += 1;
-    let done = false;
-    let timer: NodeJS.Timeout | undefined;
-    let heartbeat: NodeJS.Timeout | undefined;
-    const send = (payload: Record<string, unknown>): void => {
-      res.write(`data: ${JSON.stringify(payload)}\n\n`);
-    };
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      stats.open_streams -= 1;
-      if (timer !== undefined) clearTimeout(timer);
-      if (heartbeat !== undefined) clearInterval(heartbeat);
-      unsubscribe();
-      streamClosers.delete(finish);
-      if (!res.writableEnded) res.end();
-    };
-    let cursor = now();
-    const schedule = (t: number): void => {
-      const next = execution.nextChangeAfter(t);
-      if (next === undefined) return;
-      if (timer !== undefined) clearTimeout(timer);
-      // +1: wake just after the event's millisecond, Date.now() may lag a timer by a fraction.
-      timer = setTimeout(pump, Math.min(Math.max(1, Math.ceil(next - t) + 1), 2 ** 31 - 1));
-    };
-    function pump(): void {
-      if (done) return;
-      const t = now();
-      for (const event of execution.effectiveEvents()) {
-        if (event.at > cursor && event.at <= t) send(eventPayload(execution, event));
-      }
-      cursor = t;
-      if (execution.isTerminalAt(t)) {
-        send(completedPayload(execution, t));
-        finish();
-        return;
-      }
-      schedule(t);
-    }
-    const unsubscribe = execution.subscribe(pump);
-    streamClosers.add(finish);
-    const cut = (): void => {
-      streamCutters.delete(cut);
-      res.destroy();
-    };
-    streamCutters.add(cut);
-    res.on('close', () => streamCutters.delete(cut));
-    // Not req.on('close'): since Node 16 it fires once the request is read, not on disconnect.
-    res.on('close', finish);
-
-    if (execution.isTerminalAt(cursor)) {
-      send(completedPayload(execution, cursor));
-      finish();
-      return;
-    }
-    const body = execution.bodyAt(cursor);
-    send({
-      type: 'progress_update',
-      execution_id: execution.id,
-      timestamp: new Date(cursor).toISOString(),
-      status: body.status,
-      progress: body.progress,
-      completed_nodes: body.completed_nodes,
-      total_nodes: body.total_nodes,
-      current_node: body.current_node,
-    });
-    if (heartbeatMs > 0) heartbeat = setInterval(() => res.write(': keep-alive\n\n'), heartbeatMs);
-    schedule(cursor);
-  }
-
-  /** `ok`, `revoked` (a key refused since a rotation) or `invalid` (missing or unknown). */
-  function authorize(req: IncomingMessage): 'ok' | 'revoked' | 'invalid' {
-    const given = req.headers['x-api-key'];
-    if (typeof given !== 'string' || given === '') return 'invalid';
-    const hash = digest(given);
-    // Every comparison is made, so the time taken does not tell which key matched.
-    const accepted = acceptedKeys.reduce((found, key) => timingSafeEqual(hash, key) || found, false);
-    if (accepted) return 'ok';
-    return revokedKeys.reduce((found, key) => timingSafeEqual(hash, key) || found, false) ? 'revoked' : 'invalid';
-  }
-
-  function revoke(hash: Buffer): void {
-    const index = acceptedKeys.findIndex((key) => key.equals(hash));
-    if (index < 0) return;
-    acceptedKeys.splice(index, 1);
-    revokedKeys.push(hash);
-  }
-
-  function accept(key: string): void {
-    if (key === '') throw new Error('an API key must not be empty');
-    const hash = digest(key);
-    if (!acceptedKeys.some((accepted) => accepted.equals(hash))) acceptedKeys.push(hash);
-    const revokedIndex = revokedKeys.findIndex((revoked) => revoked.equals(hash));
-    if (revokedIndex >= 0) revokedKeys.splice(revokedIndex, 1);
-    currentKey = key;
-  }
-
-  /** Applies an outage answer to a request. */
-  function failForOutage(answer: OutageAnswer, req: IncomingMessage, res: ServerResponse): void {
-    stats.outage_requests += 1;
-    stats.outage_by_answer[answer] += 1;
-    switch (answer) {
-      case 'error5xx':
-        sendJson(res, 503, { detail: 'Service temporarily unavailable' });
-        return;
-      case 'reset':
-        req.socket.destroy();
-        return;
-      case 'hang':
-        // Never answered: the client times out, or close() destroys the connection.
-        return;
-    }
-  }
-
-  /** Cuts the open streams when an outage covering the stream route begins. */
-  function cutStreamsAt(outage: ScheduledOutage): void {
-    if (!outage.routes.includes('stream') || outage.until <= outage.from) return;
-    later(outage.from - now(), () => {
-      for (const cut of [...streamCutters]) cut();
-    });
-  }
-
-  async function dispatch(
-    route: RouteName,
-    param: string,
-    fault: FaultDecision | undefined,
-    req: IncomingMessage,
-    res: ServerResponse,
-  ): Promise<void> {
-    if (route === 'start') {
-      await handleStart(param, fault, req, res);
-      return;
-    }
-    const execution = executions.get(param);
-    if (execution === undefined || execution.isCleanedUpAt(now())) {
-      sendJson(res, 404, { detail: `Execution ${JSON.stringify(param)} not found` });
-      return;
-    }
-    if (route === 'get') handleGet(execution, fault, res);
-    else if (route === 'cancel') handleCancel(execution, fault, res);
-    else handleStream(execution, res);
-  }
-
-  function handle(req: IncomingMessage, res: ServerResponse): void {
-    const receivedAt = now();
-    const method = req.method ?? 'GET';
-    const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
-    stats.total_requests += 1;
-    increment(stats.by_method, method);
-    let faultNote = '';
-    res.on('close', () => {
-      if (!res.headersSent) stats.no_response += 1;
-      const outcome = res.headersSent ? String(res.statusCode) : 'no response';
-      log(`${method} ${pathname} -> ${outcome} ${now() - receivedAt}ms${faultNote}${requestNotes.get(res) ?? ''}`);
-    });
-
-    const match = matchRoute(method, pathname);
-    if (match.kind === 'not_found') {
-      stats.by_route.other += 1;
-      sendJson(res, 404, { detail: 'Not Found' });
-      return;
-    }
-    if (match.kind === 'wrong_method') {
-      stats.by_route.other += 1;
-      sendJson(res, 405, { detail: 'Method Not Allowed' }, { Allow: match.allow });
-      return;
-    }
-    const { route, param } = match;
-    stats.by_route[route] += 1;
-    if (route === 'start') increment(stats.starts_by_chatbot, param);
-    // An outage comes before the key check: nothing behind it answers.
-    const outage = faults.outageAt(route, receivedAt);
-    if (outage !== undefined) {
-      faultNote = ` fault=outage:${outage}`;
-      failForOutage(outage, req, res);
-      return;
-    }
-    const auth = authorize(req);
-    if (auth !== 'ok') {
-      stats.unauthorized += 1;
-      if (auth === 'revoked') {
-        stats.revoked_key += 1;
-        addNote(res, 'auth=revoked-key');
-      }
-      sendJson(res, 401, { detail: auth === 'revoked' ? 'Invalid X-API-Key: the key has been revoked' : 'Missing or invalid X-API-Key' });
-      return;
-    }
-    const drawn = faults.decide(route);
-    // The log line names a fault only once it really struck (commit).
-    const fault: FaultDecision | undefined =
-      drawn === undefined
-        ? undefined
-        : {
-            ...drawn,
-            commit: () => {
-              faultNote = ` fault=${drawn.kind}`;
-              drawn.commit();
-            },
-          };
-    const run = (): void => {
-      dispatch(route, param, fault, req, res).catch((error: unknown) => {
-        log(`internal error: ${error instanceof Error ? error.message : String(error)}`);
-        sendJson(res, 500, { detail: 'Simulator internal error' });
-      });
-    };
-    if (fault !== undefined && applyEarlyFault(fault, route, param, req, res)) return;
-    if (fault?.kind === 'slow') {
-      fault.commit();
-      later(faults.slowMs(), () => {
-        // A client that gave up during the delay gets nothing, and nothing is processed.
-        if (!closing && !res.destroyed && !req.socket.destroyed) run();
-      });
-      return;
-    }
-    run();
-  }
-
-  const server = createServer(handle);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, SIMULATOR_HOST, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address() as AddressInfo; // listen() on a TCP port always yields AddressInfo
-  baseUrl = `http://${SIMULATOR_HOST}:${address.port}`;
-
-  // A deep copy: callers may mutate what they get without touching the simulator's state.
-  const view = (execution: SimulatedExecution): SimulatedExecutionView => structuredClone(execution.viewAt(now()));
-
-  for (const outage of faults.outages()) cutStreamsAt(outage);
-
-  return {
-    url: baseUrl,
-    get apiKey() {
-      return currentKey;
-    },
-    seed,
-    address: { ...address },
-    stats: () => structuredClone(stats),
-    resetStats: () => {
-      const openStreams = stats.open_streams;
-      stats = emptyStats();
-      stats.open_streams = openStreams;
-    },
-    execution: (id) => {
-      const execution = executions.get(id);
-      return execution === undefined ? undefined : view(execution);
-    },
-    executions: () => [...executions.values()].map(view),
-    setFaults: (settings) => {
-      faults.set(settings);
-      for (const outage of faults.outages()) cutStreamsAt(outage);
-    },
-    cancelRemotely: (id) => executions.get(id)?.cancel(now(), 'remote').cancelled ?? false,
-    scheduleOutage: (window) => {
-      const outage = faults.scheduleOutage(window);
-      cutStreamsAt(outage);
-      return outage;
-    },
-    outages: () => faults.outages(),
-    acceptApiKey: accept,
-    revokeApiKey: (key) => revoke(digest(key)),
-    rotateApiKey(newKey, rotation = {}) {
-      accept(newKey);
-      const keep = digest(newKey);
-      const old = acceptedKeys.filter((key) => !key.equals(keep));
-      const revokeOld = (): void => {
-        for (const key of old) revoke(key);
-      };
-      const after = rotation.revokeOldAfterMs ?? 0;
-      if (after <= 0) revokeOld();
-      else later(after, revokeOld);
-    },
-    close: async () => {
-      if (closing) return;
-      closing = true;
-      for (const finish of [...streamClosers]) finish();
-      for (const timer of timers) clearTimeout(timer);
-      timers.clear();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
-    },
-  };
+/** A deep copy: callers may mutate what they get without touching the simulator's state. */
+function view(execution: SimulatedExecution): SimulatedExecutionView {
+  return structuredClone(execution.viewAt(now()));
 }

@@ -13,14 +13,15 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AwsServiceError, startAwsJsonServer, type AwsFaultHook } from '../../local/runtime/aws-json-server';
-import { startDynamoDbFaultProxy, type DynamoDbFault } from '../../local/runtime/dynamodb-fault-proxy';
-import { LocalEventBridge } from '../../local/runtime/eventbridge';
-import { LocalSecretsManager } from '../../local/runtime/secrets';
+import { AwsServiceError, startAwsJsonServer } from '../../local/emulators/aws-json-server';
+import { startDynamoDbFaultProxy } from '../../local/faults/dynamodb-proxy';
+import type { AwsFaultHook, DynamoDbFault } from '../../local/faults/hooks';
+import { LocalEventBridge } from '../../local/emulators/eventbridge';
+import { LocalSecretsManager } from '../../local/emulators/secrets';
 import { ExecutionEnvironments, invokeFunction, type LambdaHandler } from '../../local/runtime/lambda';
 import { SqsEventSource } from '../../local/runtime/sqs-event-source';
-import { startLocalSqs } from '../../local/runtime/sqs';
-import { LocalStepFunctions } from '../../local/runtime/step-functions';
+import { startLocalSqs } from '../../local/emulators/sqs';
+import { LocalStepFunctions } from '../../local/emulators/step-functions';
 import {
   ALL_FAULT_KINDS,
   ChaosFaults,

@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { DETAIL_TYPE, EVENT_SOURCE } from '../../lambdas/contract/constants';
-import { EXIT_CODE } from '../../local/runtime/cli';
-import { SAMPLE_JOBS_DIR } from '../../local/runtime/jobs';
+import { EXIT_CODE } from '../../local/cli/cli';
+import { SAMPLE_JOBS_DIR } from '../../local/cli/jobs';
 import { waitFor } from './support';
 
 const ROOT = fileURLToPath(new URL('../../.', import.meta.url));

@@ -20,16 +20,16 @@ import {
 } from '@aws-sdk/client-sfn';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AslDefinition } from '../../local/asl';
-import { startAwsJsonServer, type AwsJsonServer } from '../../local/runtime/aws-json-server';
-import { parseCliArgs, UsageError } from '../../local/runtime/cli';
-import { LocalEventBridge } from '../../local/runtime/eventbridge';
-import { JobInputError, loadJobLines, loadSampleJobs } from '../../local/runtime/jobs';
+import { startAwsJsonServer, type AwsJsonServer } from '../../local/emulators/aws-json-server';
+import { parseCliArgs, UsageError } from '../../local/cli/cli';
+import { LocalEventBridge } from '../../local/emulators/eventbridge';
+import { JobInputError, loadJobLines, loadSampleJobs } from '../../local/cli/jobs';
 import { createLambdaContext, invokeFunction, LambdaFunctionError } from '../../local/runtime/lambda';
 import { isLoopbackHost } from '../../local/runtime/net-guard';
-import { LocalSecretsManager } from '../../local/runtime/secrets';
+import { LocalSecretsManager } from '../../local/emulators/secrets';
 import { failuresOf, toLambdaRecord } from '../../local/runtime/sqs-event-source';
-import { LocalStepFunctions } from '../../local/runtime/step-functions';
-import { nextDocument, parseTimeScale, scaledRetryOverrides, scaledWaitOverrides } from '../../local/runtime/time-scale';
+import { LocalStepFunctions } from '../../local/emulators/step-functions';
+import { nextDocument, parseTimeScale, scaledRetryOverrides, scaledWaitOverrides } from '../../local/emulators/time-scale';
 import { waitFor } from './support';
 
 const REGION = 'us-east-1';

@@ -2,7 +2,7 @@
  * Helpers of the end-to-end tests over the local runtime.
  */
 import { DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
-import type { PublishedEvent } from '../../local/runtime/eventbridge';
+import type { PublishedEvent } from '../../local/emulators/eventbridge';
 
 /** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
 export async function waitFor<T>(

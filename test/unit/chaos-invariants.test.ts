@@ -17,9 +17,9 @@ import {
 import type { JobKind, OutcomeName, PlannedJob } from '../../local/chaos/plan';
 import { chaosJson } from '../../local/chaos/report';
 import type { ChaosResult } from '../../local/chaos/run';
-import type { PublishedEvent } from '../../local/runtime/eventbridge';
-import type { QueuedMessage } from '../../local/runtime/sqs';
-import type { ExecutionView } from '../../local/runtime/step-functions';
+import type { PublishedEvent } from '../../local/emulators/eventbridge';
+import type { QueuedMessage } from '../../local/emulators/sqs';
+import type { ExecutionView } from '../../local/emulators/step-functions';
 import type { SimulatedExecutionView } from '../../local/simulator/server';
 
 const T0 = Date.parse('2026-03-01T10:00:00.000Z');
