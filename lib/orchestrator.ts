@@ -112,7 +112,7 @@ export interface WaterflaiOrchestratorProps {
    */
   readonly maxReceiveCount?: number;
   /**
-   * Retention of every log group (three functions and the state machine).
+   * Retention of every log group (the five functions and the state machine).
    * @default logs.RetentionDays.ONE_MONTH
    */
   readonly logRetention?: logs.RetentionDays;
@@ -170,7 +170,7 @@ export interface WaterflaiOrchestratorProps {
    */
   readonly tableProps?: JobTableProps['tableProps'];
   /**
-   * Overrides applied to all three functions (environment is merged, the orchestrator's
+   * Overrides applied to all five functions (environment is merged, the orchestrator's
    * variables win).
    * @default - none
    */

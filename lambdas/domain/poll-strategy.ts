@@ -4,7 +4,7 @@
  * clock, no randomness of its own (a random source is passed in), so the poll Lambda, the
  * tests and the benchmark (`npm run bench`) run exactly the same code.
  *
- * Four strategies share one interface ({@link PollStrategy}):
+ * Three strategies share one interface ({@link PollStrategy}); the bench compares four settings of them:
  * - {@link fixedIntervalStrategy} 10 s and 30 s: the common "poll every N seconds";
  * - {@link exponentialStrategy}: 5 s first, x1.5, capped at 300 s, full jitter;
  * - {@link adaptiveStrategy} (the shipped default, "ours"): estimates the time to
