@@ -1,5 +1,12 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import {
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  type QueryCommandInput,
+  UpdateCommand,
+  type DynamoDBDocumentClient,
+} from '@aws-sdk/lib-dynamodb';
 import { CANCEL_REASON, JOB_STATUS, JOB_TABLE, STATUS_RANK, TERMINAL_RANK, UPSTREAM_CANCEL, type JobStatus } from '../contract/constants';
 import type { JobRecord, NewJob, PollIncident, RejectedJob, StatusFields } from '../contract/job-record';
 
@@ -176,26 +183,15 @@ export class JobStore {
 
   /** Ids of jobs with executions still to cancel, oldest update first, at most `limit`. */
   async listPendingCancels(limit: number): Promise<string[]> {
-    const ids: string[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const page = await this.client.send(
-        new QueryCommand({
-          TableName: this.tableName,
-          IndexName: JOB_TABLE.PENDING_CANCEL_INDEX,
-          KeyConditionExpression: '#pending = :pending',
-          ExpressionAttributeNames: { '#pending': JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY },
-          ExpressionAttributeValues: { ':pending': JOB_TABLE.PENDING_CANCEL_VALUE },
-          ...(startKey === undefined ? {} : { ExclusiveStartKey: startKey }),
-        }),
-      );
-      for (const item of page.Items ?? []) {
-        if (typeof item.job_id === 'string') ids.push(item.job_id);
-        if (ids.length >= limit) return ids;
-      }
-      startKey = page.LastEvaluatedKey;
-    } while (startKey !== undefined);
-    return ids;
+    return this.queryIds(
+      {
+        IndexName: JOB_TABLE.PENDING_CANCEL_INDEX,
+        KeyConditionExpression: '#pending = :pending',
+        ExpressionAttributeNames: { '#pending': JOB_TABLE.PENDING_CANCEL_INDEX_PARTITION_KEY },
+        ExpressionAttributeValues: { ':pending': JOB_TABLE.PENDING_CANCEL_VALUE },
+      },
+      limit,
+    );
   }
 
   /**
@@ -336,22 +332,28 @@ export class JobStore {
     },
     limit: number,
   ): Promise<string[]> {
+    return this.queryIds(
+      {
+        IndexName: JOB_TABLE.STATUS_INDEX,
+        ...query,
+        ExpressionAttributeNames: {
+          ...query.ExpressionAttributeNames,
+          '#status': JOB_TABLE.STATUS_INDEX_PARTITION_KEY,
+          '#job_id': JOB_TABLE.PARTITION_KEY,
+        },
+        ProjectionExpression: '#job_id',
+      },
+      limit,
+    );
+  }
+
+  /** Pages through an index query, collecting job ids in the index's order, at most `limit`. */
+  private async queryIds(query: Omit<QueryCommandInput, 'TableName' | 'ExclusiveStartKey'>, limit: number): Promise<string[]> {
     const ids: string[] = [];
     let startKey: Record<string, unknown> | undefined;
     do {
       const page = await this.client.send(
-        new QueryCommand({
-          TableName: this.tableName,
-          IndexName: JOB_TABLE.STATUS_INDEX,
-          ...query,
-          ExpressionAttributeNames: {
-            ...query.ExpressionAttributeNames,
-            '#status': JOB_TABLE.STATUS_INDEX_PARTITION_KEY,
-            '#job_id': JOB_TABLE.PARTITION_KEY,
-          },
-          ProjectionExpression: '#job_id',
-          ...(startKey === undefined ? {} : { ExclusiveStartKey: startKey }),
-        }),
+        new QueryCommand({ TableName: this.tableName, ...query, ...(startKey === undefined ? {} : { ExclusiveStartKey: startKey }) }),
       );
       for (const item of page.Items ?? []) {
         if (typeof item.job_id === 'string') ids.push(item.job_id);
