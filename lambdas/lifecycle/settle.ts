@@ -8,6 +8,7 @@ import type { OutcomePublisher } from '../aws/outcome-publisher';
 import { acceptedOutputBytes, placeOutput, type OutputPlacement } from '../aws/output-store';
 import { mapExecutionStatus } from '../domain/status-mapping';
 import { cancelAndConfirm, type CancelAndConfirmOptions, type CancelOutcome, type UpstreamExecutions } from '../domain/upstream-cancel';
+import { SETTING_DEFAULTS } from '../contract/settings';
 
 export interface OutsideSettlerDeps {
   readonly store: JobStore;
@@ -26,7 +27,7 @@ export interface OutsideSettlerDeps {
   readonly remainingMs?: () => number;
 }
 
-const DEFAULT_PLACEMENT: OutputPlacement = { maxInlineOutputBytes: 64 * 1024 };
+const DEFAULT_PLACEMENT: OutputPlacement = { maxInlineOutputBytes: SETTING_DEFAULTS.maxInlineOutputBytes };
 
 /**
  * Settles a job from outside its poll loop (the reconciler, the sweeper), keeping the rule

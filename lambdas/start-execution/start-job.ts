@@ -27,6 +27,7 @@ import { DEFAULT_REQUEST_MARGIN_MS, DEFAULT_REQUEST_TIMEOUT_MS, requestTimeoutFo
 import { executionArnFor } from '../aws/successor';
 import type { PollState } from '../domain/workflow';
 import { backoffDelay } from '../domain/backoff';
+import { SETTING_DEFAULTS } from '../contract/settings';
 
 /** The Waterflai calls the starter needs (a subset of the client, so tests can fake it). */
 export interface WaterflaiStarter extends UpstreamExecutions {
@@ -559,7 +560,7 @@ export class JobStarter {
       const outcome = await this.confirmCancel(executionId, () => 2 * DEFAULT_REQUEST_TIMEOUT_MS + DEFAULT_REQUEST_MARGIN_MS + 5_000);
       const observed =
         outcome.kind === 'finished' && outcome.execution.known_status !== 'CANCELLED'
-          ? mapExecutionStatus(outcome.execution, at, this.deps.settings.maxInlineOutputBytes ?? 64 * 1024)
+          ? mapExecutionStatus(outcome.execution, at, this.deps.settings.maxInlineOutputBytes ?? SETTING_DEFAULTS.maxInlineOutputBytes)
           : undefined;
       const settled = await store.applyStatus(request.job_id, {
         ...(observed === undefined
