@@ -441,10 +441,12 @@ export function checkInvariants(observed: RunObservations): ChaosFindings {
       outcome === 'COMPLETED' &&
       adopted?.status === 'COMPLETED' &&
       (cancelBlockedUntilTheEnd(record.deadline_at, adopted, observed.outages, plan.timeScale) ||
-        cancelSentBeforeTheEnd(adopted, observed.firstCancelAttemptAt))
+        cancelSentBeforeTheEnd(adopted, observed.firstCancelAttemptAt) ||
+        loopStartedAfterTheEnd(adopted, observed.stateMachineExecutions, job.jobId))
     ) {
-      // The deadline passed during an outage of the cancel route and the execution completed
-      // before a cancel could get through: a finished result is never thrown away.
+      // The execution completed before a cancel could take effect (an outage of the cancel
+      // route, a cancel that failed or was refused in time, or a poll loop that only started
+      // after it, its start held up by faults): a finished result is never thrown away.
       deadlineCompletedInOutage += 1;
     } else if (!(job.expected as readonly string[]).includes(outcome)) {
       mismatches.push({
@@ -619,6 +621,23 @@ function cancelBlockedUntilTheEnd(
     (outage) =>
       outage.routes.includes('cancel') && outage.from <= end && outage.until + OUTAGE_SLACK_MS >= deadline && end <= outage.until + gap,
   );
+}
+
+/**
+ * Whether the job's first poll-loop execution started only after the Waterflai execution
+ * completed (its start was held up, e.g. by Step Functions throttling and the SQS retry): the
+ * loop's first read then finds the result, which it keeps.
+ */
+function loopStartedAfterTheEnd(
+  execution: SimulatedExecutionView,
+  stateMachineExecutions: readonly ExecutionView[],
+  jobId: string,
+): boolean {
+  const end = Date.parse(execution.completed_at ?? '');
+  const starts = stateMachineExecutions
+    .filter((candidate) => jobIdOfInput(candidate.input) === jobId)
+    .map((candidate) => candidate.startDate);
+  return Number.isFinite(end) && starts.length > 0 && Math.min(...starts) >= end;
 }
 
 /**

@@ -523,6 +523,22 @@ describe('the chaos checker reports each broken run', () => {
     expect(violations(check(cancelTooLate))).toEqual({ outcome_mismatches: ['job-2'] });
   });
 
+  it('a deadline job that ends COMPLETED is allowed when its poll loop only started after the execution completed', () => {
+    const completedBeforeTheLoop = (loopStartMs: number): Run => {
+      const run = cleanRun();
+      replaceRecord(run, 'job-2', { status: 'COMPLETED', error_code: undefined, upstream_cancel: undefined });
+      run.events[2] = outcomeEvent('job-2', 'COMPLETED');
+      replaceExecution(run, 'exec-2', { status: 'COMPLETED', cancelled_by: null });
+      run.stateMachineExecutions = run.stateMachineExecutions.map((execution) =>
+        (JSON.parse(execution.input) as { job_id?: string }).job_id === 'job-2' ? { ...execution, startDate: loopStartMs } : execution,
+      );
+      return run;
+    };
+
+    expect(violations(check(completedBeforeTheLoop(T0 + 5_000)))).toEqual({});
+    expect(violations(check(completedBeforeTheLoop(T0 + 500)))).toEqual({ outcome_mismatches: ['job-2'] });
+  });
+
   it('a remote cancel the orchestrator did itself', () => {
     const run = cleanRun();
     const remote = plannedJob(5, 'remote-cancel', ['CANCELLED:remote']);
