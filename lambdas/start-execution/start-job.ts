@@ -213,6 +213,15 @@ export class JobStarter {
       }
       return;
     }
+    const claimLeftMs = (job.claim_expires_at ?? 0) - this.now();
+    if (job.execution_id === undefined && claimLeftMs > 0) {
+      // A start is POSTing right now. Ending the job here would leave its execution to a
+      // cancel nobody could report on the outcome (an outage would let it run to completion
+      // under a Cancelled event): note the request and come back once the start is done.
+      await store.markCancelRequested(jobId, at);
+      logger.info('cancel request while the job is being started; it comes back once the start is done', { job_id: jobId });
+      throw new JobBusyError(jobId, Math.ceil(claimLeftMs / 1000));
+    }
     // Before the DELETE: the poll loop may see Waterflai's CANCELLED before this request
     // records it, and must then record reason `requested`, not `remote`.
     await store.markCancelRequested(jobId, at);

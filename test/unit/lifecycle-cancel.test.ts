@@ -18,7 +18,7 @@ import { JobStore } from '../../lambdas/aws/job-store';
 import type { StatusFields } from '../../lambdas/contract/job-record';
 import { OutcomePublisher } from '../../lambdas/aws/outcome-publisher';
 import { outcomeDetailSchema } from '../../lambdas/contract/outcome-event';
-import { JobStarter } from '../../lambdas/start-execution/start-job';
+import { JobBusyError, JobStarter } from '../../lambdas/start-execution/start-job';
 import { startLocalDynamo, type LocalDynamo } from '../support/dynalite';
 import { sqsRecord } from '../support/sqs-record';
 import { execution } from '../support/execution-status';
@@ -442,40 +442,59 @@ describe('cancel of a finished job', () => {
 });
 
 describe('cancel during an in-flight start (job SUBMITTING)', () => {
-  it('settles the job; the start then cancels its new Waterflai execution and starts no state machine', async () => {
+  it('waits for the start: the cancel comes back once the execution id is saved, then cancels that execution and confirms it', async () => {
     // Prepare: while the start's POST is in flight, the cancel request is processed
     let cancelDuringPost: Promise<void> | undefined;
     waterflai.startExecution.mockImplementationOnce(async () => {
       expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.SUBMITTING });
       cancelDuringPost = starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel' }), remaining);
-      await cancelDuringPost;
+      await cancelDuringPost.catch(() => undefined);
       return { execution_id: 'exec_late' };
     });
 
     // Act
     await starter.handleRecord(sqsRecord(startBody(), { messageId: 'msg-start' }), remaining);
+    await starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel', receiveCount: 2 }), remaining);
 
-    // Assess
-    await expect(cancelDuringPost).resolves.toBeUndefined();
+    // Assess: the first receive was deferred (nothing settled while the POST was in flight) ...
+    await expect(cancelDuringPost).rejects.toBeInstanceOf(JobBusyError);
+    expect(sqsMock).toHaveReceivedCommandWith(ChangeMessageVisibilityCommand, { ReceiptHandle: 'receipt-msg-cancel-1' });
+    // ... the start went on as usual, and the redelivery cancelled its execution upstream.
     expect(waterflai.startExecution).toHaveBeenCalledOnce();
-    expect(waterflai.cancelExecution).toHaveBeenCalledOnce();
-    expect(waterflai.cancelExecution.mock.calls[0]?.[0]).toBe('exec_late');
-    expect(sfnMock).not.toHaveReceivedCommand(StartExecutionCommand);
-    const record = await store.get('job-1');
-    expect(record).toMatchObject({
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
+    expect(waterflai.cancelExecution.mock.calls.map((call) => call[0])).toEqual(['exec_late']);
+    expect(await store.get('job-1')).toMatchObject({
       status: JOB_STATUS.CANCELLED,
       cancel_reason: CANCEL_REASON.REQUESTED,
-      chatbot_id: 'bot-1',
-      metadata: { team: 'reports' },
+      execution_id: 'exec_late',
+      upstream_cancel: 'confirmed',
     });
-    expect(record?.execution_id).toBeUndefined();
-    expect(record?.state_machine_execution_arn).toBeUndefined();
     expect(published()).toEqual([
       expect.objectContaining({
         detailType: DETAIL_TYPE.CANCELLED,
-        detail: expect.objectContaining({ reason: CANCEL_REASON.REQUESTED, execution_id: null }),
+        detail: expect.objectContaining({ reason: CANCEL_REASON.REQUESTED, execution_id: 'exec_late' }),
       }),
     ]);
+  });
+
+  it('a start that died holding its claim does not hold the cancel up: once the lease ran out the job is settled before any POST', async () => {
+    await store.claim({
+      job_id: 'job-1',
+      chatbot_id: 'bot-1',
+      metadata: {},
+      source_message_id: 'msg-start',
+      delivery: 'sqs',
+      accepted_at: START_AT,
+      deadline_at: iso(Date.parse(START_AT) + 3_600_000),
+      expires_at: 0,
+      state_machine_execution_name: 'job-1',
+      claim_expires_at: Date.parse(START_AT) - 1,
+    });
+
+    await starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel' }), remaining);
+
+    expect(waterflai.cancelExecution).not.toHaveBeenCalled();
+    expect(await store.get('job-1')).toMatchObject({ status: JOB_STATUS.CANCELLED, cancel_reason: CANCEL_REASON.REQUESTED });
   });
 
   it("a start that saves its execution id between the cancel's read and write still has that execution cancelled", async () => {
@@ -490,7 +509,8 @@ describe('cancel during an in-flight start (job SUBMITTING)', () => {
       deadline_at: iso(Date.parse(START_AT) + 3_600_000),
       expires_at: 0,
       state_machine_execution_name: 'job-1',
-      claim_expires_at: Date.parse(START_AT) + 60_000,
+      // A start whose lease ran out (a live claim defers the cancel: see above).
+      claim_expires_at: Date.parse(START_AT) - 1,
     });
     const applyStatus = store.applyStatus.bind(store);
     const spy = vi.spyOn(store, 'applyStatus').mockImplementationOnce(async (jobId, update) => {
@@ -509,19 +529,20 @@ describe('cancel during an in-flight start (job SUBMITTING)', () => {
   });
 
   it('a redelivered start after that never reaches Waterflai again', async () => {
-    // Prepare
+    // Prepare: a cancel deferred during the POST, then redelivered after the start
     waterflai.startExecution.mockImplementationOnce(async () => {
-      await starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel' }), remaining);
+      await starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel' }), remaining).catch(() => undefined);
       return { execution_id: 'exec_late' };
     });
     await starter.handleRecord(sqsRecord(startBody(), { messageId: 'msg-start' }), remaining);
+    await starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel', receiveCount: 2 }), remaining);
 
     // Act
     await starter.handleRecord(sqsRecord(startBody(), { messageId: 'msg-start', receiveCount: 2 }), remaining);
 
     // Assess
     expect(waterflai.startExecution).toHaveBeenCalledOnce();
-    expect(sfnMock).not.toHaveReceivedCommand(StartExecutionCommand);
+    expect(sfnMock).toHaveReceivedCommandTimes(StartExecutionCommand, 1);
     expect(eventsMock).toHaveReceivedCommandTimes(PutEventsCommand, 1);
   });
 });
