@@ -441,6 +441,22 @@ describe('cancel of a finished job', () => {
   });
 });
 
+/** job-1 SUBMITTING, claimed by a start that died: its lease ran out just before now. */
+async function claimLeftByADeadStart(): Promise<void> {
+  await store.claim({
+    job_id: 'job-1',
+    chatbot_id: 'bot-1',
+    metadata: {},
+    source_message_id: 'msg-start',
+    delivery: 'sqs',
+    accepted_at: START_AT,
+    deadline_at: iso(Date.parse(START_AT) + 3_600_000),
+    expires_at: 0,
+    state_machine_execution_name: 'job-1',
+    claim_expires_at: Date.parse(START_AT) - 1,
+  });
+}
+
 describe('cancel during an in-flight start (job SUBMITTING)', () => {
   it('waits for the start: the cancel comes back once the execution id is saved, then cancels that execution and confirms it', async () => {
     // Prepare: while the start's POST is in flight, the cancel request is processed
@@ -478,18 +494,7 @@ describe('cancel during an in-flight start (job SUBMITTING)', () => {
   });
 
   it('a start that died holding its claim does not hold the cancel up: once the lease ran out the job is settled before any POST', async () => {
-    await store.claim({
-      job_id: 'job-1',
-      chatbot_id: 'bot-1',
-      metadata: {},
-      source_message_id: 'msg-start',
-      delivery: 'sqs',
-      accepted_at: START_AT,
-      deadline_at: iso(Date.parse(START_AT) + 3_600_000),
-      expires_at: 0,
-      state_machine_execution_name: 'job-1',
-      claim_expires_at: Date.parse(START_AT) - 1,
-    });
+    await claimLeftByADeadStart();
 
     await starter.handleRecord(sqsRecord(cancelBody(), { messageId: 'msg-cancel' }), remaining);
 
@@ -499,19 +504,8 @@ describe('cancel during an in-flight start (job SUBMITTING)', () => {
 
   it("a start that saves its execution id between the cancel's read and write still has that execution cancelled", async () => {
     // Prepare: the job is SUBMITTING when the cancel reads it; the start saves its id just before the cancel settles
-    await store.claim({
-      job_id: 'job-1',
-      chatbot_id: 'bot-1',
-      metadata: {},
-      source_message_id: 'msg-start',
-      delivery: 'sqs',
-      accepted_at: START_AT,
-      deadline_at: iso(Date.parse(START_AT) + 3_600_000),
-      expires_at: 0,
-      state_machine_execution_name: 'job-1',
-      // A start whose lease ran out (a live claim defers the cancel: see above).
-      claim_expires_at: Date.parse(START_AT) - 1,
-    });
+    // A start whose lease ran out (a live claim defers the cancel: see above).
+    await claimLeftByADeadStart();
     const applyStatus = store.applyStatus.bind(store);
     const spy = vi.spyOn(store, 'applyStatus').mockImplementationOnce(async (jobId, update) => {
       await store.saveExecutionId(jobId, 'exec_raced', update.now);
