@@ -12,7 +12,7 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { ListExecutionsCommand, SFNClient, StopExecutionCommand } from '@aws-sdk/client-sfn';
-import { GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CODE, JOB_STATUS, STATUS_RANK } from '../../lambdas/contract/constants';
@@ -37,7 +37,7 @@ import {
   type IamSubjects,
   type PolicyDocument,
 } from '../support/iam-policies';
-import { eventsFor, jobBody, waitFor } from './support';
+import { eventsFor, jobBody, queueIdle, waitFor } from './support';
 
 const TIME_SCALE = 0.1;
 
@@ -81,21 +81,6 @@ afterAll(async () => {
 const events = (jobId: string) => eventsFor(runtime.eventBridge.events(), jobId);
 const announced = (jobId: string, timeoutMs = 30_000): Promise<true> =>
   waitFor(`${jobId} to be announced`, () => events(jobId).length > 0, timeoutMs, 100);
-
-async function intakeQueueIdle(): Promise<boolean> {
-  const { Attributes: a = {} } = await sqs.send(
-    new GetQueueAttributesCommand({
-      QueueUrl: runtime.intakeQueueUrl,
-      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
-    }),
-  );
-  return (
-    Number(a.ApproximateNumberOfMessages) +
-      Number(a.ApproximateNumberOfMessagesNotVisible) +
-      Number(a.ApproximateNumberOfMessagesDelayed) ===
-    0
-  );
-}
 
 const cancelBody = (jobId: string): string => JSON.stringify({ action: 'cancel', job_id: jobId });
 
@@ -255,7 +240,7 @@ describe('least privilege, by evaluation of the calls the handlers make', () => 
     ]) {
       await announced(jobId, 40_000);
     }
-    await waitFor('the intake queue to be idle', () => intakeQueueIdle(), 15_000);
+    await waitFor('the intake queue to be idle', () => queueIdle(sqs, runtime.intakeQueueUrl), 15_000);
 
     // Assess: the mix really took each path
     const job = async (jobId: string) => runtime.getJob(jobId);

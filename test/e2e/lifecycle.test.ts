@@ -7,13 +7,13 @@
 import { createHash } from 'node:crypto';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { ListExecutionsCommand, SFNClient, StopExecutionCommand } from '@aws-sdk/client-sfn';
-import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CANCEL_REASON, DETAIL_TYPE, ERROR_CODE, JOB_STATUS, STATUS_RANK } from '../../lambdas/contract/constants';
 import { executionNameForGeneration } from '../../lambdas/contract/identifiers';
 import { startLocalRuntime, type LocalRuntime } from '../../local/runtime/runtime';
-import { eventsFor, jobBody, waitFor } from './support';
+import { eventsFor, jobBody, queueIdle, waitFor } from './support';
 
 const TIME_SCALE = 0.1;
 const MAX_POLLS_PER_EXECUTION = 3;
@@ -60,21 +60,6 @@ async function executionNames(): Promise<string[]> {
   return (listed.executions ?? []).map((execution) => execution.name ?? '');
 }
 
-async function intakeQueueIdle(): Promise<boolean> {
-  const { Attributes: a = {} } = await sqs.send(
-    new GetQueueAttributesCommand({
-      QueueUrl: runtime.intakeQueueUrl,
-      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
-    }),
-  );
-  return (
-    Number(a.ApproximateNumberOfMessages) +
-      Number(a.ApproximateNumberOfMessagesNotVisible) +
-      Number(a.ApproximateNumberOfMessagesDelayed) ===
-    0
-  );
-}
-
 async function settled(jobId: string, timeoutMs = 20_000): Promise<void> {
   await waitFor(`${jobId} to be announced`, () => events(jobId).length > 0, timeoutMs, 100);
 }
@@ -108,7 +93,7 @@ describe('cancel requests from producers', () => {
 
     // Act
     await runtime.sendMessage(jobBody('cancel-first', 'tombstone-bot', { duration_ms: 1_000 }));
-    await waitFor('the start message to be consumed', async () => await intakeQueueIdle(), 10_000);
+    await waitFor('the start message to be consumed', () => queueIdle(sqs, runtime.intakeQueueUrl), 10_000);
 
     // Assess
     expect(simulatorStats().starts_by_chatbot['tombstone-bot'] ?? 0).toBe(0);
@@ -123,7 +108,7 @@ describe('cancel requests from producers', () => {
     const cancelsBefore = simulatorStats().by_route.cancel;
 
     await runtime.sendMessage(cancelBody('cancel-late'));
-    await waitFor('the cancel message to be consumed', async () => await intakeQueueIdle(), 10_000);
+    await waitFor('the cancel message to be consumed', () => queueIdle(sqs, runtime.intakeQueueUrl), 10_000);
 
     expect((await runtime.getJob('cancel-late'))?.status).toBe(JOB_STATUS.COMPLETED);
     expect(events('cancel-late')).toHaveLength(1);

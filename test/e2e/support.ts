@@ -1,7 +1,7 @@
 /**
  * Helpers of the end-to-end tests over the local runtime.
  */
-import { DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
+import { DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import type { PublishedEvent } from '../../local/emulators/eventbridge';
 
 /** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
@@ -61,4 +61,20 @@ export async function drainQueue(client: SQSClient, queueUrl: string, into: Mess
 /** A job request body asking the simulator for a scenario. */
 export function jobBody(jobId: string, chatbotId: string, simulate: Record<string, unknown>, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ job_id: jobId, chatbot_id: chatbotId, input_data: { query: `e2e ${jobId}`, simulate }, ...extra });
+}
+
+/** True when the queue holds no message: none visible, in flight or delayed. */
+export async function queueIdle(client: SQSClient, queueUrl: string): Promise<boolean> {
+  const { Attributes: a = {} } = await client.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: queueUrl,
+      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
+    }),
+  );
+  return (
+    Number(a.ApproximateNumberOfMessages) +
+      Number(a.ApproximateNumberOfMessagesNotVisible) +
+      Number(a.ApproximateNumberOfMessagesDelayed) ===
+    0
+  );
 }

@@ -107,6 +107,35 @@ function poller(script: Array<ExecutionStatus | Error>, options: { clockSeconds?
   return { instance, waterflai };
 }
 
+/**
+ * Polls until the job is terminal, the clock (seconds after ACCEPTED_AT, from 100) moving by
+ * each planned wait. Returns the last state and when the last poll was made.
+ */
+async function pollToTheEnd(
+  start: PollState,
+  waterflai: ScriptedWaterflai,
+  deps: Pick<ConstructorParameters<typeof JobPoller>[0], 'authGraceSeconds' | 'cancelRetryDelaysMs'>,
+): Promise<{ state: PollState; lastPollSeconds: number }> {
+  let seconds = 100;
+  const instance = new JobPoller({
+    store,
+    waterflai,
+    logger: fakeLogger(),
+    pollSettings: POLL_SETTINGS,
+    maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES,
+    now: () => atMs(seconds),
+    ...deps,
+  });
+  let state = start;
+  let lastPollSeconds = seconds;
+  while (!isTerminal(state.status)) {
+    lastPollSeconds = seconds;
+    state = await instance.poll(state, PLENTY_OF_TIME);
+    seconds += state.next_poll_seconds;
+  }
+  return { state, lastPollSeconds };
+}
+
 describe('JobPoller', () => {
   describe('recording changes', () => {
     it('writes a new status with its fields, the poll count and the observation time', async () => {
@@ -407,27 +436,14 @@ describe('JobPoller', () => {
 
     it('an outage never fails the job before its deadline; at the deadline the execution is cancelled and the job times out', async () => {
       // Prepare: every read fails until past the deadline (2 days of 503s at pollMaxSeconds)
-      let state: PollState = { ...(await startedJob()), deadline_at: at(3_600) };
-      let seconds = 100;
+      const start: PollState = { ...(await startedJob()), deadline_at: at(3_600) };
       const waterflai = new ScriptedWaterflai(Array.from({ length: 200 }, () => new WaterflaiHttpError('get', 503)));
-      const instance = new JobPoller({
-        store,
-        waterflai,
-        logger: fakeLogger(),
-        pollSettings: POLL_SETTINGS,
-        maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES,
-        now: () => atMs(seconds),
-        cancelRetryDelaysMs: [],
-      });
 
       // Act
-      while (!isTerminal(state.status)) {
-        state = await instance.poll(state, PLENTY_OF_TIME);
-        seconds += state.next_poll_seconds;
-      }
+      const { state, lastPollSeconds } = await pollToTheEnd(start, waterflai, { cancelRetryDelaysMs: [] });
 
       // Assess
-      expect(seconds - state.next_poll_seconds).toBeGreaterThanOrEqual(3_600);
+      expect(lastPollSeconds).toBeGreaterThanOrEqual(3_600);
       expect(waterflai.cancelled).toHaveLength(1);
       expect(await store.get(state.job_id)).toMatchObject({
         status: JOB_STATUS.FAILED,
@@ -438,27 +454,13 @@ describe('JobPoller', () => {
 
     it('a key refused past the auth grace period gives up: the execution is cancelled and the job ends POLL_FAILED', async () => {
       // Prepare
-      let state: PollState = await startedJob();
-      let seconds = 100;
       const waterflai = new ScriptedWaterflai(Array.from({ length: 50 }, () => new WaterflaiHttpError('get', 401)));
-      const instance = new JobPoller({
-        store,
-        waterflai,
-        logger: fakeLogger(),
-        pollSettings: POLL_SETTINGS,
-        maxInlineOutputBytes: MAX_INLINE_OUTPUT_BYTES,
-        now: () => atMs(seconds),
-        authGraceSeconds: 300,
-      });
 
       // Act
-      while (!isTerminal(state.status)) {
-        state = await instance.poll(state, PLENTY_OF_TIME);
-        seconds += state.next_poll_seconds;
-      }
+      const { state, lastPollSeconds } = await pollToTheEnd(await startedJob(), waterflai, { authGraceSeconds: 300 });
 
       // Assess
-      expect(seconds - state.next_poll_seconds - 100).toBeGreaterThanOrEqual(300);
+      expect(lastPollSeconds - 100).toBeGreaterThanOrEqual(300);
       expect(waterflai.cancelled).toHaveLength(1);
       expect(await store.get(state.job_id)).toMatchObject({
         status: JOB_STATUS.FAILED,
