@@ -132,23 +132,24 @@ export interface RejectedJob {
 }
 
 /** Fields a status update may set, besides the status itself. */
-export interface StatusFields {
-  readonly progress?: number | null;
-  readonly current_node?: string | null;
-  readonly completed_nodes?: number | null;
-  readonly total_nodes?: number | null;
-  readonly polls?: number;
-  readonly upstream_started_at?: string | null;
-  readonly finished_at?: string;
-  readonly final_output?: unknown;
-  readonly output_location?: OutputLocation;
-  readonly cleanup_after?: string | null;
-  readonly error_code?: string;
-  readonly error_message?: string;
-  readonly cancel_reason?: CancelReason;
-  readonly upstream_cancel?: UpstreamCancel;
-  readonly incident?: PollIncident | null;
-}
+export type StatusFields = Pick<
+  JobRecord,
+  | 'progress'
+  | 'current_node'
+  | 'completed_nodes'
+  | 'total_nodes'
+  | 'polls'
+  | 'upstream_started_at'
+  | 'finished_at'
+  | 'final_output'
+  | 'output_location'
+  | 'cleanup_after'
+  | 'error_code'
+  | 'error_message'
+  | 'cancel_reason'
+  | 'upstream_cancel'
+  | 'incident'
+>;
 
 /** True when the record's status is terminal. */
 export function isSettled(record: JobRecord): record is JobRecord & { status: TerminalStatus } {
